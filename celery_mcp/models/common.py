@@ -1,0 +1,64 @@
+"""Pieces shared by the models of several toolsets."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+TaskId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9_.:\-]+$",
+        description="Celery task id, as returned by send_task or a workflow tool.",
+    ),
+]
+TaskName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.:\-]*$",
+        description="Registered task name, e.g. 'demo.add' (list_task_types lists them).",
+    ),
+]
+QueueName = Annotated[
+    str,
+    Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.:\-@]+$", description="Queue name."),
+]
+Json = JsonValue
+
+
+class TaskState(StrEnum):
+    """Celery task states."""
+
+    PENDING = "PENDING"  # unknown to the backend: queued, not yet started, or never sent
+    RECEIVED = "RECEIVED"  # a worker holds it
+    STARTED = "STARTED"  # running on a worker
+    RETRY = "RETRY"  # failed, will run again
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    REVOKED = "REVOKED"  # revoked, expired or terminated
+    REJECTED = "REJECTED"
+    IGNORED = "IGNORED"
+
+
+class Model(BaseModel):
+    """Base of every input and output model: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Empty(Model):
+    """No arguments."""
+
+
+class Truncation(Model):
+    """What was cut from an output to respect the size cap."""
+
+    field: str = Field(description="Output field that was cut.")
+    original_bytes: int = Field(description="Size before cutting.")
+    kept_bytes: int = Field(description="Size kept.")

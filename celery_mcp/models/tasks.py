@@ -1,0 +1,136 @@
+"""Models of the `tasks` toolset: send, status, result, revoke."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, Field, model_validator
+
+from celery_mcp.models.common import Json, Model, QueueName, TaskId, TaskName, TaskState, Truncation
+
+MAX_COUNTDOWN_S = 365 * 86_400.0
+
+Signal = Literal["SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2"]
+
+
+class TaskOptions(Model):
+    """How and where one task runs; shared by send_task and every workflow step."""
+
+    countdown: float | None = Field(
+        None, ge=0, le=MAX_COUNTDOWN_S, description="Run no earlier than this many seconds from now."
+    )
+    eta: AwareDatetime | None = Field(
+        None, description="Run no earlier than this time (ISO 8601 with timezone)."
+    )
+    expires: float | AwareDatetime | None = Field(
+        None,
+        description="Discard (state REVOKED) if not started by then: seconds from now or a time.",
+    )
+    queue: QueueName | None = Field(None, description="Queue to send to (default: task routing).")
+    priority: int | None = Field(None, ge=0, le=9, description="0 (lowest) to 9 (highest).")
+    retries: int = Field(
+        0, ge=0, le=50, description="Run again up to this many times if the task raises."
+    )
+    retry_delay_s: float = Field(
+        1.0, ge=0, le=86_400, description="Delay before the first retry; doubles each retry."
+    )
+    retry_delay_max_s: float = Field(
+        600.0, ge=0, le=86_400, description="Cap on the retry delay after doubling."
+    )
+
+    @model_validator(mode="after")
+    def _check_times(self) -> TaskOptions:
+        if self.countdown is not None and self.eta is not None:
+            raise ValueError("give countdown or eta, not both")
+        if isinstance(self.expires, float | int) and not 0 < self.expires <= MAX_COUNTDOWN_S:
+            raise ValueError(f"expires must be in (0, {MAX_COUNTDOWN_S:.0f}] seconds")
+        return self
+
+
+class SendTaskInput(TaskOptions):
+    """Send one task by name."""
+
+    task_name: TaskName
+    args: list[Json] = Field(default_factory=list, description="Positional arguments (JSON).")
+    kwargs: dict[str, Json] = Field(default_factory=dict, description="Keyword arguments (JSON).")
+    validate_args: bool = Field(
+        True, description="Check args/kwargs against the task's signature before sending."
+    )
+
+
+class SendTaskResult(Model):
+    """A task that was published to the broker."""
+
+    task_id: str = Field(description="Id to pass to get_status / get_result / revoke.")
+    task_name: str
+    state: TaskState = Field(description="PENDING until a worker starts it.")
+    queue: str | None = Field(None, description="Queue it was routed to (None: default).")
+    eta: datetime | None = Field(None, description="Earliest start time, if delayed.")
+    expires: datetime | None = Field(None, description="Discard time, if any.")
+
+
+class TaskIdInput(Model):
+    """One task id."""
+
+    task_id: TaskId
+
+
+class TaskStatus(Model):
+    """What the result backend knows about one task (no waiting)."""
+
+    task_id: str
+    state: TaskState
+    ready: bool = Field(description="True when the task finished (success, failure, revoked).")
+    task_name: str | None = Field(None, description="Known once a worker received it.")
+    args: list[Json] | None = None
+    kwargs: dict[str, Json] | None = None
+    worker: str | None = Field(None, description="Hostname of the worker that ran it.")
+    queue: str | None = None
+    retries: int | None = Field(None, description="Retries so far.")
+    date_done: datetime | None = None
+    note: str | None = Field(None, description="How to read the state (e.g. PENDING).")
+
+
+class GetResultInput(Model):
+    """Wait (bounded) for a task's result."""
+
+    task_id: TaskId
+    timeout_s: float = Field(
+        10.0, ge=0, le=3600, description="Longest wait in seconds; 0 returns at once."
+    )
+
+
+class TaskResult(Model):
+    """A task's outcome, or its state if it is not finished within the wait."""
+
+    task_id: str
+    status: TaskState
+    ready: bool
+    success: bool = Field(description="True only when the task finished with SUCCESS.")
+    result: Json = Field(None, description="Return value when success (size-capped).")
+    error: str | None = Field(None, description="'ExceptionType: message' when it failed.")
+    traceback: str | None = Field(None, description="Worker traceback when it failed (capped).")
+    waited_s: float = Field(description="How long this call waited.")
+    timed_out: bool = Field(False, description="True when the wait ran out before the end.")
+    truncated: list[Truncation] = Field(default_factory=list, description="What was cut.")
+
+
+class RevokeInput(Model):
+    """Revoke a task; optionally terminate it if it is running."""
+
+    task_id: TaskId
+    terminate: bool = Field(False, description="Also kill it if running (prefork workers only).")
+    signal: Signal = Field("SIGTERM", description="Signal for terminate.")
+    confirm: bool = Field(False, description="Required with terminate=true; else a dry run.")
+
+
+class RevokeResult(Model):
+    """What revoke did (or would do, without confirm)."""
+
+    task_id: str
+    executed: bool = Field(description="False on a dry run (terminate without confirm).")
+    terminate: bool
+    signal: str | None
+    state_before: TaskState
+    message: str = Field(description="What happened or would happen.")

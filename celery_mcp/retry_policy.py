@@ -1,0 +1,70 @@
+"""Caller-chosen retries: message headers on the client side, a `run` wrapper on the worker.
+
+`send_task(retries=N, retry_delay_s=D, retry_delay_max_s=M)` adds three headers to the message:
+`x_mcp_retries`, `x_mcp_retry_delay_s`, `x_mcp_retry_delay_max_s`. Workers started with
+`celery-mcp worker` wrap every task's `run` (the way Celery's own `autoretry_for` does): when the
+task raises and `request.retries < N`, it calls `task.retry(countdown=min(D * 2**retries, M))`,
+so the state goes RETRY and the same task id runs again; the headers travel with the retry.
+Workers started otherwise ignore the headers: the task then runs once.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+RETRIES = "x_mcp_retries"
+DELAY = "x_mcp_retry_delay_s"
+DELAY_MAX = "x_mcp_retry_delay_max_s"
+
+
+def retry_headers(retries: int, delay_s: float, delay_max_s: float) -> dict[str, Any]:
+    """Message headers asking a celery-mcp worker for up to `retries` retries with backoff."""
+    return {RETRIES: retries, DELAY: delay_s, DELAY_MAX: delay_max_s}
+
+
+def backoff_s(attempt: int, delay_s: float, delay_max_s: float) -> float:
+    """Delay before retry number `attempt + 1`: delay doubled per attempt, capped."""
+    return float(min(delay_s * (2**attempt), delay_max_s))
+
+
+def _header(request: Any, key: str) -> Any:
+    headers = getattr(request, "headers", None) or {}
+    return headers.get(key, getattr(request, key, None))
+
+
+def wrap_task(task: Any) -> None:
+    """Make `task` honour the retry headers (idempotent)."""
+    if getattr(task, "_mcp_retry_wrapped", False):
+        return
+    from celery.exceptions import Ignore, Retry
+
+    original = task.run
+
+    @functools.wraps(original)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(*args, **kwargs)
+        except (Retry, Ignore):
+            raise
+        except Exception as exc:
+            request = task.request
+            limit = _header(request, RETRIES)
+            attempt = int(request.retries or 0)
+            if not limit or attempt >= int(limit):
+                raise
+            delay = backoff_s(
+                attempt, float(_header(request, DELAY) or 1.0), float(_header(request, DELAY_MAX) or 600)
+            )
+            raise task.retry(exc=exc, countdown=delay, max_retries=int(limit)) from exc
+
+    task.run = run
+    task._mcp_retry_wrapped = True
+
+
+def install(app: Any) -> None:
+    """Wrap every task registered on `app` (call in the worker after tasks are imported)."""
+    app.loader.import_default_modules()
+    for name, task in list(app.tasks.items()):
+        if not name.startswith("celery."):
+            wrap_task(task)

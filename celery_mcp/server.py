@@ -1,0 +1,168 @@
+"""MCP server: one tool per service operation, over stdio or streamable HTTP.
+
+Each operation's input model becomes the tool's flat arguments (agents and the Inspector CLI
+pass `{"task_id": ...}` more reliably than nested objects) and its output model the tool's
+output schema. Calls run in worker threads under a hard bound, so a slow broker never stalls
+the event loop or another call; typed service errors become `isError` results whose text starts
+with the error code and ends with what to do next.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
+
+from celery_mcp import __version__
+from celery_mcp.config import Settings, redact_url
+from celery_mcp.errors import CeleryMcpError
+from celery_mcp.service.cluster import Cluster
+from celery_mcp.service.registry import Operation, select
+
+log = logging.getLogger("celery_mcp.server")
+
+INSTRUCTIONS = (
+    "Operate a Celery cluster. Start with health when unsure what is running. Send work with "
+    "send_task and read it back with get_result (bounded wait; call again if timed_out). "
+    "Destructive tools act only with confirm=true; without it they report what they would do."
+)
+
+
+class LazyCluster:
+    """Builds the Cluster on first use, so the server starts even when the broker is down."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._cluster: Cluster | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Cluster:
+        with self._lock:
+            if self._cluster is None:
+                self._cluster = Cluster(self.settings)
+            return self._cluster
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _flat_parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
+    """One keyword parameter per model field, keeping its type, constraints and description."""
+    params = []
+    for name, field in model.model_fields.items():
+        info = Field(description=field.description, title=field.title, examples=field.examples)
+        annotation = Annotated[(field.annotation, *field.metadata, info)]  # type: ignore[valid-type]
+        default = (
+            inspect.Parameter.empty
+            if field.is_required()
+            else field.get_default(call_default_factory=True)
+        )
+        params.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        )
+    return params
+
+
+def _progress_bridge(ctx: Context) -> Callable[[float, float | None, str], None]:
+    """A sync progress callback for worker threads that reports through `ctx`."""
+
+    def report(progress: float, total: float | None, message: str) -> None:
+        try:
+            anyio.from_thread.run(ctx.report_progress, progress, total, message)
+        except Exception:  # progress is best effort; never fail the call for it
+            log.debug("progress report failed", exc_info=True)
+
+    return report
+
+
+def _tool_function(op: Operation, clusters: LazyCluster) -> Callable[..., Any]:
+    """An async tool function with `op`'s flat arguments that calls `op` in a thread."""
+    settings = clusters.settings
+
+    async def tool(ctx: Context, **arguments: Any) -> BaseModel:
+        try:
+            request = op.input_model.model_validate(arguments)
+        except ValidationError as exc:
+            raise ToolError(f"invalid_argument: {_validation_message(exc)}") from None
+        bound = op.bound_s(settings, request)
+        call = partial(_call, op, clusters, request)
+        if op.reports_progress:
+            call = partial(call, progress=_progress_bridge(ctx))
+        try:
+            with anyio.fail_after(bound):
+                return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+        except TimeoutError:
+            raise ToolError(
+                f"timeout: {op.name} did not finish within {bound:.1f}s "
+                "(broker, backend or workers not answering; call health)"
+            ) from None
+        except CeleryMcpError as exc:
+            raise ToolError(f"{exc.code}: {exc}") from None
+        except Exception as exc:
+            log.exception("%s failed", op.name)
+            raise ToolError(f"internal_error: {type(exc).__name__}: {redact_url(str(exc))}") from None
+
+    ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Context)
+    params = [ctx_param, *_flat_parameters(op.input_model)]
+    tool.__signature__ = inspect.Signature(params, return_annotation=op.output_model)  # type: ignore[attr-defined]
+    tool.__annotations__ = {p.name: p.annotation for p in params} | {"return": op.output_model}
+    tool.__name__ = op.name
+    tool.__doc__ = op.description
+    return tool
+
+
+def _call(op: Operation, clusters: LazyCluster, request: BaseModel, **extra: Any) -> BaseModel:
+    return op.func(clusters.get(), request, **extra)
+
+
+def annotations_for(op: Operation) -> ToolAnnotations:
+    """MCP tool annotations from an operation's safety flags."""
+    return ToolAnnotations(
+        title=op.name.replace("_", " "),
+        read_only_hint=op.read_only,
+        destructive_hint=op.destructive,
+        idempotent_hint=op.idempotent,
+        open_world_hint=True,
+    )
+
+
+def build_server(settings: Settings) -> MCPServer:
+    """An MCPServer exposing the operations `settings` selects (toolsets, read-only)."""
+    clusters = LazyCluster(settings)
+    server: MCPServer = MCPServer(
+        name="celery-mcp", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING"
+    )
+    for op in select(settings):
+        server.add_tool(
+            _tool_function(op, clusters),
+            name=op.name,
+            description=op.description,
+            annotations=annotations_for(op),
+            structured_output=True,
+        )
+    return server
+
+
+def run(settings: Settings, transport: str = "stdio") -> None:
+    """Serve over `transport` ('stdio' or 'http') until the client or a signal stops it."""
+    server = build_server(settings)
+    if transport == "stdio":
+        server.run("stdio")
+    else:
+        server.run("streamable-http", host=settings.host, port=settings.port)

@@ -80,11 +80,15 @@ def cmd_serve(ns: argparse.Namespace) -> int:
             stdout=log,
             stderr=log,
         )
-        print(f"celery-mcp: worker pid {worker.pid}, log {settings.data_dir / 'worker.log'}",
-              file=sys.stderr)
+        print(
+            f"celery-mcp: worker pid {worker.pid}, log {settings.data_dir / 'worker.log'}",
+            file=sys.stderr,
+        )
     if ns.transport == "http":
-        print(f"celery-mcp: MCP over HTTP at http://{settings.host}:{settings.port}/mcp",
-              file=sys.stderr)
+        print(
+            f"celery-mcp: MCP over HTTP at http://{settings.host}:{settings.port}/mcp",
+            file=sys.stderr,
+        )
     from celery_mcp.server import run
 
     try:
@@ -130,6 +134,7 @@ def cmd_broker(ns: argparse.Namespace) -> int:
 
     settings = _settings(ns)
     data_dir = Path(settings.data_dir)
+    server: embedded.EmbeddedServer | None
     if ns.op == "start":
         server = embedded.ensure_running(data_dir)
     elif ns.op == "stop":
@@ -174,7 +179,7 @@ def _field_values(pairs: list[str]) -> dict[str, Any]:
 
 
 def _decode(text: str) -> Any:
-    if text[:1] in "[{\"" or text in ("true", "false", "null"):
+    if text[:1] in '[{"' or text in ("true", "false", "null"):
         try:
             return json.loads(text)
         except ValueError:
@@ -191,7 +196,9 @@ def cmd_action(ns: argparse.Namespace, extra: list[str]) -> int:
     name = ACTION_ALIASES.get(ns.action, ns.action)
     op = operations.get(name)
     if op is None:
-        _error(InvalidArgument(f"unknown action {ns.action!r}", hint=f"one of {', '.join(operations)}"))
+        _error(
+            InvalidArgument(f"unknown action {ns.action!r}", hint=f"one of {', '.join(operations)}")
+        )
         return 2
     from pydantic import ValidationError
 
@@ -233,8 +240,9 @@ def _base_parser() -> argparse.ArgumentParser:
         epilog="Run `celery-mcp --action help` to list every action and its fields.",
     )
     parser.add_argument(
-        "--action", help="run one operation and print JSON: send_task, get_result, "
-        "inspect_workers, ping, health, ... (`--action help` lists all)"
+        "--action",
+        help="run one operation and print JSON: send_task, get_result, "
+        "inspect_workers, ping, health, ... (`--action help` lists all)",
     )
     _add_setting_flags(parser)
     return parser

@@ -24,7 +24,14 @@ TOOLSETS: tuple[str, ...] = (
     "history",
     "health",
 )
-DEFAULT_TOOLSETS: tuple[str, ...] = ("tasks", "workers", "workflows", "catalog", "history", "health")
+DEFAULT_TOOLSETS: tuple[str, ...] = (
+    "tasks",
+    "workers",
+    "workflows",
+    "catalog",
+    "history",
+    "health",
+)
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^@/\s]*)@")
 
@@ -100,7 +107,8 @@ class Settings(BaseSettings):
         unknown = sorted(set(names) - set(TOOLSETS))
         if unknown:
             raise ValueError(
-                f"unknown toolset(s) {', '.join(unknown)}; choose from {', '.join(TOOLSETS)} or 'all'"
+                f"unknown toolset(s) {', '.join(unknown)}; "
+                f"choose from {', '.join(TOOLSETS)} or 'all'"
             )
         return tuple(dict.fromkeys((*names, "health")))
 

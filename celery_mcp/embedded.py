@@ -123,9 +123,7 @@ def ping(server: EmbeddedServer, timeout_s: float = PING_TIMEOUT_S) -> bool:
         with socket.create_connection(("127.0.0.1", server.port), timeout=timeout_s) as sock:
             sock.settimeout(timeout_s)
             pw = server.password.encode()
-            sock.sendall(
-                b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(pw), pw)
-            )
+            sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(pw), pw))
             data = b""
             while data.count(b"\r\n") < 2:
                 chunk = sock.recv(64)

@@ -54,7 +54,9 @@ def wrap_task(task: Any) -> None:
             if not limit or attempt >= int(limit):
                 raise
             delay = backoff_s(
-                attempt, float(_header(request, DELAY) or 1.0), float(_header(request, DELAY_MAX) or 600)
+                attempt,
+                float(_header(request, DELAY) or 1.0),
+                float(_header(request, DELAY_MAX) or 600),
             )
             raise task.retry(exc=exc, countdown=delay, max_retries=int(limit)) from exc
 

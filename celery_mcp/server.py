@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import anyio
 import anyio.from_thread
@@ -67,14 +67,16 @@ def _flat_parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
     params = []
     for name, field in model.model_fields.items():
         info = Field(description=field.description, title=field.title, examples=field.examples)
-        annotation = Annotated[(field.annotation, *field.metadata, info)]  # type: ignore[valid-type]
+        annotation = cast(Any, Annotated)[(field.annotation, *field.metadata, info)]
         default = (
             inspect.Parameter.empty
             if field.is_required()
             else field.get_default(call_default_factory=True)
         )
         params.append(
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+            )
         )
     return params
 
@@ -116,9 +118,13 @@ def _tool_function(op: Operation, clusters: LazyCluster) -> Callable[..., Any]:
             raise ToolError(f"{exc.code}: {exc}") from None
         except Exception as exc:
             log.exception("%s failed", op.name)
-            raise ToolError(f"internal_error: {type(exc).__name__}: {redact_url(str(exc))}") from None
+            raise ToolError(
+                f"internal_error: {type(exc).__name__}: {redact_url(str(exc))}"
+            ) from None
 
-    ctx_param = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Context)
+    ctx_param = inspect.Parameter(
+        "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Context
+    )
     params = [ctx_param, *_flat_parameters(op.input_model)]
     tool.__signature__ = inspect.Signature(params, return_annotation=op.output_model)  # type: ignore[attr-defined]
     tool.__annotations__ = {p.name: p.annotation for p in params} | {"return": op.output_model}

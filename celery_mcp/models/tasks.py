@@ -18,7 +18,10 @@ class TaskOptions(Model):
     """How and where one task runs; shared by send_task and every workflow step."""
 
     countdown: float | None = Field(
-        None, ge=0, le=MAX_COUNTDOWN_S, description="Run no earlier than this many seconds from now."
+        None,
+        ge=0,
+        le=MAX_COUNTDOWN_S,
+        description="Run no earlier than this many seconds from now.",
     )
     eta: AwareDatetime | None = Field(
         None, description="Run no earlier than this time (ISO 8601 with timezone)."

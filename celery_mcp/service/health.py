@@ -22,7 +22,9 @@ def _timed(check: Callable[[], str]) -> ComponentHealth:
         detail = check()
     except CeleryMcpError as exc:
         return ComponentHealth(ok=False, detail=str(exc))
-    return ComponentHealth(ok=True, latency_ms=round((time.perf_counter() - start) * 1e3, 2), detail=detail)
+    return ComponentHealth(
+        ok=True, latency_ms=round((time.perf_counter() - start) * 1e3, 2), detail=detail
+    )
 
 
 def check_broker(cluster: Cluster) -> ComponentHealth:

@@ -214,4 +214,3 @@ def revoke(cluster: Cluster, request: RevokeInput) -> RevokeResult:
         message=f"revoke sent; {acks} worker(s) acknowledged"
         + ("; it ran already, nothing to stop" if before in READY_STATES else ""),
     )
-

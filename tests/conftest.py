@@ -1,0 +1,70 @@
+"""Session fixtures: one embedded Valkey, one demo worker, MCP sessions over real stdio."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from mcp import ClientSession
+
+from celery_mcp.config import Settings
+from celery_mcp.embedded import EmbeddedServer, ensure_running, stop
+from celery_mcp.service.cluster import Cluster
+from tests.support import Worker, mcp_session
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/integration/" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("celery-mcp-data")
+
+
+@pytest.fixture(scope="session")
+def env(data_dir: Path) -> dict[str, str]:
+    """Environment for child processes: only this test session's settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_MCP_")}
+    return clean | {"CELERY_MCP_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="session")
+def embedded(data_dir: Path) -> Iterator[EmbeddedServer]:
+    server = ensure_running(data_dir)
+    yield server
+    stop(data_dir)
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path, embedded: EmbeddedServer) -> Settings:
+    return Settings(data_dir=data_dir)
+
+
+@pytest.fixture(scope="session")
+def cluster(settings: Settings) -> Cluster:
+    return Cluster(settings)
+
+
+@pytest.fixture(scope="session")
+def worker(env: dict[str, str], embedded: EmbeddedServer, data_dir: Path) -> Iterator[Worker]:
+    """The demo worker `w1@%h` on the default queue (prefork, 4 processes)."""
+    w = Worker(env, "w1@%h", concurrency=4, log_dir=data_dir).wait_ready()
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="module")
+async def mcp(env: dict[str, str], worker: Worker) -> AsyncIterator[ClientSession]:
+    """An MCP session (official client, stdio) with the demo worker running."""
+    async with mcp_session(env) as session:
+        yield session

@@ -1,0 +1,178 @@
+"""Real processes for the tests: embedded Valkey, `celery-mcp worker`, MCP server over stdio.
+
+Nothing here mocks Celery, the broker or MCP: workers are `python -m celery_mcp worker`
+processes, the server is `python -m celery_mcp serve` driven by the official MCP client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.types import CallToolResult
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.05, what: str = "") -> Any:
+    """Poll `predicate` until it returns a truthy value or `timeout_s` passes (then fail)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
+        time.sleep(interval_s)
+
+
+class Worker:
+    """A real `celery-mcp worker` process."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        hostname: str,
+        *,
+        queues: str | None = None,
+        concurrency: int = 2,
+        pool: str = "prefork",
+        extra: list[str] | None = None,
+        log_dir: Path,
+    ) -> None:
+        self.hostname = hostname
+        self.log_path = log_dir / f"worker-{hostname.split('@')[0]}.log"
+        args = [
+            sys.executable,
+            "-m",
+            "celery_mcp",
+            "worker",
+            "--hostname",
+            hostname,
+            "-c",
+            str(concurrency),
+            "-P",
+            pool,
+            "-l",
+            "INFO",
+        ]
+        if queues:
+            args += ["-Q", queues]
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [*args, *(extra or [])],
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout_s: float = 30.0) -> Worker:
+        """Wait until the worker logs `ready` (it then consumes and answers control)."""
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker {self.hostname} exited: {self.log()}")
+            return b" ready." in self.log_path.read_bytes()
+
+        wait_until(ready, timeout_s, 0.1, f"worker {self.hostname} ready")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to the whole worker process group (main process and pool children)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+
+
+def server_params(env: Mapping[str, str], *extra: str) -> StdioServerParameters:
+    """How to spawn `celery-mcp serve` over stdio with `env`."""
+    return StdioServerParameters(
+        command=sys.executable, args=["-m", "celery_mcp", "serve", *extra], env=dict(env)
+    )
+
+
+@contextlib.asynccontextmanager
+async def mcp_session(env: Mapping[str, str], *extra: str) -> AsyncIterator[ClientSession]:
+    """An initialized official-client session with a fresh `celery-mcp serve` process."""
+    with open(os.devnull, "w") as devnull:
+        async with (
+            stdio_client(server_params(env, *extra), errlog=devnull) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            yield session
+
+
+async def call(session: ClientSession, tool: str, **arguments: Any) -> dict[str, Any]:
+    """Call a tool that must succeed; return its structured content."""
+    result = await session.call_tool(tool, arguments)
+    assert isinstance(result, CallToolResult)
+    assert not result.is_error, f"{tool} failed: {error_text(result)}"
+    assert result.structured_content is not None
+    return dict(result.structured_content)
+
+
+async def call_error(session: ClientSession, tool: str, **arguments: Any) -> str:
+    """Call a tool that must fail; return its error text."""
+    result = await session.call_tool(tool, arguments)
+    assert isinstance(result, CallToolResult)
+    assert result.is_error, f"{tool} unexpectedly succeeded: {result.structured_content}"
+    return error_text(result)
+
+
+def error_text(result: CallToolResult) -> str:
+    return " ".join(getattr(block, "text", "") for block in result.content)
+
+
+def run_cli(env: Mapping[str, str], *args: str, timeout_s: float = 30) -> tuple[int, Any]:
+    """Run `python -m celery_mcp ARGS`; return (exit code, parsed JSON stdout or raw text)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery_mcp", *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    try:
+        return proc.returncode, json.loads(proc.stdout)
+    except ValueError:
+        return proc.returncode, proc.stdout + proc.stderr
+
+
+@contextlib.contextmanager
+def started_workers(
+    env: Mapping[str, str], log_dir: Path, *specs: dict[str, Any]
+) -> Iterator[list[Worker]]:
+    """Start workers (each spec: Worker kwargs incl. hostname), wait ready, stop them after."""
+    workers = [Worker(env, log_dir=log_dir, **spec) for spec in specs]
+    try:
+        for w in workers:
+            w.wait_ready()
+        yield workers
+    finally:
+        for w in workers:
+            w.stop()

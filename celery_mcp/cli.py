@@ -111,6 +111,7 @@ def cmd_worker(ns: argparse.Namespace, extra: list[str]) -> int:
 
     settings = _settings(ns)
     app = make_app(settings, worker=True)
+    app.conf.worker_pool_restarts = True  # lets the pool_restart control command work
     retry_policy.install(app)
     hostname = ns.hostname or "celery@%h"
     state_name = hostname.replace("%h", "host").replace("@", "_")

@@ -47,8 +47,14 @@ def publish_options(opts: TaskOptions) -> dict[str, Any]:
     return options
 
 
-def ensure_sendable(cluster: Cluster, name: str, args: Any, kwargs: Any) -> None:
-    """Raise when `name` is unknown or args/kwargs exceed the caps; nothing is sent."""
+def ensure_sendable(
+    cluster: Cluster, name: str, args: Any, kwargs: Any, *, validate: bool = True
+) -> None:
+    """Raise when `name` is unknown or args/kwargs exceed the caps; nothing is sent.
+
+    Every path that publishes a task (send_task, workflow steps, periodic entries) calls this
+    first. `validate=False` skips the signature check (tasks with dynamic signatures).
+    """
     s = cluster.settings
     check_payload(args, kwargs, max_bytes=s.max_payload_bytes, max_depth=s.max_depth)
     if not is_known_task(cluster, name):
@@ -68,7 +74,9 @@ def _expires_at(opts: TaskOptions, now: datetime) -> datetime | None:
 def send_task(cluster: Cluster, request: SendTaskInput) -> SendTaskResult:
     """Send a task by name with args/kwargs and options (countdown, eta, expires, queue,
     priority, retries). Returns the task_id at once; get_result waits for the outcome."""
-    ensure_sendable(cluster, request.task_name, request.args, request.kwargs)
+    ensure_sendable(
+        cluster, request.task_name, request.args, request.kwargs, validate=request.validate_args
+    )
     now = datetime.now(UTC)
     with translate_errors("broker"):
         result = cluster.app.send_task(

@@ -21,12 +21,13 @@ import anyio.from_thread
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
+from mcp.types import Tool, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from celery_mcp import __version__
 from celery_mcp.config import Settings, redact_url
 from celery_mcp.errors import CeleryMcpError
+from celery_mcp.schema_compact import compact_schema
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.registry import Operation, select
 
@@ -138,20 +139,43 @@ def _call(op: Operation, clusters: LazyCluster, request: BaseModel, **extra: Any
 
 
 def annotations_for(op: Operation) -> ToolAnnotations:
-    """MCP tool annotations from an operation's safety flags."""
+    """MCP tool annotations from an operation's safety flags.
+
+    Only hints that differ from the spec's defaults are sent (readOnlyHint false,
+    destructiveHint true, idempotentHint false, openWorldHint true): the list is sent every turn.
+    """
+    if op.read_only:
+        return ToolAnnotations(read_only_hint=True)
     return ToolAnnotations(
-        title=op.name.replace("_", " "),
-        read_only_hint=op.read_only,
+        read_only_hint=False,
         destructive_hint=op.destructive,
-        idempotent_hint=op.idempotent,
-        open_world_hint=True,
+        idempotent_hint=op.idempotent or None,
     )
+
+
+class CeleryMcpServer(MCPServer):
+    """MCPServer whose `tools/list` is computed once, with compacted schemas."""
+
+    _listed: list[Tool] | None = None
+
+    async def list_tools(self) -> list[Tool]:
+        if self._listed is None:
+            self._listed = [
+                tool.model_copy(
+                    update={
+                        "input_schema": compact_schema(tool.input_schema),
+                        "output_schema": compact_schema(tool.output_schema, for_output=True),
+                    }
+                )
+                for tool in await super().list_tools()
+            ]
+        return self._listed
 
 
 def build_server(settings: Settings) -> MCPServer:
     """An MCPServer exposing the operations `settings` selects (toolsets, read-only)."""
     clusters = LazyCluster(settings)
-    server: MCPServer = MCPServer(
+    server: MCPServer = CeleryMcpServer(
         name="celery-mcp", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING"
     )
     for op in select(settings):

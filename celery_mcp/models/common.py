@@ -56,9 +56,5 @@ class Empty(Model):
     """No arguments."""
 
 
-class Truncation(Model):
-    """What was cut from an output to respect the size cap."""
-
-    field: str = Field(description="Output field that was cut.")
-    original_bytes: int = Field(description="Size before cutting.")
-    kept_bytes: int = Field(description="Size kept.")
+Truncation = str
+"""What was cut from an output to respect the size cap, e.g. 'result: 120000 -> 64000 bytes'."""

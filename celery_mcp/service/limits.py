@@ -46,13 +46,15 @@ def cap_json(field: str, value: Any, max_bytes: int) -> tuple[Any, Truncation | 
         text = repr(value)
     if len(text) <= max_bytes:
         return value, None
-    return text[:max_bytes], Truncation(field=field, original_bytes=len(text), kept_bytes=max_bytes)
+    return text[:max_bytes], _note(field, len(text), max_bytes)
 
 
 def cap_text(field: str, text: str | None, max_bytes: int) -> tuple[str | None, Truncation | None]:
     """`text` unchanged if it fits, else its last `max_bytes` characters (tracebacks end well)."""
     if text is None or len(text) <= max_bytes:
         return text, None
-    return text[-max_bytes:], Truncation(
-        field=field, original_bytes=len(text), kept_bytes=max_bytes
-    )
+    return text[-max_bytes:], _note(field, len(text), max_bytes)
+
+
+def _note(field: str, original: int, kept: int) -> Truncation:
+    return f"{field}: {original} -> {kept} bytes"

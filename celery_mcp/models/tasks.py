@@ -21,26 +21,22 @@ class TaskOptions(Model):
         None,
         ge=0,
         le=MAX_COUNTDOWN_S,
-        description="Run no earlier than this many seconds from now.",
+        description="Delay in seconds before it may run.",
     )
     eta: AwareDatetime | None = Field(
-        None, description="Run no earlier than this time (ISO 8601 with timezone)."
+        None, description="Earliest run time (ISO 8601 with timezone)."
     )
     expires: float | AwareDatetime | None = Field(
         None,
-        description="Discard (state REVOKED) if not started by then: seconds from now or a time.",
+        description="Discard if not started by then (seconds or ISO time).",
     )
-    queue: QueueName | None = Field(None, description="Queue to send to (default: task routing).")
-    priority: int | None = Field(None, ge=0, le=9, description="0 (lowest) to 9 (highest).")
-    retries: int = Field(
-        0, ge=0, le=50, description="Run again up to this many times if the task raises."
-    )
+    queue: QueueName | None = Field(None, description="Queue (default: the task's route).")
+    priority: int | None = Field(None, ge=0, le=9, description="0-9, 9 highest.")
+    retries: int = Field(0, ge=0, le=50, description="Retry up to N times if it raises.")
     retry_delay_s: float = Field(
-        1.0, ge=0, le=86_400, description="Delay before the first retry; doubles each retry."
+        1.0, ge=0, le=86_400, description="First retry delay; doubles each retry."
     )
-    retry_delay_max_s: float = Field(
-        600.0, ge=0, le=86_400, description="Cap on the retry delay after doubling."
-    )
+    retry_delay_max_s: float = Field(600.0, ge=0, le=86_400, description="Cap on the retry delay.")
 
     @model_validator(mode="after")
     def _check_times(self) -> TaskOptions:
@@ -55,11 +51,9 @@ class SendTaskInput(TaskOptions):
     """Send one task by name."""
 
     task_name: TaskName
-    args: list[Json] = Field(default_factory=list, description="Positional arguments (JSON).")
-    kwargs: dict[str, Json] = Field(default_factory=dict, description="Keyword arguments (JSON).")
-    validate_args: bool = Field(
-        True, description="Check args/kwargs against the task's signature before sending."
-    )
+    args: list[Json] = Field(default_factory=list, description="Positional args (JSON list).")
+    kwargs: dict[str, Json] = Field(default_factory=dict, description="Keyword args (JSON object).")
+    validate_args: bool = Field(True, description="Check args against the task signature first.")
 
 
 class SendTaskResult(Model):

@@ -33,6 +33,11 @@ from celery_mcp.service.registry import Operation, select
 
 log = logging.getLogger("celery_mcp.server")
 
+#: Worker threads for tool calls, apart from anyio's default limiter (40 threads), which the
+#: SDK's stdio transport uses to read stdin and write stdout: sharing it, 40 waiting get_result
+#: calls stalled every other request (a ping took 3.4 s) until one of them returned.
+TOOL_THREADS = 64
+
 INSTRUCTIONS = (
     "Operate a Celery cluster. Start with health when unsure what is running. Send work with "
     "send_task and read it back with get_result (bounded wait; call again if timed_out). "
@@ -47,6 +52,7 @@ class LazyCluster:
         self.settings = settings
         self._cluster: Cluster | None = None
         self._lock = threading.Lock()
+        self.threads = anyio.CapacityLimiter(TOOL_THREADS)
 
     def get(self) -> Cluster:
         with self._lock:
@@ -109,7 +115,9 @@ def _tool_function(op: Operation, clusters: LazyCluster) -> Callable[..., Any]:
             call = partial(call, progress=_progress_bridge(ctx))
         try:
             with anyio.fail_after(bound):
-                return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+                return await anyio.to_thread.run_sync(
+                    call, abandon_on_cancel=True, limiter=clusters.threads
+                )
         except TimeoutError:
             raise ToolError(
                 f"timeout: {op.name} did not finish within {bound:.1f}s "

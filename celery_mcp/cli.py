@@ -56,7 +56,7 @@ def _settings(ns: argparse.Namespace, **extra: Any) -> Any:
 
 def _env_for_children(settings: Any) -> dict[str, str]:
     """Environment that makes a child `celery-mcp` use the same settings."""
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "CELERY_MCP_AUTH_TOKEN"}  # HTTP only
     for key in ("broker_url", "result_backend", "app", "data_dir"):
         value = getattr(settings, key)
         if value is not None:
@@ -69,6 +69,14 @@ def cmd_serve(ns: argparse.Namespace) -> int:
 
     settings = _settings(ns, host=ns.host, port=ns.port)
     setup_logging(settings.log_level)
+    if ns.transport == "http":
+        from celery_mcp.errors import Forbidden
+        from celery_mcp.security import check_bind
+
+        try:
+            check_bind(settings)
+        except Forbidden as exc:
+            raise SystemExit(f"celery-mcp: {exc}") from None
     worker = None
     if ns.with_worker:
         settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Every toolset a server can expose; `health` is always on.
@@ -91,10 +91,30 @@ class Settings(BaseSettings):
     # Streamable HTTP transport.
     host: str = Field("127.0.0.1", description="HTTP bind address.")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port.")
-    auth_token: str | None = Field(None, description="Bearer token required on HTTP.")
+    auth_token: SecretStr | None = Field(
+        None, description="Bearer token every HTTP request must carry; needed off loopback."
+    )
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Extra Host header values accepted on HTTP (loopback always is)."
+    )
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Extra Origin header values accepted on HTTP (loopback always is)."
+    )
+
+    # Task allowlist: glob patterns; empty = any task the app or a live worker registers.
+    task_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Glob patterns of task names that may be sent or scheduled."
+    )
 
     timezone: str = Field("UTC", description="Timezone for schedules and ETAs.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+
+    @field_validator("allowed_hosts", "allowed_origins", "task_allow", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("toolsets", mode="before")
     @classmethod

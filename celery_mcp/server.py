@@ -197,10 +197,47 @@ def build_server(settings: Settings) -> MCPServer:
     return server
 
 
+def http_app(settings: Settings, server: MCPServer) -> Any:
+    """The streamable HTTP ASGI app: Host/Origin allow-lists always on, bearer token if set.
+
+    The SDK checks Host/Origin only when it is bound to a loopback name and given no settings,
+    so settings are always passed. The token is checked by a small ASGI middleware in front of
+    everything (`security.BearerTokenMiddleware`) rather than the SDK's OAuth hooks, which
+    need an authorization server URL a static token does not have.
+    """
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    from celery_mcp import security
+
+    guard = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=security.allowed_hosts(settings),
+        allowed_origins=security.allowed_origins(settings),
+    )
+    app: Any = server.streamable_http_app(transport_security=guard, host=settings.host)
+    if settings.auth_token is not None:
+        app = security.BearerTokenMiddleware(app, settings.auth_token.get_secret_value())
+    return app
+
+
 def run(settings: Settings, transport: str = "stdio") -> None:
     """Serve over `transport` ('stdio' or 'http') until the client or a signal stops it."""
-    server = build_server(settings)
     if transport == "stdio":
-        server.run("stdio")
-    else:
-        server.run("streamable-http", host=settings.host, port=settings.port)
+        build_server(settings).run("stdio")
+        return
+    import uvicorn
+
+    from celery_mcp.security import check_bind
+
+    check_bind(settings)  # refuses a non-loopback bind without a token, before binding
+    app = http_app(settings, build_server(settings))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # uvicorn logs go through the root handler, which redacts
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=2,  # open SSE streams must not hold a shutdown
+        server_header=False,
+    )
+    uvicorn.Server(config).run()

@@ -176,3 +176,92 @@ def started_workers(
     finally:
         for w in workers:
             w.stop()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class HttpServer:
+    """A real `celery-mcp serve --transport http` process on a free port (stdout/stderr kept)."""
+
+    def __init__(self, env: Mapping[str, str], log_dir: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        tag = f"http-{self.port}"
+        self.out_path, self.err_path = log_dir / f"{tag}.out", log_dir / f"{tag}.err"
+        self._out, self._err = open(self.out_path, "wb"), open(self.err_path, "wb")  # noqa: SIM115
+        cmd = [sys.executable, "-m", "celery_mcp", "serve", "--transport", "http"]
+        self.proc = subprocess.Popen(
+            [*cmd, "--port", str(self.port), *extra],
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=self._err,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout_s: float = 30.0) -> HttpServer:
+        """Wait until the port accepts connections (fail early if the process exits)."""
+        import socket
+
+        def listening() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited {self.proc.returncode}: {self.output()}")
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_until(listening, timeout_s, 0.1, f"HTTP server on port {self.port}")
+        return self
+
+    def output(self) -> str:
+        """Everything the process wrote to stdout and stderr so far."""
+        self._out.flush()
+        self._err.flush()
+        return self.out_path.read_text(errors="replace") + self.err_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._out.close()
+        self._err.close()
+
+
+@contextlib.contextmanager
+def http_server(env: Mapping[str, str], log_dir: Path, *extra: str) -> Iterator[HttpServer]:
+    """A started `celery-mcp serve --transport http` process, stopped afterwards."""
+    server = HttpServer(env, log_dir, *extra)
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
+@contextlib.asynccontextmanager
+async def http_session(
+    url: str, headers: Mapping[str, str] | None = None
+) -> AsyncIterator[ClientSession]:
+    """An initialized official-client session over streamable HTTP, with extra `headers`."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    timeout = httpx2.Timeout(30.0, read=120.0)
+    async with (
+        httpx2.AsyncClient(headers=dict(headers or {}), timeout=timeout) as client,
+        streamable_http_client(url, http_client=client) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import AwareDatetime, Field, model_validator
@@ -44,6 +44,13 @@ class TaskOptions(Model):
             raise ValueError("give countdown or eta, not both")
         if isinstance(self.expires, float | int) and not 0 < self.expires <= MAX_COUNTDOWN_S:
             raise ValueError(f"expires must be in (0, {MAX_COUNTDOWN_S:.0f}] seconds")
+        latest = datetime.now(UTC) + timedelta(seconds=MAX_COUNTDOWN_S)
+        for name, when in (("eta", self.eta), ("expires", self.expires)):
+            if isinstance(when, datetime) and when > latest:
+                raise ValueError(
+                    f"{name} {when.isoformat()} is more than {MAX_COUNTDOWN_S / 86_400:.0f} days "
+                    "ahead; use a periodic schedule for work that far out"
+                )
         return self
 
 

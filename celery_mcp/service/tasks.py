@@ -22,6 +22,7 @@ from celery_mcp.models.tasks import (
     TaskStatus,
 )
 from celery_mcp.retry_policy import retry_headers
+from celery_mcp.security import check_task_allowed
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.discovery import expected_workers, is_known_task
 from celery_mcp.service.limits import cap_json, cap_text, check_payload
@@ -56,6 +57,7 @@ def ensure_sendable(
     first. `validate=False` skips the signature check (tasks with dynamic signatures).
     """
     s = cluster.settings
+    check_task_allowed(s, name)
     check_payload(args, kwargs, max_bytes=s.max_payload_bytes, max_depth=s.max_depth)
     if not is_known_task(cluster, name):
         raise UnknownTask(

@@ -251,15 +251,25 @@ def http_server(env: Mapping[str, str], log_dir: Path, *extra: str) -> Iterator[
 
 @contextlib.asynccontextmanager
 async def http_session(
-    url: str, headers: Mapping[str, str] | None = None
+    url: str, headers: Mapping[str, str] | None = None, responses: list[Any] | None = None
 ) -> AsyncIterator[ClientSession]:
-    """An initialized official-client session over streamable HTTP, with extra `headers`."""
+    """An initialized official-client session over streamable HTTP, with extra `headers`.
+
+    Every HTTP response is appended to `responses` (to check status codes and headers).
+    """
     import httpx2
     from mcp.client.streamable_http import streamable_http_client
 
+    async def record(response: Any) -> None:
+        if responses is not None:
+            responses.append(response)
+
     timeout = httpx2.Timeout(30.0, read=120.0)
+    hooks = {"response": [record]}
     async with (
-        httpx2.AsyncClient(headers=dict(headers or {}), timeout=timeout) as client,
+        httpx2.AsyncClient(
+            headers=dict(headers or {}), timeout=timeout, event_hooks=hooks
+        ) as client,
         streamable_http_client(url, http_client=client) as (read, write),
         ClientSession(read, write) as session,
     ):

@@ -28,6 +28,7 @@ import os
 import re
 import socket
 import threading
+import time
 import types
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,7 @@ from celery_mcp.errors import (
     InvalidArgument,
     NotFound,
     Unavailable,
+    WaitTimeout,
 )
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.registry import Operation, load_operations
@@ -208,35 +210,377 @@ class TaskManager:
             "revoke", task_id=task_id, terminate=terminate, signal=signal, confirm=confirm
         )
 
+    def list_task_types(self, pattern: str = "*", *, offset: int = 0, limit: int = 100) -> Result:
+        """Task names the cluster can run (app and live workers), with signatures."""
+        return self._call("list_task_types", pattern=pattern, offset=offset, limit=limit)
+
+    def describe_task(self, task_name: str) -> Result:
+        """How to call one task: docstring, parameters (JSON schema), queue, limits."""
+        return self._call("describe_task", task_name=task_name)
+
 
 class WorkerManager:
-    """Workers: inspect, ping, active and registered tasks, control, shutdown."""
+    """Workers: inspect, ping, tasks held, queues, control, shutdown.
+
+    `destination` (worker hostnames; None: every worker) and `timeout_s` (wait for replies;
+    None: the inspect timeout setting) mean the same in every method.
+    """
 
     def __init__(self, skill: CelerySkill) -> None:
         self._call: Call = skill._call
+
+    def inspect_workers(
+        self,
+        destination: list[str] | None = None,
+        *,
+        timeout_s: float | None = None,
+        max_tasks: int = 20,
+    ) -> Result:
+        """Every answering worker in detail (pool, queues, tasks held, totals) and who is silent."""
+        return self._call(
+            "inspect_workers", destination=destination, timeout_s=timeout_s, max_tasks=max_tasks
+        )
+
+    def ping_workers(
+        self, destination: list[str] | None = None, *, timeout_s: float | None = None
+    ) -> Result:
+        """Workers that answer ping, with latencies."""
+        return self._call("ping_workers", destination=destination, timeout_s=timeout_s)
+
+    def get_active_tasks(
+        self,
+        destination: list[str] | None = None,
+        *,
+        timeout_s: float | None = None,
+        include_reserved: bool = True,
+        include_scheduled: bool = True,
+        max_tasks: int = 50,
+    ) -> Result:
+        """Tasks running on workers (and prefetched or waiting for their ETA)."""
+        return self._call(
+            "get_active_tasks",
+            destination=destination,
+            timeout_s=timeout_s,
+            include_reserved=include_reserved,
+            include_scheduled=include_scheduled,
+            max_tasks=max_tasks,
+        )
+
+    def get_registered_tasks(
+        self, destination: list[str] | None = None, *, timeout_s: float | None = None
+    ) -> Result:
+        """Task names each worker can run, and their union."""
+        return self._call("get_registered_tasks", destination=destination, timeout_s=timeout_s)
+
+    def queue_lengths(
+        self, queues: list[str] | None = None, *, timeout_s: float | None = None
+    ) -> Result:
+        """Messages waiting per queue on the broker."""
+        return self._call("queue_lengths", queues=queues, timeout_s=timeout_s)
+
+    def purge_queue(self, queue: str, *, confirm: bool = False) -> Result:
+        """Delete every message waiting in `queue` (a dry run unless confirm=True)."""
+        return self._call("purge_queue", queue=queue, confirm=confirm)
+
+    def control_workers(
+        self,
+        command: str,
+        destination: list[str] | None = None,
+        *,
+        timeout_s: float | None = None,
+        confirm: bool = False,
+        **arguments: Any,
+    ) -> Result:
+        """One remote-control command: pool_restart, pool_grow/pool_shrink (n), autoscale
+        (max, min), add_consumer/cancel_consumer (queue), rate_limit (task_name, rate),
+        time_limit (task_name, soft, hard)."""
+        return self._call(
+            "control_workers",
+            command=command,
+            destination=destination,
+            timeout_s=timeout_s,
+            confirm=confirm,
+            **arguments,
+        )
+
+    def pool_restart(
+        self,
+        destination: list[str] | None = None,
+        *,
+        timeout_s: float | None = None,
+        confirm: bool = False,
+    ) -> Result:
+        """Replace every pool process (prefork workers); a dry run unless confirm=True."""
+        return self.control_workers(
+            "pool_restart", destination, timeout_s=timeout_s, confirm=confirm
+        )
+
+    def shutdown_workers(
+        self,
+        destination: list[str] | None = None,
+        *,
+        confirm: bool = False,
+        wait_s: float = 10.0,
+        timeout_s: float | None = None,
+    ) -> Result:
+        """Warm-stop workers (all of them when destination is None); a dry run unless
+        confirm=True; waits up to wait_s for them to leave."""
+        return self._call(
+            "shutdown_workers",
+            destination=destination,
+            confirm=confirm,
+            wait_s=wait_s,
+            timeout_s=timeout_s,
+        )
+
+
+#: A workflow step: "demo.noop", ("demo.add", [2, 3]), ("demo.echo", [], {"k": 1}), or a dict
+#: with task_name, args, kwargs and send_task options (the WorkflowStep model's fields).
+Step = str | tuple[Any, ...] | list[Any] | dict[str, Any]
+
+WORKFLOW_WAIT_SLICE_S = 1.0
+
+
+def _step(step: Step) -> dict[str, Any]:
+    """A WorkflowStep's fields from the short forms above."""
+    if isinstance(step, str):
+        return {"task_name": step}
+    if isinstance(step, dict):
+        return step
+    if isinstance(step, tuple | list) and step and isinstance(step[0], str) and len(step) <= 3:
+        fields: dict[str, Any] = {"task_name": step[0]}
+        if len(step) > 1:
+            fields["args"] = step[1]
+        if len(step) > 2:
+            fields["kwargs"] = step[2]
+        return fields
+    raise InvalidArgument(
+        f"bad workflow step {step!r}",
+        hint="give 'task.name', ('task.name', [args]), ('task.name', [args], {kwargs}) or a dict",
+    )
 
 
 class WorkflowHandle:
-    """A workflow that was started: its id, readiness and results."""
+    """A workflow that was started: `.id`, `.ready()`, `.results`, `.result`, `.get(timeout)`.
 
-    def __init__(self, skill: CelerySkill, data: Result) -> None:
-        self._skill = skill
+    `.data` is what the workflow tool returned (workflow_id, task_count, group_id, message,
+    ...); the rest reads the workflow back with get_workflow and get_result.
+    """
+
+    def __init__(self, skill: CelerySkill, kind: str, data: Result) -> None:
+        self._call: Call = skill._call
         self.data = data
+        self.kind = kind  # chain, group, chord or map
+        self.id: str | None = data.get("workflow_id")
+
+    def __repr__(self) -> str:
+        return f"<WorkflowHandle {self.kind} {self.id}>"
+
+    def _id(self) -> str:
+        if self.id is None:
+            raise InvalidArgument("a dry run has no workflow to read", hint="see .data['canvas']")
+        return self.id
+
+    def tree(self, *, states: list[str] | None = None, offset: int = 0, limit: int = 50) -> Result:
+        """get_workflow: each task's state and result or error, counts, where it failed."""
+        return self._call(
+            "get_workflow", workflow_id=self._id(), states=states, offset=offset, limit=limit
+        )
+
+    def ready(self) -> bool:
+        """True when nothing more will run (finished, or a chain stopped at a failed step)."""
+        return bool(self.tree(limit=1)["ready"])
+
+    @property
+    def results(self) -> list[Any]:
+        """Each step's or parallel task's result, in order (None where not SUCCESS yet)."""
+        out: list[Any] = []
+        offset = 0
+        while True:
+            page = self.tree(offset=offset, limit=500)
+            out += [node["result"] for node in page["nodes"]]
+            if not page["more"]:
+                return out
+            offset += len(page["nodes"])
+
+    @property
+    def result(self) -> Any:
+        """The final result: the chord callback's, the chain's last step's, or the list of a
+        group's results; None until it succeeded."""
+        return self.tree(limit=1)["result"]
+
+    def get(self, timeout: float = 10.0) -> Result:
+        """Wait up to `timeout` seconds until ready; return the workflow tree (state, result,
+        error, nodes, ...). Raises WaitTimeout when it is not ready in time."""
+        workflow_id = self._id()
+        deadline = time.monotonic() + timeout
+        while True:
+            tree = self.tree()
+            if tree["ready"]:
+                return tree
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(
+                    f"workflow {workflow_id} not ready after {timeout:.1f}s: {tree['counts']}",
+                    hint="call get() again, or tree() to see which tasks are pending",
+                )
+            # a pub/sub wait on the final id, so it returns as soon as that finishes
+            self._call(
+                "get_result", task_id=workflow_id, timeout_s=min(WORKFLOW_WAIT_SLICE_S, remaining)
+            )
 
 
 class WorkflowManager:
-    """Workflows: chain, group, chord, map."""
+    """Workflows: chain, group, chord, map (steps as in `Step`); each returns a WorkflowHandle."""
 
     def __init__(self, skill: CelerySkill) -> None:
         self._skill = skill
         self._call: Call = skill._call
 
+    def _handle(self, op_name: str, **fields: Any) -> WorkflowHandle:
+        kind = op_name.split("_")[0]
+        return WorkflowHandle(self._skill, kind, self._call(op_name, **fields))
+
+    def chain_tasks(self, steps: list[Step], *, dry_run: bool = False) -> WorkflowHandle:
+        """Run steps one after another, each getting the previous result first (unless
+        immutable); a failed step stops the chain."""
+        return self._handle("chain_tasks", steps=[_step(s) for s in steps], dry_run=dry_run)
+
+    def group_tasks(self, tasks: list[Step], *, dry_run: bool = False) -> WorkflowHandle:
+        """Run tasks in parallel; `.results` lists their results."""
+        return self._handle("group_tasks", tasks=[_step(s) for s in tasks], dry_run=dry_run)
+
+    def chord_workflow(
+        self, header: list[Step], callback: Step, *, dry_run: bool = False
+    ) -> WorkflowHandle:
+        """Run header tasks in parallel, then `callback` on the list of their results."""
+        return self._handle(
+            "chord_workflow",
+            header=[_step(s) for s in header],
+            callback=_step(callback),
+            dry_run=dry_run,
+        )
+
+    def map_task(
+        self,
+        task_name: str,
+        items: list[list[Any]],
+        *,
+        options: dict[str, Any] | None = None,
+        chunk_size: int | None = None,
+        chord_callback: Step | None = None,
+        validate_args: bool = True,
+        dry_run: bool = False,
+    ) -> WorkflowHandle:
+        """Run `task_name` once per args list in `items` (optionally chunked), optionally
+        with a chord_callback on all results."""
+        return self._handle(
+            "map_task",
+            task_name=task_name,
+            items=items,
+            options=options,
+            chunk_size=chunk_size,
+            chord_callback=None if chord_callback is None else _step(chord_callback),
+            validate_args=validate_args,
+            dry_run=dry_run,
+        )
+
+    def get_workflow(
+        self,
+        workflow_id: str,
+        *,
+        states: list[str] | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> Result:
+        """A workflow's tree by id (as returned in a handle's `.id`)."""
+        return self._call(
+            "get_workflow", workflow_id=workflow_id, states=states, offset=offset, limit=limit
+        )
+
 
 class Scheduler:
-    """Periodic tasks (RedBeat schedule store)."""
+    """Periodic tasks in the schedule store (run by `celery-mcp beat`).
+
+    A schedule is one of `every` (seconds, or {days, hours, minutes, seconds}), `crontab` (a
+    5-field string or `crontab(...)`) or `run_at` (one run at an aware datetime).
+    """
 
     def __init__(self, skill: CelerySkill) -> None:
         self._call: Call = skill._call
+
+    @staticmethod
+    def crontab(
+        minute: str = "*",
+        hour: str = "*",
+        day_of_week: str = "*",
+        day_of_month: str = "*",
+        month_of_year: str = "*",
+    ) -> Any:
+        """A validated crontab schedule to pass as `crontab=` (raises InvalidArgument)."""
+        from celery_mcp.service.schedules import crontab
+
+        return crontab(
+            minute=minute,
+            hour=hour,
+            day_of_week=day_of_week,
+            day_of_month=day_of_month,
+            month_of_year=month_of_year,
+        )
+
+    def add_periodic_task(
+        self,
+        name: str,
+        task_name: str,
+        *,
+        every: Any = None,
+        crontab: Any = None,
+        run_at: Any = None,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Result:
+        """Add entry `name` running `task_name` on a schedule; options: queue, priority,
+        expires_s, enabled, validate_args."""
+        return self._call(
+            "add_periodic_task",
+            name=name,
+            task_name=task_name,
+            every=every,
+            crontab=crontab,
+            run_at=run_at,
+            args=args,
+            kwargs=kwargs,
+            **options,
+        )
+
+    def list_periodic_tasks(self, **filters: Any) -> Result:
+        """Entries with their schedules and next run; filters: enabled, task_name, offset, limit."""
+        return self._call("list_periodic_tasks", **filters)
+
+    def get_periodic_task(self, name: str) -> Result:
+        """One entry in full."""
+        return self._call("get_periodic_task", name=name)
+
+    def update_periodic_task(self, name: str, **changes: Any) -> Result:
+        """Change an entry; fields left out stay as they are."""
+        return self._call("update_periodic_task", name=name, **changes)
+
+    def enable_periodic_task(self, name: str) -> Result:
+        """Let beat run the entry again."""
+        return self._call("enable_periodic_task", name=name)
+
+    def disable_periodic_task(self, name: str) -> Result:
+        """Keep the entry but stop beat from running it."""
+        return self._call("disable_periodic_task", name=name)
+
+    def remove_periodic_task(self, name: str, *, confirm: bool = False) -> Result:
+        """Delete the entry (a dry run unless confirm=True)."""
+        return self._call("remove_periodic_task", name=name, confirm=confirm)
+
+    def run_periodic_task_now(self, name: str) -> Result:
+        """Send the entry's task once now, outside its schedule."""
+        return self._call("run_periodic_task_now", name=name)
 
 
 class CelerySkill:

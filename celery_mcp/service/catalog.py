@@ -1,0 +1,231 @@
+"""Catalog: which tasks the cluster can run and how to call them; args checked before send.
+
+Two sources, merged by task name. The imported app: specs derived once per process from the
+task functions. Live workers: each `celery-mcp worker` answers the `mcp_task_specs` control
+command with its specs (see `celery_mcp.worker_control`); a plain `celery worker` answers it
+with an error, so its task names come from `inspect().registered()` and their signatures are
+unknown. Worker answers are cached for a few seconds, like `discovery.worker_task_names`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from celery_mcp.errors import UnknownTask, translate_errors
+from celery_mcp.models.catalog import (
+    DescribeTaskInput,
+    ListTaskTypesInput,
+    Source,
+    TaskDescription,
+    TaskSpec,
+    TaskTypeList,
+    TaskTypeSummary,
+)
+from celery_mcp.service.cluster import Cluster
+from celery_mcp.service.discovery import expected_workers
+from celery_mcp.service.registry import operation
+from celery_mcp.service.signatures import SPECS_COMMAND, check_call, task_spec
+
+WORKER_SPECS_TTL_S = 5.0
+REFRESH_ON_MISS_S = 0.5
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass
+class WorkerView:
+    """What live workers reported: who has which task, and the specs celery-mcp workers sent."""
+
+    at: float = 0.0
+    hosts: dict[str, set[str]] = field(default_factory=dict)  # task name -> hostnames
+    specs: dict[str, TaskSpec] = field(default_factory=dict)
+    answered: int = 0
+
+
+# -- sources ----------------------------------------------------------------------------------
+
+
+def app_spec(cluster: Cluster, name: str) -> TaskSpec | None:
+    """The spec of `name` from the imported app (derived once), or None if it has no such task."""
+    if name not in cluster.app_task_names():
+        return None
+    cached = cluster.cache.setdefault("catalog_app_specs", (0.0, {}))[1]
+    if name not in cached:
+        cached[name] = task_spec(cluster.app.tasks[name])
+    spec: TaskSpec = cached[name]
+    return spec
+
+
+def _registered_names(replies: dict[str, Any]) -> dict[str, set[str]]:
+    """hostname -> task names, from `registered` replies ('name [rate_limit=..]' -> 'name')."""
+    return {
+        host: {str(item).split(" [", 1)[0] for item in (names or [])}
+        for host, names in replies.items()
+    }
+
+
+def _broadcast(
+    cluster: Cluster, command: str, destination: list[str] | None, limit: int | None
+) -> dict[str, Any]:
+    """Replies to `command` by hostname, returning once `limit` arrived (bounded)."""
+    with translate_errors("broker"):
+        replies = cluster.app.control.broadcast(
+            command,
+            destination=destination,
+            reply=True,
+            limit=limit,
+            timeout=cluster.settings.inspect_timeout_s,
+        )
+    return {host: body for reply in replies or [] for host, body in reply.items()}
+
+
+def _ask_workers(cluster: Cluster) -> WorkerView:
+    view = WorkerView(at=time.monotonic())
+    expected = expected_workers(cluster)
+    if expected == 0:
+        return view
+    plain: list[str] = []
+    by_host: dict[str, set[str]] = {}
+    for host, body in _broadcast(cluster, SPECS_COMMAND, None, expected).items():
+        tasks = body.get("tasks") if isinstance(body, dict) else None
+        if not isinstance(tasks, dict):
+            plain.append(host)  # a plain celery worker: "no such command"
+            continue
+        by_host[host] = set(tasks)
+        for name, data in tasks.items():
+            if name not in view.specs and isinstance(data, dict):
+                with contextlib.suppress(ValidationError):  # another version: unknown
+                    view.specs[name] = TaskSpec.model_validate(data)
+    if plain:
+        by_host |= _registered_names(_broadcast(cluster, "registered", plain, len(plain)))
+    for host, names in by_host.items():
+        for name in names:
+            view.hosts.setdefault(name, set()).add(host)
+    view.answered = len(by_host)
+    return view
+
+
+def worker_view(cluster: Cluster, *, max_age_s: float = WORKER_SPECS_TTL_S) -> WorkerView:
+    """Live workers' tasks and specs, asked at most every `max_age_s` seconds."""
+    cached = cluster.cache.get("catalog_workers")
+    if cached and time.monotonic() - cached[0] < max_age_s:
+        view: WorkerView = cached[1]
+        return view
+    view = _ask_workers(cluster)
+    cluster.cache["catalog_workers"] = (view.at, view)
+    return view
+
+
+def resolve_spec(cluster: Cluster, name: str, view: WorkerView) -> tuple[TaskSpec | None, Source]:
+    """The spec used for `name` (the app's first, then a celery-mcp worker's) and its source."""
+    spec = app_spec(cluster, name)
+    if spec is not None:
+        return spec, "app"
+    if name in view.specs:
+        return view.specs[name], "worker"
+    return None, "unknown"
+
+
+def check_arguments(cluster: Cluster, name: str, args: Any, kwargs: Any) -> None:
+    """Raise InvalidArgument when args/kwargs do not fit `name`'s known signature.
+
+    Called by `tasks.ensure_sendable` before anything is published. A task whose signature
+    is unknown (only plain celery workers have it) is not checked.
+    """
+    spec = app_spec(cluster, name)
+    if spec is None:
+        specs = worker_view(cluster).specs
+        if name not in specs:
+            specs = worker_view(cluster, max_age_s=REFRESH_ON_MISS_S).specs
+        spec = specs.get(name)
+    if spec is not None:
+        check_call(spec, list(args or []), dict(kwargs or {}))
+
+
+# -- operations -------------------------------------------------------------------------------
+
+
+def _matcher(pattern: str) -> str:
+    return pattern if _GLOB_CHARS & set(pattern) else f"*{pattern}*"
+
+
+@operation("catalog", read_only=True)
+def list_task_types(cluster: Cluster, request: ListTaskTypesInput) -> TaskTypeList:
+    """List the task names the cluster can run (imported app and live workers), filtered by a
+    name glob and paged; each with its call signature and docstring summary."""
+    view = worker_view(cluster)
+    glob = _matcher(request.pattern)
+    names = sorted(
+        n for n in cluster.app_task_names() | set(view.hosts) if fnmatch.fnmatchcase(n, glob)
+    )
+    page = names[request.offset : request.offset + request.limit]
+    items = []
+    for name in page:
+        spec, source = resolve_spec(cluster, name, view)
+        items.append(
+            TaskTypeSummary(
+                name=name,
+                signature=spec.signature if spec else None,
+                summary=spec.summary if spec else "",
+                source=source,
+                worker_count=len(view.hosts.get(name, ())),
+            )
+        )
+    end = request.offset + len(page)
+    return TaskTypeList(
+        tasks=items,
+        total=len(names),
+        next_offset=end if end < len(names) else None,
+        workers_answered=view.answered,
+    )
+
+
+def _server_queue(cluster: Cluster, name: str) -> str | None:
+    """The queue this server's app routes `name` to when send_task gets no queue."""
+    try:
+        queue = cluster.app.amqp.router.route({}, name).get("queue")
+    except Exception:
+        return None
+    return str(getattr(queue, "name", queue)) if queue else None
+
+
+def _note(cluster: Cluster, source: Source, spec: TaskSpec | None, workers: list[str]) -> str:
+    if spec is None:
+        return (
+            "signature unknown: only plain celery workers have this task; run them with "
+            "`celery-mcp worker` or import the app with --app to see and check its arguments"
+        )
+    if not workers:
+        return "no live worker has this task registered; a sent task waits in its queue"
+    if source == "worker" and spec.queue and spec.queue != _server_queue(cluster, spec.name):
+        return (
+            f"its workers route it to queue {spec.queue!r} but this server's app does not: "
+            f"pass queue={spec.queue!r} to send_task"
+        )
+    return ""
+
+
+@operation("catalog", read_only=True)
+def describe_task(cluster: Cluster, request: DescribeTaskInput) -> TaskDescription:
+    """How to call one task: docstring, parameters as a JSON schema with defaults, queue, rate
+    and time limits, retry policy, acks_late, and the live workers that have it."""
+    name = request.task_name
+    view = worker_view(cluster)
+    if name not in view.hosts and name not in cluster.app_task_names():
+        view = worker_view(cluster, max_age_s=REFRESH_ON_MISS_S)
+    spec, source = resolve_spec(cluster, name, view)
+    workers = sorted(view.hosts.get(name, ()))
+    if spec is None and not workers:
+        known = len(cluster.app_task_names() | set(view.hosts))
+        raise UnknownTask(
+            f"unknown task {name!r}: no live worker and no imported app registers it",
+            hint=f"list_task_types shows the {known} known tasks (pattern filters by name)",
+        )
+    data = spec.model_dump() if spec else {"name": name}
+    note = _note(cluster, source, spec, workers) or None
+    return TaskDescription(**data, source=source, workers=workers, note=note)

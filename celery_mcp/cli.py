@@ -121,6 +121,9 @@ def cmd_worker(ns: argparse.Namespace, extra: list[str]) -> int:
     app = make_app(settings, worker=True)
     app.conf.worker_pool_restarts = True  # lets the pool_restart control command work
     retry_policy.install(app)
+    from celery_mcp import worker_control  # registers the mcp_task_specs control command
+
+    worker_control.task_specs(app)  # derive the task signatures once, before serving
     hostname = ns.hostname or "celery@%h"
     state_name = hostname.replace("%h", "host").replace("@", "_")
     argv = [

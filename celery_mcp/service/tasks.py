@@ -64,6 +64,10 @@ def ensure_sendable(
             f"unknown task {name!r}: no live worker and no imported app registers it",
             hint="check the name with list_task_types or the workers with health",
         )
+    if validate:  # signature check (catalog): arity, keywords, types
+        from celery_mcp.service.catalog import check_arguments
+
+        check_arguments(cluster, name, args, kwargs)
 
 
 def _expires_at(opts: TaskOptions, now: datetime) -> datetime | None:

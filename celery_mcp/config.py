@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(256_000, gt=0, description="Serialized args+kwargs cap.")
     max_depth: int = Field(32, gt=0, description="Nesting depth cap of args/kwargs.")
     max_output_bytes: int = Field(64_000, gt=0, description="Result/traceback size cap.")
+    max_workflow_size: int = Field(10_000, gt=0, description="Most tasks in one workflow.")
 
     # Streamable HTTP transport.
     host: str = Field("127.0.0.1", description="HTTP bind address.")

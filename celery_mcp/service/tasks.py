@@ -114,6 +114,12 @@ def get_status(cluster: Cluster, request: TaskIdInput) -> TaskStatus:
     """A task's current state and metadata (name, args, worker, retries), without waiting."""
     meta = _meta(cluster, request.task_id)
     state = TaskState(meta.get("status", "PENDING"))
+    if state == TaskState.PENDING:  # a saved group id (group_tasks/map_task) -> its aggregate
+        from celery_mcp.service.workflows import saved_group_status
+
+        group = saved_group_status(cluster, request.task_id)
+        if group is not None:
+            return group
     args, _ = cap_json("args", meta.get("args"), cluster.settings.max_output_bytes)
     kwargs, _ = cap_json("kwargs", meta.get("kwargs"), cluster.settings.max_output_bytes)
     delivery = meta.get("delivery_info") or {}
@@ -173,6 +179,11 @@ def get_result(
     once when it is done; on timeout returns its state with timed_out=true (call again)."""
     import celery.exceptions
 
+    from celery_mcp.service.workflows import saved_group_result
+
+    group = saved_group_result(cluster, request, progress)
+    if group is not None:  # a saved group id (group_tasks/map_task): wait for all
+        return group
     result = AsyncResult(request.task_id, app=cluster.app)
     start = time.monotonic()
     deadline = start + min(request.timeout_s, cluster.settings.result_wait_max_s)

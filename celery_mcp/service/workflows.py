@@ -1,0 +1,554 @@
+"""Workflows: chain, group, chord and map as one trackable id, and the tree behind that id.
+
+Every task id is assigned here before anything is published, so the whole tree is known up
+front. A small JSON record of it (kind, node ids and names, group and callback ids) is stored in
+the result backend under `celery-mcp-workflow-<workflow id>`, with the backend's own expiry
+(`result_expires`); `get_workflow` reads it and the nodes' states in one MGET. The workflow id
+is what `get_status`/`get_result` accept: a chain's last step, a chord's callback, or a group
+saved with `GroupResult.save()` (those two tools resolve a saved group to its aggregate).
+
+Failure semantics are Celery's, made visible: a failed chain step marks the later steps
+FAILURE without running them (shown here as NOT_RUN); a failed chord header task makes the
+callback FAILURE with a ChordError naming it, once every header task has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celery import chain, chord, group
+from celery.canvas import Signature, xstarmap
+from celery.result import AsyncResult, GroupResult
+from celery.utils import uuid
+
+from celery_mcp.errors import InvalidArgument, NotFound, translate_errors
+from celery_mcp.models.common import Json, TaskState, Truncation
+from celery_mcp.models.tasks import GetResultInput, TaskOptions, TaskResult, TaskStatus
+from celery_mcp.models.workflows import (
+    NOT_RUN,
+    ChainInput,
+    ChordInput,
+    GetWorkflowInput,
+    GroupInput,
+    MapInput,
+    StepOptions,
+    WorkflowKind,
+    WorkflowNode,
+    WorkflowResult,
+    WorkflowStep,
+    WorkflowTree,
+)
+from celery_mcp.service.cluster import Cluster
+from celery_mcp.service.limits import cap_json
+from celery_mcp.service.registry import Progress, operation
+from celery_mcp.service.tasks import ensure_sendable, publish_options
+
+RECORD_PREFIX = "celery-mcp-workflow-"
+READY = {"SUCCESS", "FAILURE", "REVOKED", "REJECTED", "IGNORED"}
+FAILED = {"FAILURE", "REVOKED", "REJECTED"}
+MGET_BATCH = 1000
+#: Stands for the previous step's result when a chained step's args are checked.
+PREVIOUS_RESULT = None
+MIN_NODE_BYTES = 256
+
+
+# --- validation and canvas building -------------------------------------------------------
+
+
+def _check_size(cluster: Cluster, count: int, what: str) -> None:
+    cap = cluster.settings.max_workflow_size
+    if count == 0:
+        raise InvalidArgument(
+            f"empty workflow: {what} is an empty list",
+            hint=f"give at least one entry in {what}; for a single task use send_task",
+        )
+    if count > cap:
+        raise InvalidArgument(
+            f"workflow of {count} tasks is over the cap of {cap} (CELERY_MCP_MAX_WORKFLOW_SIZE)",
+            hint="split it into several workflows, or raise the cap",
+        )
+
+
+def _check_step(cluster: Cluster, step: WorkflowStep, *, after_result: bool) -> None:
+    """ensure_sendable for one step; `after_result`: it will get a result prepended."""
+    if not after_result or step.immutable:
+        ensure_sendable(
+            cluster, step.task_name, step.args, step.kwargs, validate=step.validate_args
+        )
+        return
+    args = [PREVIOUS_RESULT, *step.args]
+    ensure_sendable(cluster, step.task_name, args, step.kwargs, validate=False)
+    if step.validate_args:
+        _check_with_previous_result(cluster, step.task_name, args, step.kwargs)
+
+
+def _check_with_previous_result(
+    cluster: Cluster, name: str, args: list[Any], kwargs: dict[str, Any]
+) -> None:
+    """The signature check of a step whose first argument is a result not known yet: arity,
+    keywords and the types of the given arguments; the first parameter accepts anything."""
+    try:
+        from celery_mcp.service.catalog import app_spec, worker_view
+        from celery_mcp.service.signatures import check_call
+    except ImportError:  # no catalog: the name and caps were checked, nothing more to do
+        return
+    spec = app_spec(cluster, name) or worker_view(cluster).specs.get(name)
+    if spec is None or spec.parameters_schema is None:
+        return
+    first = next((p for p in spec.parameters if p.kind != "keyword_only"), None)
+    update: dict[str, Any] = {}
+    if first is not None and first.kind == "var_positional":
+        update["var_args_schema"] = None
+    elif first is not None:
+        schema = dict(spec.parameters_schema)
+        schema["properties"] = {**schema.get("properties", {}), first.name: {}}
+        update["parameters_schema"] = schema
+    check_call(spec.model_copy(update=update), args, kwargs)
+
+
+def _signature(
+    cluster: Cluster, name: str, args: Sequence[Any], kwargs: dict[str, Any], opts: TaskOptions
+) -> Signature:
+    """A signature with its task id assigned now and send_task's options."""
+    immutable = bool(getattr(opts, "immutable", False))
+    sig: Signature = cluster.app.signature(
+        name, args=list(args), kwargs=dict(kwargs), immutable=immutable
+    )
+    sig.set(task_id=uuid(), **publish_options(opts))
+    return sig
+
+
+def _step(cluster: Cluster, step: WorkflowStep) -> Signature:
+    return _signature(cluster, step.task_name, step.args, step.kwargs, step)
+
+
+def _node(sig: Signature, items: int | None = None) -> list[Any]:
+    name = sig.task
+    if name == "celery.starmap":
+        name = sig.kwargs["task"]["task"]
+    return [sig.id, name, items]
+
+
+def _canvas_json(cluster: Cluster, canvas: Signature) -> tuple[Json, list[Truncation]]:
+    plain = json.loads(json.dumps(canvas, default=str))  # a Signature is a dict
+    value, cut = cap_json("canvas", plain, cluster.settings.max_output_bytes)
+    return value, [cut] if cut else []
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A workflow ready to publish: its canvas and the record of its tree."""
+
+    kind: WorkflowKind
+    workflow_id: str
+    canvas: Signature
+    nodes: list[list[Any]]  # [task_id, task_name, items or None] in order
+    group_id: str | None = None
+    callback: list[Any] | None = None
+    save_group: bool = False
+
+    @property
+    def task_count(self) -> int:
+        return len(self.nodes) + (1 if self.callback else 0)
+
+    def record(self) -> str:
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "group_id": self.group_id,
+                "nodes": self.nodes,
+                "callback": self.callback,
+            },
+            separators=(",", ":"),
+        )
+
+
+def _group_plan(
+    cluster: Cluster, kind: WorkflowKind, sigs: list[Signature], items: list[int]
+) -> Plan:
+    gid = uuid()
+    nodes = [_node(s, n or None) for s, n in zip(sigs, items, strict=True)]
+    canvas = group(sigs, app=cluster.app, task_id=gid)
+    return Plan(kind, gid, canvas, nodes, group_id=gid, save_group=True)
+
+
+def _chord_plan(
+    cluster: Cluster, kind: WorkflowKind, sigs: list[Signature], items: list[int], body: Signature
+) -> Plan:
+    gid = uuid()
+    nodes = [_node(s, n or None) for s, n in zip(sigs, items, strict=True)]
+    canvas = chord(group(sigs, app=cluster.app, task_id=gid), body, app=cluster.app)
+    return Plan(kind, body.id, canvas, nodes, group_id=gid, callback=_node(body))
+
+
+def _publish(cluster: Cluster, plan: Plan, dry_run: bool) -> WorkflowResult:
+    """Store the record (and saved group), then publish; or describe it on a dry run."""
+    if dry_run:
+        canvas, cuts = _canvas_json(cluster, plan.canvas)
+        cut = f" (cut: {cuts[0]})" if cuts else ""
+        return WorkflowResult(
+            workflow_id=None,
+            task_count=plan.task_count,
+            canvas=canvas,
+            message=f"dry run: {plan.task_count} task(s) validated, nothing was published{cut}",
+        )
+    backend = _kv_backend(cluster)
+    with translate_errors("backend"):
+        backend.set(RECORD_PREFIX + plan.workflow_id, plan.record())
+        if plan.save_group:
+            members = [AsyncResult(n[0], app=cluster.app) for n in plan.nodes]
+            GroupResult(plan.workflow_id, members, app=cluster.app).save()
+    with translate_errors("broker"):
+        result = plan.canvas.apply_async()
+    if result.id != plan.workflow_id:  # ids are assigned above; Celery keeps them
+        raise RuntimeError(f"workflow id {plan.workflow_id} became {result.id}")
+    return WorkflowResult(
+        workflow_id=plan.workflow_id,
+        task_count=plan.task_count,
+        group_id=plan.group_id,
+        message=f"published {plan.task_count} task(s); get_result waits for the outcome, "
+        "get_workflow shows every task's state",
+    )
+
+
+@operation("workflows", read_only=False)
+def chain_tasks(cluster: Cluster, request: ChainInput) -> WorkflowResult:
+    """Run tasks in sequence, each getting the previous result as first argument (unless
+    immutable); a failed step stops the chain. Returns one id (the last step's)."""
+    _check_size(cluster, len(request.steps), "steps")
+    for i, step in enumerate(request.steps):
+        _check_step(cluster, step, after_result=i > 0)
+    sigs = [_step(cluster, s) for s in request.steps]
+    canvas = chain(*sigs, app=cluster.app)
+    plan = Plan("chain", sigs[-1].id, canvas, [_node(s) for s in sigs])
+    return _publish(cluster, plan, request.dry_run)
+
+
+@operation("workflows", read_only=False)
+def group_tasks(cluster: Cluster, request: GroupInput) -> WorkflowResult:
+    """Run tasks in parallel. Returns one group id; get_result on it waits for all and
+    returns the list of results."""
+    _check_size(cluster, len(request.tasks), "tasks")
+    for step in request.tasks:
+        _check_step(cluster, step, after_result=False)
+    sigs = [_step(cluster, s) for s in request.tasks]
+    plan = _group_plan(cluster, "group", sigs, [0] * len(sigs))
+    return _publish(cluster, plan, request.dry_run)
+
+
+@operation("workflows", read_only=False)
+def chord_workflow(cluster: Cluster, request: ChordInput) -> WorkflowResult:
+    """Run header tasks in parallel, then the callback on the list of their results. Returns
+    the callback's id; a failed header task makes it FAILURE."""
+    _check_size(cluster, len(request.header), "header")
+    for step in request.header:
+        _check_step(cluster, step, after_result=False)
+    _check_step(cluster, request.callback, after_result=True)
+    sigs = [_step(cluster, s) for s in request.header]
+    plan = _chord_plan(cluster, "chord", sigs, [0] * len(sigs), _step(cluster, request.callback))
+    return _publish(cluster, plan, request.dry_run)
+
+
+@operation("workflows", read_only=False)
+def map_task(cluster: Cluster, request: MapInput) -> WorkflowResult:
+    """Run one task once per argument list in items, optionally in chunks and with a
+    chord_callback on all results. Returns one id (the callback's, else the group's)."""
+    _check_size(cluster, len(request.items), "items")
+    for item in request.items:
+        ensure_sendable(cluster, request.task_name, item, {}, validate=request.validate_args)
+    if request.chord_callback is not None:
+        _check_step(cluster, request.chord_callback, after_result=True)
+    opts = request.options or StepOptions()
+    if request.chunk_size:
+        n = request.chunk_size
+        parts = [request.items[i : i + n] for i in range(0, len(request.items), n)]
+        task = cluster.app.signature(request.task_name)
+        sigs = []
+        for part in parts:
+            sig = xstarmap(task, part, app=cluster.app)
+            sig.set(task_id=uuid(), **publish_options(opts))
+            sigs.append(sig)
+        sizes = [len(p) for p in parts]
+    else:
+        sigs = [_signature(cluster, request.task_name, it, {}, opts) for it in request.items]
+        sizes = [0] * len(sigs)
+    if request.chord_callback is not None:
+        plan = _chord_plan(cluster, "map", sigs, sizes, _step(cluster, request.chord_callback))
+    else:
+        plan = _group_plan(cluster, "map", sigs, sizes)
+    return _publish(cluster, plan, request.dry_run)
+
+
+# --- reading states -----------------------------------------------------------------------
+
+
+def _kv_backend(cluster: Cluster) -> Any:
+    from celery.backends.base import BaseKeyValueStoreBackend
+
+    backend = cluster.app.backend
+    if not isinstance(backend, BaseKeyValueStoreBackend):
+        raise InvalidArgument(
+            f"workflows need a key-value result backend (Redis/Valkey); this one is "
+            f"{type(backend).__name__}",
+            hint="set CELERY_MCP_RESULT_BACKEND to a redis:// URL",
+        )
+    return backend
+
+
+def _metas(cluster: Cluster, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Task metas of `ids` in order, in batched MGETs; unknown ids read as PENDING."""
+    backend = _kv_backend(cluster)
+    out: list[dict[str, Any]] = []
+    with translate_errors("backend"):
+        for start in range(0, len(ids), MGET_BATCH):
+            batch = ids[start : start + MGET_BATCH]
+            raws = backend.mget([backend.get_key_for_task(i) for i in batch])
+            for raw in raws:
+                meta = backend.decode_result(raw) if raw else None
+                out.append(dict(meta) if meta else {"status": "PENDING", "result": None})
+    return out
+
+
+def _error_text(value: Any) -> str:
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    return str(value)
+
+
+def _saved_group_ids(cluster: Cluster, group_id: str) -> list[str] | None:
+    """Member ids of a group saved with GroupResult.save(), or None."""
+    with translate_errors("backend"):
+        saved = cluster.app.backend.restore_group(group_id)
+    if saved is None:
+        return None
+    return [r.id for r in saved.results]
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """The combined state of a group's members."""
+
+    state: TaskState
+    ready: bool
+    counts: dict[str, int]
+    results: list[Any]
+    error: str | None
+
+
+def aggregate(cluster: Cluster, ids: Sequence[str]) -> Aggregate:
+    """A group's state: ready when all members are; SUCCESS only if all succeeded."""
+    metas = _metas(cluster, ids)
+    states = [m.get("status", "PENDING") for m in metas]
+    counts = dict(Counter(states))
+    ready = all(s in READY for s in states)
+    failed = [i for i, s in enumerate(states) if s in FAILED]
+    if ready:
+        state = TaskState.FAILURE if failed else TaskState.SUCCESS
+    elif all(s == "PENDING" for s in states):
+        state = TaskState.PENDING
+    else:
+        state = TaskState.STARTED
+    error = None
+    if failed:
+        first = failed[0]
+        error = (
+            f"{len(failed)} of {len(ids)} tasks failed; first: #{first} "
+            f"({ids[first]}): {_error_text(metas[first].get('result'))}"
+        )
+    results = [
+        m.get("result") if s == "SUCCESS" else None for m, s in zip(metas, states, strict=True)
+    ]
+    return Aggregate(state, ready, counts, results, error)
+
+
+def saved_group_status(cluster: Cluster, group_id: str) -> TaskStatus | None:
+    """get_status of a saved group id (None when `group_id` is not one)."""
+    ids = _saved_group_ids(cluster, group_id)
+    if ids is None:
+        return None
+    agg = aggregate(cluster, ids)
+    done = sum(n for s, n in agg.counts.items() if s in READY)
+    return TaskStatus(
+        task_id=group_id,
+        state=agg.state,
+        ready=agg.ready,
+        task_name=f"group of {len(ids)} tasks",
+        note=f"saved group: {done}/{len(ids)} done, by state {agg.counts}; "
+        "get_workflow lists its tasks",
+    )
+
+
+def _group_result(cluster: Cluster, group_id: str, agg: Aggregate, waited_s: float) -> TaskResult:
+    payload, cut = cap_json("result", agg.results, cluster.settings.max_output_bytes)
+    return TaskResult(
+        task_id=group_id,
+        status=agg.state,
+        ready=agg.ready,
+        success=agg.state == TaskState.SUCCESS,
+        result=payload if agg.ready else None,
+        error=agg.error,
+        waited_s=round(waited_s, 4),
+        timed_out=not agg.ready,
+        truncated=[cut] if cut and agg.ready else [],
+    )
+
+
+def saved_group_result(
+    cluster: Cluster, request: GetResultInput, progress: Progress | None = None
+) -> TaskResult | None:
+    """get_result of a saved group id: bounded wait for all members (None if not a group)."""
+    ids = _saved_group_ids(cluster, request.task_id)
+    if ids is None:
+        return None
+    start = time.monotonic()
+    deadline = start + min(request.timeout_s, cluster.settings.result_wait_max_s)
+    interval, reported = 0.02, start
+    while True:
+        agg = aggregate(cluster, ids)
+        now = time.monotonic()
+        if agg.ready or now >= deadline:
+            return _group_result(cluster, request.task_id, agg, now - start)
+        if progress is not None and now - reported >= 1.0:
+            reported = now
+            done = sum(n for s, n in agg.counts.items() if s in READY)
+            progress(done, len(ids), f"{done}/{len(ids)} tasks done")
+        time.sleep(min(interval, max(0.0, deadline - now)))
+        interval = min(interval * 1.5, 0.25)
+
+
+# --- the tree -----------------------------------------------------------------------------
+
+
+def _load_record(cluster: Cluster, workflow_id: str) -> dict[str, Any]:
+    backend = _kv_backend(cluster)
+    with translate_errors("backend"):
+        raw = backend.get(RECORD_PREFIX + workflow_id)
+    if raw:
+        return dict(json.loads(raw))
+    ids = _saved_group_ids(cluster, workflow_id)
+    if ids is not None:  # a group saved by someone else: names come from the metas
+        return {"kind": "group", "group_id": workflow_id, "nodes": [[i, "", None] for i in ids]}
+    raise NotFound(
+        f"no workflow {workflow_id!r}: not made by a workflow tool, or expired "
+        f"(kept {cluster.settings.result_expires_s}s)",
+        hint="pass the workflow_id a workflow tool returned; for one task use get_status",
+    )
+
+
+def _view(
+    index: int, node: list[Any], meta: dict[str, Any], state: str, cap: int, prior: str | None
+) -> tuple[WorkflowNode, Truncation | None]:
+    value, cut = cap_json(f"nodes[{index}].result", meta.get("result"), cap)
+    error = None
+    if state == NOT_RUN:
+        error = f"not run: {prior}"
+    elif state in FAILED or state == "RETRY":
+        error = _error_text(meta.get("result"))
+    return (
+        WorkflowNode(
+            index=index,
+            task_id=node[0],
+            task_name=node[1] or meta.get("name") or "?",
+            state=state,
+            items=node[2],
+            result=value if state == "SUCCESS" else None,
+            error=error,
+        ),
+        cut if state == "SUCCESS" else None,
+    )
+
+
+def _overall(kind: str, states: list[str], callback_state: str | None) -> tuple[str, bool]:
+    if callback_state is not None:  # chord, or map with a callback: the callback decides
+        if callback_state in READY:
+            return ("SUCCESS" if callback_state == "SUCCESS" else "FAILURE"), True
+        final = None
+    elif kind == "chain":
+        final = "FAILURE" if any(s in FAILED for s in states) else None
+        if final is None and states[-1] == "SUCCESS":
+            final = "SUCCESS"
+    else:
+        final = None
+        if all(s in READY for s in states):
+            final = "FAILURE" if any(s in FAILED for s in states) else "SUCCESS"
+    if final is not None:
+        return final, True
+    pending = all(s == "PENDING" for s in states) and callback_state in (None, "PENDING")
+    return ("PENDING" if pending else "STARTED"), False
+
+
+@operation("workflows", read_only=True)
+def get_workflow(cluster: Cluster, request: GetWorkflowInput) -> WorkflowTree:
+    """A workflow's tree: each task's name, id, state and result or error, counts by state,
+    and where it failed. Filter with states, page with offset/limit."""
+    record = _load_record(cluster, request.workflow_id)
+    nodes: list[list[Any]] = record["nodes"]
+    callback: list[Any] | None = record.get("callback")
+    ids = [n[0] for n in nodes] + ([callback[0]] if callback else [])
+    metas = _metas(cluster, ids)
+    states = [m.get("status", "PENDING") for m in metas]
+    kind = record["kind"]
+    failed_at = next((i for i, s in enumerate(states[: len(nodes)]) if s in FAILED), None)
+    prior = None
+    if kind == "chain" and failed_at is not None:
+        prior = f"step {failed_at} ({nodes[failed_at][1]}) failed"
+        for i in range(failed_at + 1, len(nodes)):
+            if states[i] == "PENDING" or states[i] in FAILED:
+                states[i] = NOT_RUN
+    cb_state = states[-1] if callback else None
+    state, ready = _overall(kind, states[: len(nodes)], cb_state)
+    cap = max(MIN_NODE_BYTES, cluster.settings.max_output_bytes // (request.limit + 2))
+    wanted = set(request.states or [])
+    chosen = [i for i in range(len(nodes)) if not wanted or states[i] in wanted]
+    page = chosen[request.offset : request.offset + request.limit]
+    cuts: list[Truncation] = []
+    views = []
+    for i in page:
+        view, cut = _view(i, nodes[i], metas[i], states[i], cap, prior)
+        views.append(view)
+        cuts += [cut] if cut else []
+    cb_view = None
+    if callback:
+        cb_view, cut = _view(len(nodes), callback, metas[-1], states[-1], cap, None)
+        cuts += [cut] if cut else []
+    result: Any = None
+    error = None
+    if state == "SUCCESS":
+        if callback:
+            result = metas[-1].get("result")
+        elif kind == "chain":
+            result = metas[len(nodes) - 1].get("result")
+        else:
+            result = [m.get("result") for m in metas]
+    elif state == "FAILURE" or failed_at is not None:
+        if callback and cb_state in FAILED:
+            error = _error_text(metas[-1].get("result"))
+        elif failed_at is not None:
+            what = "step" if kind == "chain" else "task"
+            error = (
+                f"{what} {failed_at} ({nodes[failed_at][1] or metas[failed_at].get('name')}) "
+                f"failed: {_error_text(metas[failed_at].get('result'))}"
+            )
+    payload, cut = cap_json("result", result, cluster.settings.max_output_bytes // 2)
+    cuts += [cut] if cut else []
+    return WorkflowTree(
+        workflow_id=request.workflow_id,
+        kind=kind,
+        state=state,
+        ready=ready,
+        counts=dict(Counter(states)),
+        total=len(ids),
+        failed_at=failed_at,
+        result=payload,
+        error=error,
+        group_id=record.get("group_id"),
+        nodes=views,
+        callback=cb_view,
+        more=len(chosen) > request.offset + request.limit,
+        truncated=cuts,
+    )

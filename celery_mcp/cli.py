@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +202,6 @@ def _decode(text: str) -> Any:
 
 def cmd_action(ns: argparse.Namespace, extra: list[str]) -> int:
     from celery_mcp.errors import CeleryMcpError, InvalidArgument
-    from celery_mcp.service.cluster import Cluster
     from celery_mcp.service.registry import load_operations
 
     operations = load_operations()
@@ -209,7 +209,11 @@ def cmd_action(ns: argparse.Namespace, extra: list[str]) -> int:
     op = operations.get(name)
     if op is None:
         _error(
-            InvalidArgument(f"unknown action {ns.action!r}", hint=f"one of {', '.join(operations)}")
+            InvalidArgument(
+                f"unknown action {ns.action!r}",
+                hint=f"one of {', '.join([*operations, *ACTION_ALIASES])}; "
+                "`celery-mcp --action help` describes them",
+            )
         )
         return 2
     from pydantic import ValidationError
@@ -218,12 +222,35 @@ def cmd_action(ns: argparse.Namespace, extra: list[str]) -> int:
         request = op.input_model.model_validate(_field_values(extra))
     except ValidationError as exc:
         msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        _error(InvalidArgument(msg, hint=f"see `celery-mcp --action {name} --help`"))
+        _error(InvalidArgument(msg, hint=f"see `celery-mcp --action {ns.action} --help`"))
+        return 2
+    except SystemExit as exc:  # a malformed field list
+        _error(InvalidArgument(str(exc.code), hint=f"see `celery-mcp --action {ns.action} --help`"))
         return 2
     try:
-        result = op.func(Cluster(_settings(ns)), request)
+        settings = _settings(ns)
+    except SystemExit as exc:
+        _error(InvalidArgument(str(exc.code), hint="see `celery-mcp --help` for the settings"))
+        return 2
+    try:
+        from celery_mcp.service.cluster import Cluster
+
+        result = op.func(Cluster(settings), request)
     except CeleryMcpError as exc:
         _error(exc)
+        return 1
+    except Exception as exc:  # still JSON on stdout, never a bare traceback
+        from celery_mcp.config import redact_url
+
+        _print(
+            {
+                "error": {
+                    "code": "internal_error",
+                    "message": f"{type(exc).__name__}: {redact_url(str(exc))}",
+                    "hint": "run `celery-mcp --action health`; report it if it persists",
+                }
+            }
+        )
         return 1
     print(result.model_dump_json(indent=2))
     return 0
@@ -233,14 +260,63 @@ def _error(exc: Any) -> None:
     _print({"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}})
 
 
-def _action_help() -> str:
+def _first_sentence(text: str) -> str:
+    head, dot, _ = text.partition(". ")
+    return head + ("." if dot else "")
+
+
+def _action_list() -> str:
+    """Every action with its first sentence and its fields (`--action help`, `--help`)."""
     from celery_mcp.service.registry import load_operations
 
-    lines = ["actions (fields as --field-name VALUE; JSON for lists/objects):"]
+    aliases = {target: alias for alias, target in ACTION_ALIASES.items()}
+    lines = ["actions (`celery-mcp --action NAME --field-name VALUE ...`; JSON for lists/objects;"]
+    lines.append("`celery-mcp --action NAME --help` details one):")
     for op in load_operations().values():
-        fields = " ".join(f"--{f.replace('_', '-')}" for f in op.input_model.model_fields)
-        lines.append(f"  {op.name:24} {fields}")
-    lines.append("  ping                     alias of ping_workers")
+        alias = f" (alias: {aliases[op.name]})" if op.name in aliases else ""
+        flags = " ".join(
+            f"--{f.replace('_', '-')}" + ("" if field.is_required() else "?")
+            for f, field in op.input_model.model_fields.items()
+        )
+        lines.append(f"  {op.name}{alias}  [{op.toolset}]  {_first_sentence(op.description)}")
+        if flags:
+            lines.append(f"      {flags}")
+    lines.append("fields marked ? are optional. Output: JSON on stdout; on failure")
+    lines.append('{"error": {"code", "message", "hint"}} and exit 1 (2 for bad input).')
+    return "\n".join(lines)
+
+
+def _action_help(name: str) -> str:
+    """One action: description, safety flags and each field's type, default and description."""
+    from celery_mcp.service.registry import load_operations
+
+    op = load_operations().get(ACTION_ALIASES.get(name, name))
+    if op is None:
+        return _action_list()
+    flags = ["read-only" if op.read_only else "changes state"]
+    if op.destructive:
+        flags.append("destructive")
+    lines = [f"celery-mcp --action {name}  [{op.toolset}; {', '.join(flags)}]", ""]
+    lines += textwrap.wrap(op.description, 96)
+    lines += ["", "fields:"]
+    schema = op.input_model.model_json_schema()
+    for field_name, field in op.input_model.model_fields.items():
+        prop = schema.get("properties", {}).get(field_name, {})
+        kind = prop.get("type") or " | ".join(
+            str(p.get("type", p.get("$ref", "?")).rsplit("/", 1)[-1]) for p in prop.get("anyOf", [])
+        )
+        default = (
+            "required"
+            if field.is_required()
+            else f"default {json.dumps(field.get_default(call_default_factory=True), default=str)}"
+        )
+        lines.append(f"  --{field_name.replace('_', '-')} ({kind or 'any'}; {default})")
+        if field.description:
+            lines += textwrap.wrap(
+                field.description, 92, initial_indent="      ", subsequent_indent="      "
+            )
+    if not op.input_model.model_fields:
+        lines.append("  (none)")
     return "\n".join(lines)
 
 
@@ -249,7 +325,7 @@ def _base_parser() -> argparse.ArgumentParser:
         prog="celery-mcp",
         description="Operate a Celery cluster from AI agents (MCP), Python or this CLI.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run `celery-mcp --action help` to list every action and its fields.",
+        epilog="Run `celery-mcp --help` or `--action help` to list every action and its fields.",
     )
     parser.add_argument(
         "--action",
@@ -285,13 +361,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _action_name(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--action="):
+            return arg.partition("=")[2]
+        if arg == "--action" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _names_subcommand(parser: argparse.ArgumentParser, argv: list[str]) -> bool:
+    """True when `argv` names a subcommand (its own --help is about that subcommand)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return any(arg in action.choices for arg in argv)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     is_action = any(a == "--action" or a.startswith("--action=") for a in argv)
     parser = _base_parser() if is_action else build_parser()
+    wants_help = bool({"-h", "--help"} & set(argv))
+    if is_action and wants_help:  # `--action NAME --help`: that action's fields
+        name = _action_name(argv)
+        print(_action_list() if name in (None, "help") else _action_help(name))
+        return 0
+    if not is_action and wants_help and not _names_subcommand(parser, argv):
+        parser.epilog = _action_list()  # `celery-mcp --help` documents every action too
     ns, extra = parser.parse_known_args(argv)
-    if ns.action == "help" or (ns.action and "--help" in extra):
-        print(_action_help())
+    if ns.action == "help" or (ns.action and {"-h", "--help"} & set(extra)):
+        print(_action_list() if ns.action == "help" else _action_help(ns.action))
         return 0
     if ns.action:
         return cmd_action(ns, extra)

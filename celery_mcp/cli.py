@@ -79,7 +79,9 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         except Forbidden as exc:
             raise SystemExit(f"celery-mcp: {exc}") from None
     worker = None
+    monitor = None
     if ns.with_worker:
+        monitor = _spawn_monitor(settings)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(settings.data_dir / "worker.log", "ab")  # noqa: SIM115 (lives with the child)
         worker = subprocess.Popen(
@@ -105,12 +107,46 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        _stop_child(monitor)
         if worker is not None:
             worker.send_signal(signal.SIGTERM)
             try:
                 worker.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 worker.kill()
+    return 0
+
+
+def _spawn_monitor(settings: Any) -> subprocess.Popen[bytes]:
+    """Start `celery-mcp monitor` (the task-history recorder) as a child that exits with us."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(settings.data_dir / "monitor.log", "ab")  # noqa: SIM115 (lives with the child)
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery_mcp", "monitor", "--parent-pid", str(os.getpid())],
+        env=_env_for_children(settings),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+    )
+
+
+def _stop_child(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def cmd_monitor(ns: argparse.Namespace) -> int:
+    from celery_mcp.logs import setup_logging
+    from celery_mcp.monitor import run
+
+    settings = _settings(ns)
+    setup_logging(settings.log_level)
+    run(settings, parent_pid=ns.parent_pid)
     return 0
 
 
@@ -138,7 +174,18 @@ def cmd_worker(ns: argparse.Namespace, extra: list[str]) -> int:
     ]
     if ns.queues:
         argv.append(f"--queues={ns.queues}")
-    app.worker_main([*argv, *extra])
+    monitor = _spawn_monitor(settings) if ns.monitor else None
+    try:
+        app.worker_main([*argv, *extra])
+    finally:
+        _stop_child(monitor)
+    return 0
+
+
+def cmd_beat(ns: argparse.Namespace) -> int:
+    from celery_mcp.beat import run
+
+    run(_settings(ns), max_interval_s=ns.max_interval, loglevel=ns.loglevel)
     return 0
 
 
@@ -353,7 +400,22 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", "-c", type=int, default=2)
     worker.add_argument("--pool", "-P", default="prefork")
     worker.add_argument("--loglevel", "-l", default="INFO")
+    worker.add_argument("--monitor", action="store_true", help="also record task history")
     _add_setting_flags(worker)
+
+    beat = sub.add_parser("beat", help="run Celery beat (RedBeat scheduler) on the same settings")
+    beat.add_argument(
+        "--max-interval",
+        type=float,
+        default=1.0,
+        help="longest sleep between schedule checks, seconds (bounds how late a new entry fires)",
+    )
+    beat.add_argument("--loglevel", "-l", default="INFO")
+    _add_setting_flags(beat)
+
+    monitor = sub.add_parser("monitor", help="record task history from Celery events")
+    monitor.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    _add_setting_flags(monitor)
 
     broker = sub.add_parser("broker", help="the embedded Valkey server")
     broker.add_argument("op", choices=["status", "start", "stop"])
@@ -403,5 +465,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_serve(ns)
     if ns.command == "broker":
         return cmd_broker(ns)
+    if ns.command == "monitor":
+        return cmd_monitor(ns)
+    if ns.command == "beat":
+        return cmd_beat(ns)
     parser.print_help()
     return 0

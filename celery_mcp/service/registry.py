@@ -22,6 +22,7 @@ MODULES: tuple[str, ...] = (
     "celery_mcp.service.tasks",
     "celery_mcp.service.workflows",
     "celery_mcp.service.catalog",
+    "celery_mcp.service.schedules",
     "celery_mcp.service.health",
 )
 

@@ -1,0 +1,278 @@
+"""`celery-mcp beat`: Celery beat with a RedBeat scheduler, tuned to fire on time, never twice.
+
+`Scheduler` is `redbeat.RedBeatScheduler` (same store, same entry format, same lock key, so it
+also excludes a stock RedBeat beat) with four changes:
+
+- Timing: the loop wakes at least every `max_interval_s` (1 s; RedBeat's default is 300 s), and
+  at the exact due time of the next entry, so a new or changed entry fires within about 1 s.
+- One run, one send: a due run is claimed with a compare-and-set on the entry's meta (WATCH the
+  entry, check last_run_at is still what was loaded, then MULTI: advance it). Only the beat
+  whose transaction commits sends the task, so two beats never send the same run, even if a
+  stalled beat's lock expired and another took over. The lock (RedBeat's key, taken without
+  blocking each tick, extended while held) keeps one beat active and the others on standby.
+- Steady times: an interval entry advances to its due time, not to "now" (no drift), and a run
+  missed while no beat ran is sent once, not replayed. Each run gets a deterministic task id
+  `<name>:<due time>` and its due time, id and delay are stored in the entry (`celery_mcp_run`).
+  An entry that has no last_run_at (written by other tools) is anchored to now instead of
+  firing at once on start (RedBeat #79/#154/#192). A one-off (rrule, count=1) is disabled in
+  the same transaction that claims its run.
+- Liveness: every tick writes a heartbeat (node, role, last tick) to `<prefix>:celery-mcp:beats`,
+  read by the `health` tool. Store errors are logged and retried; they do not stop beat.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Celery
+from redbeat.decoder import RedBeatJSONDecoder
+from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, get_redis
+from redbeat.schedules import rrule
+
+from celery_mcp.config import Settings
+from celery_mcp.service.schedules import (
+    BEATS_SUFFIX,
+    RUN_FIELD,
+    advance,
+    encode,
+    next_due,
+    run_task_id,
+    store_location,
+    to_score,
+)
+
+logger = logging.getLogger("celery_mcp.beat")
+
+DEFAULT_MAX_INTERVAL_S = 1.0
+HEARTBEAT_PRUNE_S = 86_400.0  # heartbeats of beats gone this long are deleted
+
+
+class Scheduler(RedBeatScheduler):  # type: ignore[misc]
+    """RedBeat scheduler with per-run claims, a non-blocking lock and a heartbeat."""
+
+    lock_key: str | None
+
+    def __init__(self, app: Celery, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        # RedBeat's beat_init handler blocks until it holds the lock; this class takes the
+        # lock itself each tick (standby beats keep their heartbeat), so hide the key from it.
+        self.lock_name = str(self.lock_key)
+        self.lock_key = None
+        self.node = f"{socket.gethostname()}:{os.getpid()}"
+        self.started_at = time.time()
+        self.role = "starting"
+        self._lock: Any = None
+
+    # --- lock and heartbeat -----------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        return get_redis(self.app)
+
+    @property
+    def beats_key(self) -> str:
+        return str(self.app.redbeat_conf.key_prefix) + BEATS_SUFFIX
+
+    def hold_lock(self) -> bool:
+        """Extend the lock if held, else try to take it (no wait). True when this beat leads."""
+        from redis.exceptions import LockError
+
+        if self._lock is None:
+            self._lock = self.client.lock(
+                self.lock_name, timeout=self.lock_timeout, thread_local=False
+            )
+        if self._lock.local.token is not None:
+            try:
+                self._lock.extend(self.lock_timeout, replace_ttl=True)
+                return True
+            except LockError:
+                logger.warning("beat: lost the lock %s; standing by", self.lock_name)
+                self._lock.local.token = None
+        if self._lock.acquire(blocking=False):
+            logger.info("beat: acquired the lock %s; active", self.lock_name)
+            return True
+        return False
+
+    def heartbeat(self) -> None:
+        beat = {
+            "node": self.node,
+            "pid": os.getpid(),
+            "role": self.role,
+            "last_tick_at": time.time(),
+            "started_at": self.started_at,
+            "max_interval_s": self.max_interval,
+        }
+        self.client.hset(self.beats_key, self.node, json.dumps(beat))
+
+    def prune_heartbeats(self) -> None:
+        now = time.time()
+        for node, raw in self.client.hgetall(self.beats_key).items():
+            try:
+                stale = now - float(json.loads(raw)["last_tick_at"]) > HEARTBEAT_PRUNE_S
+            except (ValueError, KeyError, TypeError):
+                stale = True
+            if stale:
+                self.client.hdel(self.beats_key, node)
+
+    # --- schedule ---------------------------------------------------------------------------
+
+    def setup_schedule(self) -> None:
+        super().setup_schedule()
+        self.prune_heartbeats()
+
+    def tick(self, min: Any = min, **kwargs: Any) -> float:
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        try:
+            active = self.hold_lock()
+            role = "active" if active else "standby"
+            if role != self.role:
+                logger.info("beat: %s is %s", self.node, role)
+            self.role = role
+            self.heartbeat()
+            if not active:
+                return float(self.max_interval)
+            remaining = []
+            for entry in self.schedule.values():
+                next_s = self.maybe_due(entry, **self._maybe_due_kwargs)
+                if next_s:
+                    remaining.append(next_s)
+            return float(min([*remaining, self.max_interval]))
+        except (ConnectionError, TimeoutError) as exc:
+            logger.warning("beat: schedule store unreachable (%s); retrying", exc)
+            return float(self.max_interval)
+
+    def maybe_due(self, entry: RedBeatSchedulerEntry, **kwargs: Any) -> Any:
+        if entry.last_run_at is None:
+            self.claim(entry, fire=False)  # never ran: anchor to now, do not fire at once
+            return self.max_interval
+        is_due, next_s = entry.is_due()
+        if not is_due:
+            return next_s
+        claimed = self.claim(entry, fire=True)
+        if claimed is None:
+            return next_s  # another beat sent it, or the entry changed or went away
+        due, task_id = claimed
+        entry.options = {**(entry.options or {}), "task_id": task_id}
+        try:
+            self.apply_async(entry, advance=False, **kwargs)
+        except Exception:
+            logger.exception("beat: could not send %s (%s)", entry.name, entry.task)
+        else:
+            late_ms = (datetime.now(UTC) - due).total_seconds() * 1e3
+            logger.info(
+                "beat: sent %s (%s) id %s, %.0f ms late", entry.name, entry.task, task_id, late_ms
+            )
+        return next_s
+
+    def claim(self, entry: RedBeatSchedulerEntry, *, fire: bool) -> tuple[datetime, str] | None:
+        """Advance the entry's meta iff nobody did since it was loaded; return (due, task id)."""
+        from redis.exceptions import WatchError
+
+        now = datetime.now(UTC)
+        sched = entry.schedule
+        if fire:
+            due, new_last = advance(sched, entry.last_run_at, now)
+            count = entry.total_run_count + 1
+        else:
+            due, new_last, count = now, now, entry.total_run_count
+        key = entry.key
+        with self.client.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                raw_definition, raw_meta = pipe.hmget(key, ["definition", "meta"])
+                if not raw_definition:
+                    return None
+                definition = json.loads(raw_definition, cls=RedBeatJSONDecoder)
+                meta = json.loads(raw_meta, cls=RedBeatJSONDecoder) if raw_meta else {}
+                if (
+                    not definition.get("enabled", True)
+                    or meta.get("last_run_at") != entry.last_run_at
+                ):
+                    return None
+                task_id = run_task_id(entry.name, due)
+                following = next_due(sched, new_last)
+                fields = {"meta": encode({"last_run_at": new_last, "total_run_count": count})}
+                if fire:
+                    delay_ms = round((now - due).total_seconds() * 1e3, 1)
+                    run = {"task_id": task_id, "due_at": due.isoformat(), "delay_ms": delay_ms}
+                    fields[RUN_FIELD] = json.dumps(run)
+                if fire and following is None and isinstance(sched, rrule):
+                    definition["enabled"] = False  # a one-off that ran: keep it, disabled
+                    fields["definition"] = encode(definition)
+                    following = None
+                pipe.multi()
+                pipe.hset(key, mapping=fields)
+                score = to_score(following) if definition.get("enabled", True) else -1
+                pipe.zadd(self.app.redbeat_conf.schedule_key, {key: score})
+                pipe.execute()
+            except WatchError:
+                return None
+        return due, task_id
+
+    # --- shutdown ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        from redis.exceptions import RedisError
+
+        try:
+            self.client.hdel(self.beats_key, self.node)
+            if self._lock is not None and self._lock.local.token is not None and self._lock.owned():
+                self._lock.release()
+                logger.info("beat: released the lock")
+        except RedisError as exc:
+            logger.warning("beat: could not release the lock cleanly (%s)", exc)
+        self._lock = None
+        super().close()
+
+    @property
+    def info(self) -> str:
+        return (
+            f"       . store -> {self.app.redbeat_conf.key_prefix!r}, "
+            f"lock `{self.lock_name}` ({self.lock_timeout}s), node {self.node}"
+        )
+
+
+def configure(app: Celery, settings: Settings, max_interval_s: float) -> None:
+    """Point RedBeat at the store the service uses, with bounded sockets and a short loop."""
+    url, _, _ = store_location(app)
+    if url is None:
+        raise SystemExit(
+            "celery-mcp beat: schedules need a Redis/Valkey store; use a redis:// broker or "
+            "set redbeat_redis_url in your Celery app"
+        )
+    timeout = max(2.0, settings.broker_timeout_s)
+    conf = app.conf
+    if not conf.get("redbeat_redis_url"):
+        conf.redbeat_redis_url = url
+    if not conf.get("redbeat_redis_options"):
+        conf.redbeat_redis_options = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "health_check_interval": 10,
+        }
+    conf.beat_max_loop_interval = max_interval_s
+
+
+def run(
+    settings: Settings, *, max_interval_s: float = DEFAULT_MAX_INTERVAL_S, loglevel: str = "INFO"
+) -> None:
+    """Run beat in this process until SIGTERM/SIGINT (the lock is released on the way out)."""
+    from celery_mcp.app import make_app
+
+    app = make_app(settings, worker=True)  # a daemon: reconnect like a worker does
+    configure(app, settings, max_interval_s)
+    app.set_current()  # RedBeat decodes schedules without an app: make ours the current one
+    app.set_default()
+    app.Beat(
+        scheduler=f"{__name__}:Scheduler",
+        max_interval=max_interval_s,
+        loglevel=loglevel,
+        quiet=True,
+    ).run()

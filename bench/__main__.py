@@ -1,0 +1,101 @@
+"""`python -m bench [--quick]`: every benchmark, one private cluster, one table.
+
+Starts an embedded Valkey in a temporary data dir and real `celery-mcp worker` processes,
+drives `celery-mcp serve` over stdio with the official MCP client, measures the same operations
+with raw Celery in this process, prints the table (Markdown) and stops everything it started.
+Modules of other toolsets (bench/workflows.py, catalog.py, history.py, tool_list.py) are included
+when present: with an `async def rows(run) -> list[Row]` their rows join the table, otherwise
+they run as `python -m bench.<name>` and their output follows it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from types import ModuleType
+
+import anyio
+
+from bench.harness import Row, Run, bench_env, render
+
+#: Our benchmark modules, in table order (startup last: it reads the warm server's memory).
+CORE = ("bench.tasks", "bench.cluster")
+LAST = "bench.startup"
+#: Modules other developers may add; included when present.
+OPTIONAL = ("bench.workflows", "bench.catalog", "bench.history", "bench.tool_list")
+
+
+def _present(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+async def _rows_of(module: ModuleType, run: Run) -> list[Row]:
+    rows_fn: Callable[[Run], Awaitable[list[Row]]] = module.rows
+    try:
+        return await rows_fn(run)
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        return [Row(f"{module.__name__} FAILED", None, note=f"{type(exc).__name__}: {exc}")]
+
+
+def _header(argv: list[str], workers: int) -> str:
+    from importlib.metadata import version
+
+    import celery
+
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"command: python -m bench {' '.join(argv)}".rstrip()
+        + f"\ndate: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPUs, load {load}; "
+        f"Python {platform.python_version()}, mcp {version('mcp')}, celery {celery.__version__}"
+        f"; embedded Valkey; {workers} prefork workers x 2 processes\n"
+        "times in ms unless noted; MCP = official ClientSession over stdio to celery-mcp serve; "
+        "raw = Celery in the bench process, same broker, same run\n"
+    )
+
+
+async def _main(quick: bool, workers: int, argv: list[str]) -> int:
+    rows: list[Row] = []
+    external: list[str] = []
+    with bench_env(workers=workers) as env:
+        async with env.session() as session:
+            tools = {tool.name for tool in (await session.list_tools()).tools}
+            run = Run(env=env, session=session, quick=quick, tools=tools)
+            for name in (*CORE, *(m for m in OPTIONAL if _present(m)), LAST):
+                module = importlib.import_module(name)
+                if hasattr(module, "rows"):
+                    rows += await _rows_of(module, run)
+                else:
+                    external.append(name)
+    print(_header(argv, workers))
+    print(render(rows))
+    for name in external:
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", name], capture_output=True, text=True, timeout=600
+        )
+        print(f"\n## {name} ({time.perf_counter() - start:.1f} s, exit {proc.returncode})")
+        print(proc.stdout.rstrip() or proc.stderr.rstrip()[-2000:])
+    return 1 if any(r.name.endswith("FAILED") for r in rows) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny iteration counts (CI smoke)")
+    parser.add_argument("--workers", type=int, default=2, help="demo workers to start")
+    ns = parser.parse_args(argv)
+    return anyio.run(_main, ns.quick, ns.workers, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Cold start of `celery-mcp serve` to the first `tools/list` answer, and its resident memory."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import psutil
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from bench.harness import Row, Run
+
+COLD_START_TARGET_MS = 1500.0
+
+
+async def cold_start_ms(params: StdioServerParameters) -> float:
+    """Milliseconds from spawning a server to its first `tools/list` answer."""
+    start = time.perf_counter()
+    with open(os.devnull, "w") as devnull:
+        async with (
+            stdio_client(params, errlog=devnull) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            await session.list_tools()
+            return (time.perf_counter() - start) * 1e3
+
+
+def server_rss_mb() -> float | None:
+    """Resident memory (MiB) of this process's `celery_mcp serve` child, if there is one."""
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmdline = child.cmdline()
+            if "celery_mcp" in cmdline and "serve" in cmdline:
+                return float(child.memory_info().rss) / 2**20
+        except psutil.Error:
+            continue
+    return None
+
+
+async def rows(run: Run) -> list[Row]:
+    tries = run.n(5, 1)
+    ours = sorted([await cold_start_ms(run.env.server_params()) for _ in range(tries)])
+    bare = StdioServerParameters(command=sys.executable, args=["-m", "bench.floor_server"])
+    floor = sorted([await cold_start_ms(bare) for _ in range(tries)])
+    rss = server_rss_mb()
+    median = ours[len(ours) // 2]
+    return [
+        Row(
+            "cold start: spawn to first tools/list",
+            median,
+            target=f"<= {COLD_START_TARGET_MS:.0f} ms",
+            ok=median <= COLD_START_TARGET_MS,
+            note=f"median of {tries}; embedded Valkey already running (as for any client "
+            "after the first)",
+        ),
+        Row("floor: bare MCPServer cold start", floor[len(floor) // 2]),
+        Row(
+            "server resident memory after the run",
+            rss,
+            unit="MiB",
+            note="RSS of the warm `celery-mcp serve` used by every row above",
+        ),
+    ]

@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         (), description="Glob patterns of task names that may be sent or scheduled."
     )
 
+    # Task history (recorded by `celery-mcp monitor`), bounded by count and age.
+    history_max_tasks: int = Field(50_000, gt=0, description="Most tasks kept in the history.")
+    history_max_age_s: int = Field(7 * 86_400, gt=0, description="Oldest task kept, seconds.")
+    history_field_bytes: int = Field(
+        4_096, gt=0, description="Cap on each stored args/kwargs/result/traceback."
+    )
+
     timezone: str = Field("UTC", description="Timezone for schedules and ETAs.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 

@@ -23,6 +23,7 @@ MODULES: tuple[str, ...] = (
     "celery_mcp.service.workflows",
     "celery_mcp.service.catalog",
     "celery_mcp.service.schedules",
+    "celery_mcp.service.history",
     "celery_mcp.service.health",
 )
 

@@ -119,4 +119,24 @@ def make_app(settings: Settings, *, worker: bool = False) -> Celery:
         app.conf.update(bounded_config(settings))
         app.conf.accept_content = ["json"]
         app.conf.result_accept_content = ["json"]
+    if settings.visibility_timeout_s is not None:
+        app.conf.broker_transport_options = redelivery_options(
+            app.conf.broker_transport_options, settings.visibility_timeout_s
+        )
     return app
+
+
+def redelivery_options(options: dict[str, Any] | None, visibility_s: float) -> dict[str, Any]:
+    """Redis transport options that redeliver an unacked task `visibility_s` after delivery.
+
+    A task whose worker died (acks_late) stays unacked until then; kombu then restores it in
+    a sweep every `unacked_restore_interval` x `unacked_restore_throttle` seconds (10 x 10 by
+    default), so the sweep is shortened too. Tasks running longer than `visibility_s`, or
+    delayed (countdown/eta) beyond it, are delivered again: keep it above the longest.
+    """
+    return {
+        **(options or {}),
+        "visibility_timeout": visibility_s,
+        "unacked_restore_interval": max(1.0, min(10.0, visibility_s / 2)),
+        "unacked_restore_throttle": 1,
+    }

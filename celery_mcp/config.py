@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     result_wait_default_s: float = Field(10.0, ge=0, description="get_result default wait.")
     result_wait_max_s: float = Field(300.0, gt=0, description="Largest get_result wait allowed.")
     result_expires_s: int = Field(86_400, gt=0, description="How long results are kept.")
+    visibility_timeout_s: float | None = Field(
+        None, gt=0, description="Redis broker: redeliver unacked tasks after this (Celery: 1 h)."
+    )
 
     # Caps on what an agent may send or receive.
     max_payload_bytes: int = Field(256_000, gt=0, description="Serialized args+kwargs cap.")

@@ -126,32 +126,33 @@ def function_signature(func: Callable[..., Any]) -> inspect.Signature | None:
     return sig.replace(parameters=params)
 
 
-_ADAPTERS: dict[Any, TypeAdapter[Any] | None] = {}
-_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+_SCHEMAS: dict[Any, tuple[dict[str, Any], dict[str, Any]] | None] = {}
 
 
-def _build_adapter(annotation: Any) -> TypeAdapter[Any] | None:
+def _build_schema(annotation: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
     try:
-        adapter: TypeAdapter[Any] = TypeAdapter(annotation)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            adapter.json_schema()
-        return adapter
-    except Exception:
+            schema = TypeAdapter(annotation).json_schema(schema_generator=_NoFieldTitles)
+    except Exception:  # a type pydantic cannot describe
         return None
+    defs = schema.pop("$defs", {})
+    return schema, defs
 
 
-def _adapter(annotation: Any) -> TypeAdapter[Any] | None:
-    """A TypeAdapter for `annotation` that can produce a JSON schema (cached), or None."""
-    if annotation is inspect.Parameter.empty or isinstance(annotation, str):
+def type_schema(annotation: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(JSON schema, its $defs) of a type, cached per type; None when it cannot be described."""
+    if annotation is inspect.Parameter.empty:
+        annotation = Any
+    if isinstance(annotation, str):
         return None
     try:
-        return _ADAPTERS[annotation]
+        return _SCHEMAS[annotation]
     except KeyError:
-        adapter = _ADAPTERS[annotation] = _build_adapter(annotation)
-        return adapter
+        found = _SCHEMAS[annotation] = _build_schema(annotation)
+        return found
     except TypeError:  # unhashable annotation
-        return _build_adapter(annotation)
+        return _build_schema(annotation)
 
 
 def _json_default(value: Any) -> Any:
@@ -182,57 +183,60 @@ def signature_text(name: str, params: list[ParamInfo]) -> str:
         return f"{name}({', '.join(p.name for p in params)})"
 
 
+def _merge_defs(into: dict[str, Any], defs: dict[str, Any]) -> bool:
+    """Add `defs` to `into`; False (nothing added) if a name means another type there."""
+    if any(name in into and into[name] != schema for name, schema in defs.items()):
+        return False
+    into.update(defs)
+    return True
+
+
 def parameters_of(
     sig: inspect.Signature,
 ) -> tuple[list[ParamInfo], dict[str, Any], dict[str, Any] | None, list[str]]:
     """(parameters, keyword schema, *args schema, unchecked names) of a signature."""
     infos: list[ParamInfo] = []
-    inputs: list[tuple[str, Any, TypeAdapter[Any]]] = []
     unchecked: list[str] = []
-    for p in sig.parameters.values():
-        kind = _KINDS[p.kind]
-        required = p.default is inspect.Parameter.empty and kind in _NAMED
-        infos.append(
-            ParamInfo(
-                name=p.name,
-                kind=kind,
-                type=type_text(p.annotation),
-                required=required,
-                default=None if p.default is inspect.Parameter.empty else _json_default(p.default),
-            )
-        )
-        adapter = _adapter(p.annotation)
-        annotation = p.annotation if adapter is not None else Any
-        if adapter is None and p.annotation is not inspect.Parameter.empty:
-            unchecked.append(p.name)
-        if kind == "var_positional":
-            adapter = _adapter(list[annotation])  # type: ignore[valid-type]
-        inputs.append((p.name, "validation", adapter or _ANY))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        schemas, defs = TypeAdapter.json_schemas(inputs, schema_generator=_NoFieldTitles)
     properties: dict[str, Any] = {}
     required_names: list[str] = []
     additional: Any = False
     var_args: dict[str, Any] | None = None
-    for info in infos:
-        schema = dict(schemas[(info.name, "validation")])
-        if info.kind == "var_positional":
+    defs: dict[str, Any] = {}
+    for p in sig.parameters.values():
+        kind = _KINDS[p.kind]
+        info = ParamInfo(
+            name=p.name,
+            kind=kind,
+            type=type_text(p.annotation),
+            required=p.default is inspect.Parameter.empty and kind in _NAMED,
+            default=None if p.default is inspect.Parameter.empty else _json_default(p.default),
+        )
+        infos.append(info)
+        annotation = p.annotation
+        found = type_schema(annotation)
+        if found is None or not _merge_defs(defs, found[1]):
+            unchecked.append(p.name)
+            annotation, found = Any, ({}, {})
+        if kind == "var_positional":
+            found = type_schema(list[annotation]) or ({"type": "array"}, {})  # type: ignore[valid-type]
+            _merge_defs(defs, found[1])
+        schema = dict(found[0])
+        if kind == "var_positional":
             var_args = schema
-        elif info.kind == "var_keyword":
+        elif kind == "var_keyword":
             additional = schema or True
         else:
             if not info.required:
                 schema["default"] = info.default
-            properties[info.name] = schema
+            properties[p.name] = schema
             if info.required:
-                required_names.append(info.name)
+                required_names.append(p.name)
     keyword_schema: dict[str, Any] = {"type": "object", "properties": properties}
     if required_names:
         keyword_schema["required"] = required_names
     keyword_schema["additionalProperties"] = additional
-    if defs.get("$defs"):
-        keyword_schema["$defs"] = defs["$defs"]
+    if defs:
+        keyword_schema["$defs"] = defs
     return infos, keyword_schema, var_args, unchecked
 
 
@@ -276,6 +280,7 @@ def task_options(task: Any) -> dict[str, Any]:
 
 def task_spec(task: Any) -> TaskSpec:
     """Everything a caller needs to know about a Celery task object, as a `TaskSpec`."""
+    task = getattr(task, "_get_current_object", lambda: task)()  # a lazy task proxy
     summary, doc, cut = doc_parts(getattr(task, "__doc__", None))
     spec: dict[str, Any] = {"name": task.name, "summary": summary, "doc": doc, "doc_truncated": cut}
     spec.update(task_options(task))

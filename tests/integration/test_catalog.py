@@ -131,9 +131,8 @@ async def test_schemas_follow_the_type_hints(catalog: tuple[str, ClientSession])
     }
     norm = await call(mcp, "describe_task", task_name="typed.norm")
     schema = norm["parameters_schema"]
-    assert schema["properties"]["point"] == {"$ref": "#/$defs/Point"}
-    assert schema["$defs"]["Point"]["properties"]["x"]["type"] == "integer"
-    assert schema["$defs"]["Point"]["required"] == ["x"]
+    assert schema["properties"]["point"]["properties"]["x"]["type"] == "integer"
+    assert schema["properties"]["point"]["required"] == ["x"]
     assert schema["properties"]["scale"] == {"type": "number", "default": 1.0}
     greet = await call(mcp, "describe_task", task_name="typed.greet")
     assert greet["parameters_schema"]["required"] == ["name"]
@@ -164,7 +163,12 @@ async def test_open_bound_and_retrying_tasks_are_described(
 BAD_CALLS: list[tuple[str, dict[str, Any], str, str]] = [
     ("typed.add", {"args": [1]}, "missing a required argument: 'y'", "typed.add(x: int, y: int)"),
     ("typed.add", {"args": [1, 2, 3]}, "too many positional arguments", "typed.add(x: int"),
-    ("typed.add", {"args": [1, 2], "kwargs": {"z": 2}}, "unexpected keyword argument 'z'", "y: int"),
+    (
+        "typed.add",
+        {"args": [1, 2], "kwargs": {"z": 2}},
+        "unexpected keyword argument 'z'",
+        "y: int",
+    ),
     ("typed.add", {"args": [1, "2"]}, "y: '2' is not of type 'integer'", "typed.add(x: int"),
     ("typed.total", {"args": [[1, "x"]]}, "numbers[1]: 'x' is not of type", "list[int]"),
     ("typed.norm", {"args": [{"x": "far"}]}, "point.x: 'far' is not of type", "point: Point"),

@@ -150,6 +150,12 @@ class LocalWorker:
                 hint="check the broker with health_check(), or run `celery-mcp worker` instead",
             )
 
+    def refresh(self) -> None:
+        """Let a running worker accept tasks registered after it started."""
+        consumer = getattr(self._controller, "consumer", None)
+        if self.alive and consumer is not None:
+            consumer.update_strategies()
+
     def stop(self, timeout_s: float = WORKER_STOP_TIMEOUT_S) -> None:
         """Warm shutdown (running tasks finish), cold after `timeout_s`; wait for the thread."""
         from celery import _state
@@ -692,6 +698,8 @@ class CelerySkill:
         task = self.app.task(name=name, lazy=False)(fn)
         if self._worker_app is not None and self._worker_app is not self.app:
             self._register_on_worker(name, fn)
+        if self._worker is not None:
+            self._worker.refresh()
         with self.cluster.lock:  # the app's task list is cached: let send_task see the new name
             self.cluster.cache.pop("app_tasks", None)
         return task
@@ -761,6 +769,7 @@ class CelerySkill:
                 for name, fn in self._registered.items():
                     self._register_on_worker(name, fn)
             retry_policy.install(self._worker_app)
+            from celery_mcp import worker_control  # noqa: F401 (answers the catalog's specs call)
         return self._worker_app
 
     def stop_worker(self) -> None:

@@ -137,6 +137,10 @@ def ping(server: EmbeddedServer, timeout_s: float = PING_TIMEOUT_S) -> bool:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as sock:
+        # valkey listens with SO_REUSEADDR, so the TIME_WAIT connections a killed server leaves
+        # do not stop it from binding again; without it here they made the port look taken and
+        # the restarted server moved, stranding every client that holds the old URL.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

@@ -49,6 +49,7 @@ from celery_mcp.service.registry import Operation, load_operations
 
 __all__ = [
     "CelerySkill",
+    "History",
     "LocalWorker",
     "Scheduler",
     "TaskManager",
@@ -589,6 +590,35 @@ class Scheduler:
         return self._call("run_periodic_task_now", name=name)
 
 
+class History:
+    """Task history recorded from Celery events (by `celery-mcp monitor` or `worker --monitor`)."""
+
+    def __init__(self, skill: CelerySkill) -> None:
+        self._call: Call = skill._call
+
+    def list_tasks(self, **filters: Any) -> Result:
+        """Recorded tasks, newest first; filters: state (list), task_name, worker, queue,
+        within_s, since, until, limit, cursor."""
+        return self._call("list_tasks", **filters)
+
+    def get_task(self, task_id: str) -> Result:
+        """Everything known about one task: args, timeline, result or exception, links."""
+        return self._call("get_task", task_id=task_id)
+
+    def retry_task(self, task_id: str) -> Result:
+        """Re-send a FAILURE or REVOKED task with its original name, args and queue."""
+        return self._call("retry_task", task_id=task_id)
+
+    def retry_failed(self, *, confirm: bool = False, **filters: Any) -> Result:
+        """Re-send recent FAILURE tasks (task_name, within_s, max_tasks, ...); a dry run
+        unless confirm=True."""
+        return self._call("retry_failed", confirm=confirm, **filters)
+
+    def diagnose(self, **fields: Any) -> Result:
+        """Why tasks fail or stall: one report over health, workers, queues and history."""
+        return self._call("diagnose", **fields)
+
+
 class CelerySkill:
     """Operate a Celery cluster from Python: the MCP tools as methods returning dicts."""
 
@@ -662,6 +692,10 @@ class CelerySkill:
     def scheduler(self) -> Scheduler:
         """Periodic tasks."""
         return Scheduler(self)
+
+    def history(self) -> History:
+        """Task history: list, inspect and retry past tasks."""
+        return History(self)
 
     # -- local tasks and worker -------------------------------------------------------------
 

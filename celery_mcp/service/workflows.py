@@ -60,8 +60,8 @@ MIN_NODE_BYTES = 256
 # --- validation and canvas building -------------------------------------------------------
 
 
-def _check_size(cluster: Cluster, count: int, what: str) -> None:
-    cap = cluster.settings.max_workflow_size
+def check_size(count: int, what: str, cap: int) -> None:
+    """Refuse an empty workflow or one of more than `cap` tasks (nothing is sent)."""
     if count == 0:
         raise InvalidArgument(
             f"empty workflow: {what} is an empty list",
@@ -220,7 +220,7 @@ def _publish(cluster: Cluster, plan: Plan, dry_run: bool) -> WorkflowResult:
 def chain_tasks(cluster: Cluster, request: ChainInput) -> WorkflowResult:
     """Run tasks in sequence, each getting the previous result as first argument (unless
     immutable); a failed step stops the chain. Returns one id (the last step's)."""
-    _check_size(cluster, len(request.steps), "steps")
+    check_size(len(request.steps), "steps", cluster.settings.max_workflow_size)
     for i, step in enumerate(request.steps):
         _check_step(cluster, step, after_result=i > 0)
     sigs = [_step(cluster, s) for s in request.steps]
@@ -233,7 +233,7 @@ def chain_tasks(cluster: Cluster, request: ChainInput) -> WorkflowResult:
 def group_tasks(cluster: Cluster, request: GroupInput) -> WorkflowResult:
     """Run tasks in parallel. Returns one group id; get_result on it waits for all and
     returns the list of results."""
-    _check_size(cluster, len(request.tasks), "tasks")
+    check_size(len(request.tasks), "tasks", cluster.settings.max_workflow_size)
     for step in request.tasks:
         _check_step(cluster, step, after_result=False)
     sigs = [_step(cluster, s) for s in request.tasks]
@@ -245,7 +245,7 @@ def group_tasks(cluster: Cluster, request: GroupInput) -> WorkflowResult:
 def chord_workflow(cluster: Cluster, request: ChordInput) -> WorkflowResult:
     """Run header tasks in parallel, then the callback on the list of their results. Returns
     the callback's id; a failed header task makes it FAILURE."""
-    _check_size(cluster, len(request.header), "header")
+    check_size(len(request.header), "header", cluster.settings.max_workflow_size)
     for step in request.header:
         _check_step(cluster, step, after_result=False)
     _check_step(cluster, request.callback, after_result=True)
@@ -258,7 +258,7 @@ def chord_workflow(cluster: Cluster, request: ChordInput) -> WorkflowResult:
 def map_task(cluster: Cluster, request: MapInput) -> WorkflowResult:
     """Run one task once per argument list in items, optionally in chunks and with a
     chord_callback on all results. Returns one id (the callback's, else the group's)."""
-    _check_size(cluster, len(request.items), "items")
+    check_size(len(request.items), "items", cluster.settings.max_workflow_size)
     for item in request.items:
         ensure_sendable(cluster, request.task_name, item, {}, validate=request.validate_args)
     if request.chord_callback is not None:
@@ -329,6 +329,43 @@ def _saved_group_ids(cluster: Cluster, group_id: str) -> list[str] | None:
     return [r.id for r in saved.results]
 
 
+def parallel_state(states: Sequence[str]) -> tuple[str, bool]:
+    """(state, ready) of tasks run in parallel: ready when all are, SUCCESS only if all
+    succeeded, FAILURE if any failed, else PENDING until one starts, then STARTED."""
+    if all(s in READY for s in states):
+        return ("FAILURE" if any(s in FAILED for s in states) else "SUCCESS"), True
+    return ("PENDING" if all(s == "PENDING" for s in states) else "STARTED"), False
+
+
+def chain_states(states: Sequence[str]) -> tuple[list[str], int | None]:
+    """Steps' states with NOT_RUN after the first failed step, and that step's index.
+
+    Celery marks the steps after a failed one FAILURE with the same error without running
+    them (so the chain's last id does not hang); here they read NOT_RUN.
+    """
+    failed_at = next((i for i, s in enumerate(states) if s in FAILED), None)
+    if failed_at is None:
+        return list(states), None
+    tail = [NOT_RUN if s == "PENDING" or s in FAILED else s for s in states[failed_at + 1 :]]
+    return [*states[: failed_at + 1], *tail], failed_at
+
+
+def overall_state(kind: str, states: Sequence[str], callback: str | None) -> tuple[str, bool]:
+    """(state, ready) of a whole workflow from its nodes' states (chain: after chain_states)."""
+    if callback is not None:  # chord, or map with a callback: the callback decides
+        if callback in READY:
+            return ("SUCCESS" if callback == "SUCCESS" else "FAILURE"), True
+        state, _ = parallel_state(states)
+        return ("PENDING" if state == "PENDING" else "STARTED"), False
+    if kind == "chain":
+        if any(s in FAILED for s in states):
+            return "FAILURE", True
+        if states[-1] == "SUCCESS":
+            return "SUCCESS", True
+        return ("PENDING" if all(s == "PENDING" for s in states) else "STARTED"), False
+    return parallel_state(states)
+
+
 @dataclass(frozen=True)
 class Aggregate:
     """The combined state of a group's members."""
@@ -341,18 +378,11 @@ class Aggregate:
 
 
 def aggregate(cluster: Cluster, ids: Sequence[str]) -> Aggregate:
-    """A group's state: ready when all members are; SUCCESS only if all succeeded."""
+    """A saved group's state (see parallel_state) and its results in order."""
     metas = _metas(cluster, ids)
     states = [m.get("status", "PENDING") for m in metas]
-    counts = dict(Counter(states))
-    ready = all(s in READY for s in states)
+    state, ready = parallel_state(states)
     failed = [i for i, s in enumerate(states) if s in FAILED]
-    if ready:
-        state = TaskState.FAILURE if failed else TaskState.SUCCESS
-    elif all(s == "PENDING" for s in states):
-        state = TaskState.PENDING
-    else:
-        state = TaskState.STARTED
     error = None
     if failed:
         first = failed[0]
@@ -363,7 +393,7 @@ def aggregate(cluster: Cluster, ids: Sequence[str]) -> Aggregate:
     results = [
         m.get("result") if s == "SUCCESS" else None for m, s in zip(metas, states, strict=True)
     ]
-    return Aggregate(state, ready, counts, results, error)
+    return Aggregate(TaskState(state), ready, dict(Counter(states)), results, error)
 
 
 def saved_group_status(cluster: Cluster, group_id: str) -> TaskStatus | None:
@@ -463,48 +493,30 @@ def _view(
     )
 
 
-def _overall(kind: str, states: list[str], callback_state: str | None) -> tuple[str, bool]:
-    if callback_state is not None:  # chord, or map with a callback: the callback decides
-        if callback_state in READY:
-            return ("SUCCESS" if callback_state == "SUCCESS" else "FAILURE"), True
-        final = None
-    elif kind == "chain":
-        final = "FAILURE" if any(s in FAILED for s in states) else None
-        if final is None and states[-1] == "SUCCESS":
-            final = "SUCCESS"
-    else:
-        final = None
-        if all(s in READY for s in states):
-            final = "FAILURE" if any(s in FAILED for s in states) else "SUCCESS"
-    if final is not None:
-        return final, True
-    pending = all(s == "PENDING" for s in states) and callback_state in (None, "PENDING")
-    return ("PENDING" if pending else "STARTED"), False
-
-
 @operation("workflows", read_only=True)
 def get_workflow(cluster: Cluster, request: GetWorkflowInput) -> WorkflowTree:
     """A workflow's tree: each task's name, id, state and result or error, counts by state,
     and where it failed. Filter with states, page with offset/limit."""
     record = _load_record(cluster, request.workflow_id)
+    kind = record["kind"]
     nodes: list[list[Any]] = record["nodes"]
     callback: list[Any] | None = record.get("callback")
     ids = [n[0] for n in nodes] + ([callback[0]] if callback else [])
     metas = _metas(cluster, ids)
-    states = [m.get("status", "PENDING") for m in metas]
-    kind = record["kind"]
-    failed_at = next((i for i, s in enumerate(states[: len(nodes)]) if s in FAILED), None)
-    prior = None
-    if kind == "chain" and failed_at is not None:
-        prior = f"step {failed_at} ({nodes[failed_at][1]}) failed"
-        for i in range(failed_at + 1, len(nodes)):
-            if states[i] == "PENDING" or states[i] in FAILED:
-                states[i] = NOT_RUN
-    cb_state = states[-1] if callback else None
-    state, ready = _overall(kind, states[: len(nodes)], cb_state)
+    raw = [m.get("status", "PENDING") for m in metas]
+    states = raw[: len(nodes)]
+    if kind == "chain":
+        states, failed_at = chain_states(states)
+    else:
+        failed_at = next((i for i, s in enumerate(states) if s in FAILED), None)
+    cb_state = raw[-1] if callback else None
+    state, ready = overall_state(kind, states, cb_state)
     cap = max(MIN_NODE_BYTES, cluster.settings.max_output_bytes // (request.limit + 2))
+    prior = None
+    if failed_at is not None:
+        prior = f"step {failed_at} ({nodes[failed_at][1] or metas[failed_at].get('name')}) failed"
     wanted = set(request.states or [])
-    chosen = [i for i in range(len(nodes)) if not wanted or states[i] in wanted]
+    chosen = [i for i, s in enumerate(states) if not wanted or s in wanted]
     page = chosen[request.offset : request.offset + request.limit]
     cuts: list[Truncation] = []
     views = []
@@ -513,8 +525,8 @@ def get_workflow(cluster: Cluster, request: GetWorkflowInput) -> WorkflowTree:
         views.append(view)
         cuts += [cut] if cut else []
     cb_view = None
-    if callback:
-        cb_view, cut = _view(len(nodes), callback, metas[-1], states[-1], cap, None)
+    if callback and cb_state:
+        cb_view, cut = _view(len(nodes), callback, metas[-1], cb_state, cap, None)
         cuts += [cut] if cut else []
     result: Any = None
     error = None
@@ -525,15 +537,12 @@ def get_workflow(cluster: Cluster, request: GetWorkflowInput) -> WorkflowTree:
             result = metas[len(nodes) - 1].get("result")
         else:
             result = [m.get("result") for m in metas]
-    elif state == "FAILURE" or failed_at is not None:
-        if callback and cb_state in FAILED:
-            error = _error_text(metas[-1].get("result"))
-        elif failed_at is not None:
-            what = "step" if kind == "chain" else "task"
-            error = (
-                f"{what} {failed_at} ({nodes[failed_at][1] or metas[failed_at].get('name')}) "
-                f"failed: {_error_text(metas[failed_at].get('result'))}"
-            )
+    elif callback and cb_state in FAILED:
+        error = _error_text(metas[-1].get("result"))
+    elif failed_at is not None:
+        error = f"{prior}: {_error_text(metas[failed_at].get('result'))}"
+        if kind != "chain":
+            error = error.replace("step", "task", 1)
     payload, cut = cap_json("result", result, cluster.settings.max_output_bytes // 2)
     cuts += [cut] if cut else []
     return WorkflowTree(
@@ -541,7 +550,7 @@ def get_workflow(cluster: Cluster, request: GetWorkflowInput) -> WorkflowTree:
         kind=kind,
         state=state,
         ready=ready,
-        counts=dict(Counter(states)),
+        counts=dict(Counter(states + ([cb_state] if cb_state else []))),
         total=len(ids),
         failed_at=failed_at,
         result=payload,

@@ -39,9 +39,10 @@ def queued(cluster: Cluster, queue: str) -> int:
 
 async def test_workflow_tools_are_listed_with_annotations(mcp: ClientSession) -> None:
     tools = {t.name: t for t in (await mcp.list_tools()).tools}
-    assert TOOLS <= set(tools)
-    assert tools["get_workflow"].annotations.read_only_hint is True
-    assert not tools["chain_tasks"].annotations.read_only_hint
+    assert set(tools) >= TOOLS
+    reader, writer = tools["get_workflow"].annotations, tools["chain_tasks"].annotations
+    assert reader is not None and reader.read_only_hint is True
+    assert writer is not None and not writer.read_only_hint
     assert "steps" in tools["chain_tasks"].input_schema["properties"]
 
 
@@ -173,9 +174,7 @@ async def test_empty_workflows_are_refused(mcp: ClientSession) -> None:
         assert "invalid_argument" in text and "empty workflow" in text, text
 
 
-def test_oversized_workflow_is_refused_before_publishing(
-    cluster: Cluster, idle_queue: str
-) -> None:
+def test_oversized_workflow_is_refused_before_publishing(cluster: Cluster, idle_queue: str) -> None:
     small = Cluster(cluster.settings.model_copy(update={"max_workflow_size": 5}))
     request = GroupInput.model_validate({"tasks": [add(i, i, queue=idle_queue) for i in range(6)]})
     with pytest.raises(InvalidArgument, match="6 tasks is over the cap of 5"):

@@ -614,10 +614,6 @@ class History:
         unless confirm=True."""
         return self._call("retry_failed", confirm=confirm, **filters)
 
-    def diagnose(self, **fields: Any) -> Result:
-        """Why tasks fail or stall: one report over health, workers, queues and history."""
-        return self._call("diagnose", **fields)
-
 
 class CelerySkill:
     """Operate a Celery cluster from Python: the MCP tools as methods returning dicts."""
@@ -676,6 +672,24 @@ class CelerySkill:
     def health_check(self, include_workers: bool = True) -> Result:
         """Broker, result backend, workers, beat and schedule store, each bounded."""
         return self._call("health", include_workers=include_workers)
+
+    def diagnose(
+        self,
+        *,
+        window_s: float = 3600,
+        stuck_after_s: float | None = None,
+        stuck_multiple: float = 5.0,
+        max_wait_s: float = 300,
+    ) -> Result:
+        """Find what is wrong (queues nobody consumes, lost workers, stuck tasks, failure rates,
+        long waits, beat, risky settings); findings ranked, each with the next call."""
+        return self._call(
+            "diagnose",
+            window_s=window_s,
+            stuck_after_s=stuck_after_s,
+            stuck_multiple=stuck_multiple,
+            max_wait_s=max_wait_s,
+        )
 
     def task_manager(self) -> TaskManager:
         """Send tasks and read their results."""

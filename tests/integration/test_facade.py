@@ -7,6 +7,7 @@ prefork can do (terminate, pool_restart) and one on `facade.stop` is shut down.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -185,6 +186,16 @@ def test_health_check_sees_the_local_worker(skill: CelerySkill) -> None:
     assert health["ok"] and health["embedded"] and health["broker"]["ok"]
     assert f"skill@{HOST}" in health["worker_names"]
     assert "***" in health["broker_url"]
+
+
+def test_diagnose_reports_ranked_findings(skill: CelerySkill) -> None:
+    queue = f"facade.orphan.{time.time_ns()}"
+    skill.task_manager().send_task("demo.noop", queue=queue)
+    report = skill.diagnose(window_s=600)
+    assert report["checks"] and isinstance(report["findings"], list)
+    orphan = [f for f in report["findings"] if queue in json.dumps(f)]
+    assert orphan and orphan[0]["next_tool"], report["findings"]
+    skill.worker_manager().purge_queue(queue, confirm=True)
 
 
 def test_inspect_and_ping_workers(skill: CelerySkill, prefork: Worker) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from celery_mcp.models.common import Json, Model, TaskName
 
@@ -33,25 +33,11 @@ class ParamInfo(Model):
     default: Json = Field(None, description="Default value when not required (JSON, or repr).")
 
 
-class TaskOptionsInfo(Model):
-    """Routing, limits and retry policy of a task, as the app or worker defines them."""
+class TaskSpec(Model):
+    """What one app or worker knows about a task: signature, schema, docs, routing, limits and
+    retry policy."""
 
-    queue: str | None = Field(None, description="Queue the task is routed to by default.")
-    rate_limit: str | None = Field(None, description="Worker rate limit, e.g. '10/s'.")
-    time_limit_s: float | None = Field(None, description="Hard time limit (None: no limit).")
-    soft_time_limit_s: float | None = Field(None, description="Soft time limit (None: no limit).")
-    max_retries: int | None = Field(None, description="Most retries the task itself makes.")
-    default_retry_delay_s: float | None = Field(None, description="Delay between its retries.")
-    autoretry_for: list[str] = Field(
-        default_factory=list, description="Exception types that make it retry by itself."
-    )
-    retry_backoff: bool | float | None = Field(None, description="Exponential backoff setting.")
-    acks_late: bool | None = Field(None, description="Acknowledged after running (redelivered).")
-    ignore_result: bool | None = Field(None, description="True: no result is stored.")
-
-
-class TaskSpec(TaskOptionsInfo):
-    """What one app or worker knows about a task: signature, schema, docs and options."""
+    model_config = ConfigDict(extra="ignore")  # a newer worker may send more fields
 
     name: str = Field(description="Registered task name.")
     signature: str | None = Field(
@@ -72,6 +58,18 @@ class TaskSpec(TaskOptionsInfo):
     unchecked: list[str] = Field(
         default_factory=list, description="Parameters whose type cannot be checked (any value)."
     )
+    queue: str | None = Field(None, description="Queue the task is routed to by default.")
+    rate_limit: str | None = Field(None, description="Worker rate limit, e.g. '10/s'.")
+    time_limit_s: float | None = Field(None, description="Hard time limit (None: no limit).")
+    soft_time_limit_s: float | None = Field(None, description="Soft time limit (None: no limit).")
+    max_retries: int | None = Field(None, description="Most retries the task itself makes.")
+    default_retry_delay_s: float | None = Field(None, description="Delay between its retries.")
+    autoretry_for: list[str] = Field(
+        default_factory=list, description="Exception types that make it retry by itself."
+    )
+    retry_backoff: bool | float | None = Field(None, description="Exponential backoff setting.")
+    acks_late: bool | None = Field(None, description="Acknowledged after running (redelivered).")
+    ignore_result: bool | None = Field(None, description="True: no result is stored.")
 
 
 class ListTaskTypesInput(Model):

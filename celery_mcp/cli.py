@@ -158,6 +158,7 @@ def cmd_worker(ns: argparse.Namespace, extra: list[str]) -> int:
     app = make_app(settings, worker=True)
     app.conf.worker_pool_restarts = True  # lets the pool_restart control command work
     retry_policy.install(app)
+    import celery_mcp.worker_commands  # noqa: F401 (registers mcp_time_limit)
     from celery_mcp import worker_control  # registers the mcp_task_specs control command
 
     worker_control.task_specs(app)  # derive the task signatures once, before serving

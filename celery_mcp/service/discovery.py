@@ -1,29 +1,190 @@
 """Which workers are alive and which task names they know, fast and bounded.
 
 Celery's `inspect()` waits its whole timeout unless it is told how many replies to expect
-(`limit`). On a Redis broker every worker binds a queue `<hostname>.celery.pidbox` to the
-`celery.pidbox` fanout exchange, and kombu records that binding in a set: its size is an upper
-bound on live workers, so a healthy cluster answers as soon as every worker replied.
+(`limit`). On a Redis broker two cheap reads (about 0.1 ms each) give that number and the names
+behind it:
+
+- every worker binds its mailbox queue `<hostname>.celery.pidbox` to the `celery.pidbox`
+  exchange, and kombu records the binding in a set; a clean shutdown removes it, a killed or
+  crashed worker leaves it behind. The set names every worker that *should* answer;
+- every living worker subscribes to the exchange's pub/sub channel. PUBLISH returns how many
+  clients received a message, and kombu ignores an empty one, so publishing `""` counts the
+  workers that *can* answer (a killed process's connection is closed by its OS at once).
+
+`request()`, the one funnel every worker command goes through, waits for exactly that many
+replies. A registered worker that stays silent is reported missing, never dropped:
+`disconnected` when every connected worker answered (it died without unregistering), `no_reply`
+when a connected worker stayed silent for the whole timeout (busy, frozen or slow). Brokers
+that cannot count (AMQP) wait the timeout, unless the caller names the workers.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery_mcp.errors import translate_errors
+from celery_mcp.models.workers import MissingReason, MissingWorker
 from celery_mcp.service.cluster import Cluster
 
-PIDBOX_BINDINGS = "_kombu.binding.celery.pidbox"
 WORKER_TASKS_TTL_S = 5.0
 
 
-def expected_workers(cluster: Cluster) -> int | None:
-    """Upper bound on live workers (Redis brokers), or None when it cannot be known."""
+@dataclass(frozen=True)
+class Census:
+    """What a Redis broker knows about workers, without asking them."""
+
+    registered: frozenset[str]  # hostnames with a mailbox binding (living or crashed)
+    connected: int  # clients subscribed to the mailbox channel: workers that can answer
+
+    @property
+    def stale(self) -> bool:
+        """True when some registered worker may not be connected (killed, crashed)."""
+        return self.connected < len(self.registered)
+
+
+@dataclass
+class Replies:
+    """Replies to one broadcast, by hostname, and who stayed silent."""
+
+    by_worker: dict[str, Any]
+    latency_ms: dict[str, float]
+    missing: list[MissingWorker]
+    timeout_s: float
+    elapsed_ms: float = 0.0
+    addressed: list[str] = field(default_factory=list)  # who was expected to answer
+
+
+def census(cluster: Cluster, connection: Any = None) -> Census | None:
+    """Registered hostnames and connected count (Redis brokers), or None when unknowable."""
     if not cluster.broker_is_redis:
         return None
+    exchange = cluster.app.control.mailbox.exchange.name
+    suffix = f".{exchange}"
+    with translate_errors("broker"), cluster.app.connection_or_acquire(connection) as conn:
+        channel = conn.default_channel
+        bindings = channel.get_table(exchange)
+        with channel.conn_or_acquire() as client:
+            connected = int(client.publish(channel._get_publish_topic(exchange, None), ""))
+    names = {queue[: -len(suffix)] for _key, _pattern, queue in bindings if queue.endswith(suffix)}
+    return Census(registered=frozenset(names), connected=connected)
+
+
+def expected_workers(cluster: Cluster) -> int | None:
+    """How many workers can answer a broadcast now (Redis brokers), or None when unknowable."""
+    found = census(cluster)
+    return None if found is None else found.connected
+
+
+def _missing(name: str, reason: MissingReason, timeout_s: float) -> MissingWorker:
+    detail = {
+        MissingReason.DISCONNECTED: "registered with the broker but not connected: the process "
+        "is gone (killed or crashed without unregistering); restart it, or ignore the name if "
+        "it is retired",
+        MissingReason.NO_REPLY: f"did not answer within {timeout_s:g}s: busy, frozen, overloaded "
+        "or gone; retry with a longer timeout_s or check the worker's host",
+        MissingReason.UNKNOWN: "no worker with this hostname is registered with the broker; "
+        "ping_workers lists the names",
+    }[reason]
+    return MissingWorker(hostname=name, reason=reason, detail=detail)
+
+
+def _plan(
+    cluster: Cluster, found: Census | None, destination: list[str] | None, timeout_s: float
+) -> tuple[list[str], int | None, list[MissingWorker]]:
+    """(workers expected to answer, reply limit, workers known missing before asking)."""
+    if found is None:
+        return list(destination or []), len(destination) if destination else None, []
+    if destination is None:
+        return sorted(found.registered), found.connected, []
+    unknown = [n for n in destination if n not in found.registered]
+    expected = [n for n in destination if n in found.registered]
+    missing = [_missing(n, MissingReason.UNKNOWN, timeout_s) for n in unknown]
+    if found.stale and expected:
+        # Someone registered is not connected: a quick roll call of everyone names the living.
+        roll = request(cluster, "ping", timeout_s=timeout_s, census_=found)
+        gone = [m for m in roll.missing if m.hostname in expected]
+        missing += gone
+        expected = [n for n in expected if n not in {m.hostname for m in gone}]
+    return expected, len(expected), missing
+
+
+def request(
+    cluster: Cluster,
+    command: str,
+    *,
+    arguments: dict[str, Any] | None = None,
+    destination: list[str] | None = None,
+    timeout_s: float | None = None,
+    census_: Census | None = None,
+) -> Replies:
+    """Broadcast `command` to `destination` (default every worker) and collect the replies.
+
+    Returns as soon as every worker that can answer has answered; waits `timeout_s` (default
+    the inspect timeout) only when one stays silent, and reports it in `missing`.
+    """
+    timeout = timeout_s or cluster.settings.inspect_timeout_s
+    start = time.perf_counter()
+    found = census_ or census(cluster)
+    expected, limit, missing = _plan(cluster, found, destination, timeout)
+    replies: dict[str, Any] = {}
+    latency: dict[str, float] = {}
+    if limit != 0:
+        replies, latency = _broadcast(cluster, command, arguments, destination, timeout, limit)
+    complete = found is not None and len(replies) >= (limit or 0)
+    reason = MissingReason.DISCONNECTED if complete else MissingReason.NO_REPLY
+    known = {m.hostname for m in missing}
+    missing += [
+        _missing(n, reason, timeout) for n in expected if n not in replies and n not in known
+    ]
+    return Replies(
+        by_worker=dict(sorted(replies.items())),
+        latency_ms=latency,
+        missing=missing,
+        timeout_s=timeout,
+        elapsed_ms=round((time.perf_counter() - start) * 1e3, 2),
+        addressed=sorted(set(expected) | set(replies)),
+    )
+
+
+def _broadcast(
+    cluster: Cluster,
+    command: str,
+    arguments: dict[str, Any] | None,
+    destination: list[str] | None,
+    timeout_s: float,
+    limit: int | None,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    start = time.perf_counter()
+    latency: dict[str, float] = {}
+
+    def arrived(body: dict[str, Any]) -> None:
+        for name in body:
+            latency.setdefault(name, round((time.perf_counter() - start) * 1e3, 2))
+
     with translate_errors("broker"):
-        return int(cluster.broker_redis.scard(PIDBOX_BINDINGS))
+        replies = cluster.app.control.broadcast(
+            command,
+            arguments=arguments or {},
+            destination=destination,
+            reply=True,
+            timeout=timeout_s,
+            limit=limit,
+            callback=arrived,
+        )
+    merged: dict[str, Any] = {}
+    for item in replies or []:
+        merged.update(item)
+    return merged, latency
+
+
+def cast(cluster: Cluster, command: str, arguments: dict[str, Any], destination: list[str]) -> None:
+    """Send `command` to `destination` without waiting for replies (e.g. shutdown)."""
+    with translate_errors("broker"):
+        cluster.app.control.broadcast(
+            command, arguments=arguments, destination=destination, reply=False
+        )
 
 
 def broadcast_inspect(
@@ -34,18 +195,10 @@ def broadcast_inspect(
     timeout_s: float | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """`inspect().<method>()` replies by hostname, returning as soon as all expected replied."""
-    limit = len(destination) if destination else expected_workers(cluster)
-    if limit == 0:
-        return {}
-    inspector = cluster.app.control.inspect(
-        destination=destination,
-        timeout=timeout_s or cluster.settings.inspect_timeout_s,
-        limit=limit,
-    )
-    with translate_errors("broker"):
-        replies = getattr(inspector, method)(**kwargs)
-    return dict(replies or {})
+    """`inspect().<method>()` replies by hostname, returning as soon as all who can answer did."""
+    return request(
+        cluster, method, arguments=kwargs, destination=destination, timeout_s=timeout_s
+    ).by_worker
 
 
 def worker_task_names(cluster: Cluster, *, max_age_s: float = WORKER_TASKS_TTL_S) -> set[str]:

@@ -20,6 +20,7 @@ from celery_mcp.config import Settings
 #: Service modules that define operations; each registers on import.
 MODULES: tuple[str, ...] = (
     "celery_mcp.service.tasks",
+    "celery_mcp.service.workers",
     "celery_mcp.service.workflows",
     "celery_mcp.service.catalog",
     "celery_mcp.service.schedules",

@@ -1,0 +1,384 @@
+"""Models of the `workers` toolset: inspect, ping, tasks on workers, queues, control, shutdown.
+
+Every input takes the same `destination` (worker hostnames; omitted: every worker) and
+`timeout_s`; every output says which addressed workers did not answer (`missing`), with the
+timeout used and how long the call took.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from celery_mcp.models.common import Json, Model, QueueName, TaskName, Truncation
+
+Hostname = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[^\s,]+$",
+        description="Worker node name, e.g. 'w1@host' (ping_workers lists them).",
+    ),
+]
+RATE_PATTERN = r"^\d+(\.\d+)?(/[smh])?$"
+MAX_TIMEOUT_S = 60.0
+
+
+class Target(Model):
+    """Which workers to address and how long to wait for their replies."""
+
+    destination: list[Hostname] | None = Field(
+        None, max_length=500, description="Worker hostnames to address; omit for every worker."
+    )
+    timeout_s: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        description="Longest wait for replies, seconds (default: the server's inspect timeout, "
+        "1 s). A healthy cluster answers in milliseconds; only silent workers cost the wait.",
+    )
+
+
+class MissingReason(StrEnum):
+    """Why an addressed worker is not in the replies."""
+
+    DISCONNECTED = "disconnected"  # registered with the broker, not connected: the process is gone
+    NO_REPLY = "no_reply"  # did not answer within the timeout: busy, frozen, slow or gone
+    UNKNOWN = "unknown"  # no worker with this hostname is registered with the broker
+
+
+class MissingWorker(Model):
+    """An addressed (or registered) worker that did not answer."""
+
+    hostname: str
+    reason: MissingReason = Field(
+        description="disconnected: the process is gone (killed or crashed without "
+        "unregistering); no_reply: silent for the whole timeout (busy, frozen or slow); "
+        "unknown: no worker registered this name."
+    )
+    detail: str = Field(description="What was observed and what to do next.")
+
+
+class RollCall(Model):
+    """Who did not answer, the timeout used and the time the call took."""
+
+    missing: list[MissingWorker] = Field(
+        default_factory=list, description="Addressed workers that did not answer."
+    )
+    timeout_s: float = Field(description="Timeout used for worker replies, seconds.")
+    elapsed_ms: float = Field(description="Time this call took.")
+
+
+# -- Inspect: no side effects
+
+
+class PingInput(Target):
+    """Ping workers."""
+
+
+class WorkerPing(Model):
+    """One worker that answered ping."""
+
+    hostname: str
+    latency_ms: float = Field(description="Time from sending the ping to this worker's reply.")
+
+
+class PingResult(RollCall):
+    """Workers that answered ping, fastest first."""
+
+    answered: int = Field(description="How many workers answered.")
+    workers: list[WorkerPing]
+
+
+class TaskOnWorker(Model):
+    """A task a worker holds: running (active), prefetched (reserved) or waiting for its ETA."""
+
+    id: str
+    name: str | None = None
+    args: Json = Field(None, description="Positional arguments (size-capped).")
+    kwargs: Json = Field(None, description="Keyword arguments (size-capped).")
+    queue: str | None = Field(None, description="Queue (routing key) it came from.")
+    worker_pid: int | None = Field(None, description="Pool process running it (active only).")
+    started_at: datetime | None = Field(None, description="When it started (active only).")
+    eta: datetime | None = Field(None, description="When it is due (scheduled only).")
+    priority: int | None = None
+    acknowledged: bool | None = None
+
+
+class WorkerTasks(Model):
+    """The tasks one worker holds; lists are capped at max_tasks, counts are not."""
+
+    hostname: str
+    active_count: int = Field(description="Tasks running now.")
+    reserved_count: int | None = Field(None, description="Prefetched, waiting for a process.")
+    scheduled_count: int | None = Field(None, description="Held until their ETA/countdown.")
+    active: list[TaskOnWorker] = Field(default_factory=list)
+    reserved: list[TaskOnWorker] = Field(default_factory=list)
+    scheduled: list[TaskOnWorker] = Field(default_factory=list)
+    truncated: list[Truncation] = Field(
+        default_factory=list, description="Arguments cut to respect the output cap."
+    )
+
+
+class ActiveTasksInput(Target):
+    """Tasks running on workers, and optionally those reserved or scheduled."""
+
+    include_reserved: bool = Field(True, description="Also list prefetched (reserved) tasks.")
+    include_scheduled: bool = Field(True, description="Also list tasks waiting for their ETA.")
+    max_tasks: int = Field(50, ge=0, le=1000, description="Cap on each list, per worker.")
+
+
+class TaskCounts(Model):
+    """Totals over the workers that answered."""
+
+    workers: int = Field(description="Workers that answered.")
+    active: int
+    reserved: int | None = None
+    scheduled: int | None = None
+
+
+class ActiveTasksResult(RollCall):
+    """Tasks held by each worker, with totals."""
+
+    counts: TaskCounts
+    workers: list[WorkerTasks]
+
+
+class RegisteredTasksInput(Target):
+    """Task names each worker can run."""
+
+
+class WorkerRegistered(Model):
+    """Task names one worker registers."""
+
+    hostname: str
+    tasks: list[str]
+
+
+class RegisteredTasksResult(RollCall):
+    """Task names per worker and their union."""
+
+    tasks: list[str] = Field(description="Every task name some answering worker registers.")
+    workers: list[WorkerRegistered]
+
+
+class InspectWorkersInput(Target):
+    """Everything about workers in one call."""
+
+    max_tasks: int = Field(20, ge=0, le=1000, description="Cap on each task list, per worker.")
+
+
+class Autoscale(Model):
+    """Autoscaler bounds of a worker started with --autoscale."""
+
+    max: int
+    min: int
+
+
+class WorkerInfo(WorkerTasks):
+    """One worker: identity, pool, totals, queues, registered tasks and tasks held."""
+
+    pid: int | None = None
+    uptime_s: float | None = None
+    pool: str | None = Field(None, description="Pool implementation: prefork, thread, solo...")
+    concurrency: int | None = Field(None, description="Pool size (max concurrency).")
+    pool_processes: list[int] = Field(default_factory=list, description="Pool process ids.")
+    autoscale: Autoscale | None = Field(None, description="Set when started with --autoscale.")
+    prefetch_count: int | None = None
+    processed: int = Field(0, description="Tasks this worker accepted since it started.")
+    processed_by_task: dict[str, int] = Field(default_factory=dict)
+    queues: list[str] = Field(default_factory=list, description="Queues it consumes from.")
+    registered: list[str] = Field(default_factory=list, description="Task names it can run.")
+
+
+class WorkerCounts(TaskCounts):
+    """Totals at a glance."""
+
+    missing: int = Field(description="Addressed workers that did not answer.")
+    processed: int = Field(description="Tasks accepted since start, summed over workers.")
+    concurrency: int = Field(description="Pool sizes summed over workers.")
+
+
+class InspectWorkersResult(RollCall):
+    """Every answering worker in detail, totals, and the workers that stayed silent."""
+
+    counts: WorkerCounts
+    workers: list[WorkerInfo]
+
+
+class QueueLengthsInput(Model):
+    """Broker-side depth of queues."""
+
+    queues: list[QueueName] | None = Field(
+        None,
+        max_length=500,
+        description="Queues to measure; omit for every queue a worker consumes plus the "
+        "default queue.",
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, le=MAX_TIMEOUT_S, description="Wait for workers' queue lists (default 1 s)."
+    )
+
+
+class QueueDepth(Model):
+    """Messages waiting in one queue on the broker."""
+
+    name: str
+    messages: int | None = Field(description="Messages waiting (None when it could not be read).")
+    by_priority: dict[str, int] = Field(
+        default_factory=dict,
+        description="Redis: messages per kombu priority sub-queue (key '0' is the queue itself).",
+    )
+    consumers: list[str] = Field(default_factory=list, description="Workers consuming from it.")
+    consumer_count: int | None = Field(None, description="AMQP: consumers the broker reports.")
+    exists: bool = Field(description="False when the broker has no such queue (AMQP).")
+    error: str | None = None
+
+
+class QueueLengthsResult(RollCall):
+    """Queue depths, largest first, with the total."""
+
+    broker: str = Field(description="Broker transport: redis, amqp, ...")
+    total_messages: int
+    queues: list[QueueDepth]
+    note: str = Field(description="How to read the numbers.")
+
+
+# -- Control: side effects
+
+
+class PurgeQueueInput(Model):
+    """Delete every message waiting in one queue."""
+
+    queue: QueueName
+    confirm: bool = Field(False, description="Required to delete; without it a dry run.")
+
+
+class PurgeQueueResult(Model):
+    """What purge_queue removed (or would remove)."""
+
+    queue: str
+    executed: bool = Field(description="False on a dry run.")
+    messages_before: int = Field(description="Messages waiting before the call.")
+    removed: int = Field(description="Messages deleted (0 on a dry run).")
+    remaining: int = Field(description="Messages waiting after the call.")
+    message: str
+
+
+class ControlCommand(StrEnum):
+    """Remote-control commands for workers."""
+
+    POOL_RESTART = "pool_restart"  # replace pool processes, each after its next task (confirm)
+    POOL_GROW = "pool_grow"  # add n pool processes
+    POOL_SHRINK = "pool_shrink"  # remove n pool processes
+    AUTOSCALE = "autoscale"  # set autoscaler max/min (workers started with --autoscale)
+    ADD_CONSUMER = "add_consumer"  # start consuming from queue
+    CANCEL_CONSUMER = "cancel_consumer"  # stop consuming from queue
+    RATE_LIMIT = "rate_limit"  # task_name at most `rate` per worker ('0' removes the limit)
+    TIME_LIMIT = "time_limit"  # task_name soft/hard time limits (unset ones are removed)
+
+
+#: Arguments each command needs (and the optional ones it also takes).
+COMMAND_ARGUMENTS: dict[ControlCommand, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    ControlCommand.POOL_RESTART: ((), ()),
+    ControlCommand.POOL_GROW: ((), ("n",)),
+    ControlCommand.POOL_SHRINK: ((), ("n",)),
+    ControlCommand.AUTOSCALE: (("max", "min"), ()),
+    ControlCommand.ADD_CONSUMER: (("queue",), ()),
+    ControlCommand.CANCEL_CONSUMER: (("queue",), ()),
+    ControlCommand.RATE_LIMIT: (("task_name", "rate"), ()),
+    ControlCommand.TIME_LIMIT: (("task_name",), ("soft", "hard")),
+}
+ARGUMENT_FIELDS = ("n", "max", "min", "queue", "task_name", "rate", "soft", "hard")
+#: The control command `celery-mcp worker` adds so new time limits apply at once
+#: (see celery_mcp.worker_commands).
+TIME_LIMIT_COMMAND = "mcp_time_limit"
+
+
+class ControlInput(Target):
+    """One remote-control command and the arguments it needs."""
+
+    command: ControlCommand = Field(
+        description="pool_restart | pool_grow, pool_shrink [n] | autoscale max, min | "
+        "add_consumer, cancel_consumer queue | rate_limit task_name, rate | "
+        "time_limit task_name [soft] [hard]."
+    )
+    n: int | None = Field(None, ge=1, le=256, description="pool_grow/pool_shrink: processes.")
+    max: int | None = Field(None, ge=0, le=10_000, description="autoscale: most processes.")
+    min: int | None = Field(None, ge=0, le=10_000, description="autoscale: fewest processes.")
+    queue: QueueName | None = Field(None, description="add_consumer/cancel_consumer: queue.")
+    task_name: TaskName | None = Field(None, description="rate_limit/time_limit: task.")
+    rate: str | None = Field(
+        None,
+        pattern=RATE_PATTERN,
+        description="rate_limit: '10/s', '100/m', '5/h' or tasks/s; '0' removes the limit.",
+    )
+    soft: float | None = Field(None, gt=0, le=86_400, description="time_limit: soft, seconds.")
+    hard: float | None = Field(None, gt=0, le=86_400, description="time_limit: hard, seconds.")
+    confirm: bool = Field(False, description="Required by pool_restart; else a dry run.")
+
+    @model_validator(mode="after")
+    def _check_arguments(self) -> ControlInput:
+        required, optional = COMMAND_ARGUMENTS[self.command]
+        given = {f for f in ARGUMENT_FIELDS if getattr(self, f) is not None}
+        lacking = [f for f in required if f not in given]
+        extra = sorted(given - set(required) - set(optional))
+        takes = ", ".join([*required, *(f"[{f}]" for f in optional)]) or "no arguments"
+        if lacking or extra:
+            wrong = f"missing {', '.join(lacking)}" if lacking else f"unexpected {', '.join(extra)}"
+            raise ValueError(f"command {self.command.value} takes {takes}: {wrong}")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"autoscale needs min <= max, got min={self.min} max={self.max}")
+        if self.soft is not None and self.hard is not None and self.soft > self.hard:
+            raise ValueError(
+                f"time_limit needs soft <= hard, got soft={self.soft} hard={self.hard}"
+            )
+        return self
+
+
+class WorkerReply(Model):
+    """One worker's answer to a control command."""
+
+    hostname: str
+    ok: bool
+    message: str
+
+
+class ControlResult(RollCall):
+    """Per-worker replies to a control command (or the plan, on a dry run)."""
+
+    command: ControlCommand
+    executed: bool = Field(description="False on a dry run (pool_restart without confirm).")
+    arguments: dict[str, Json] = Field(description="Arguments sent to the workers.")
+    ok: int = Field(description="Workers that replied ok.")
+    errors: int = Field(description="Workers that replied with an error.")
+    replies: list[WorkerReply]
+    message: str
+
+
+class ShutdownInput(Target):
+    """Stop workers (warm shutdown: running tasks finish first)."""
+
+    destination: list[Hostname] | None = Field(
+        None, max_length=500, description="Workers to stop; omit to stop EVERY worker."
+    )
+    confirm: bool = Field(False, description="Required to stop anything; without it a dry run.")
+    wait_s: float = Field(
+        10.0, ge=0, le=300, description="How long to wait until the workers have left."
+    )
+
+
+class ShutdownResult(RollCall):
+    """Which workers were told to stop and which have left the cluster."""
+
+    executed: bool = Field(description="False on a dry run.")
+    targets: list[str] = Field(description="Workers that answered and were (or would be) stopped.")
+    stopped: list[str] = Field(description="Targets that left the cluster within wait_s.")
+    stopping: list[str] = Field(
+        description="Targets still registered after wait_s (finishing running tasks)."
+    )
+    message: str

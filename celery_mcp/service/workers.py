@@ -1,0 +1,575 @@
+"""Workers: inspect and control them, and the queues they consume, shaped like Celery's
+`celery/app/control.py`.
+
+- Inspect commands have no side effects: they read what workers hold and the broker's queues.
+- Control commands have side effects: pool size, consumers, rate and time limits, purge,
+  shutdown.
+
+Every command goes through one funnel, `discovery.request`, which knows how many workers can
+answer, so a healthy cluster answers in milliseconds and a silent worker is reported missing,
+never dropped. `destination` (hostnames, default every worker) and `timeout_s` mean the same
+everywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+from celery_mcp.errors import InvalidArgument, NotFound, translate_errors
+from celery_mcp.models.common import Truncation
+from celery_mcp.models.workers import (
+    TIME_LIMIT_COMMAND,
+    ActiveTasksInput,
+    ActiveTasksResult,
+    Autoscale,
+    ControlCommand,
+    ControlInput,
+    ControlResult,
+    InspectWorkersInput,
+    InspectWorkersResult,
+    PingInput,
+    PingResult,
+    PurgeQueueInput,
+    PurgeQueueResult,
+    QueueDepth,
+    QueueLengthsInput,
+    QueueLengthsResult,
+    RegisteredTasksInput,
+    RegisteredTasksResult,
+    ShutdownInput,
+    ShutdownResult,
+    Target,
+    TaskCounts,
+    TaskOnWorker,
+    WorkerCounts,
+    WorkerInfo,
+    WorkerPing,
+    WorkerRegistered,
+    WorkerReply,
+    WorkerTasks,
+)
+from celery_mcp.service import discovery
+from celery_mcp.service.cluster import Cluster
+from celery_mcp.service.discovery import Replies
+from celery_mcp.service.limits import cap_json
+from celery_mcp.service.registry import operation
+
+#: Bytes kept of one task's args (and of its kwargs) in task lists.
+TASK_ARGS_CAP_BYTES = 2_000
+SHUTDOWN_POLL_S = 0.1
+PLAIN_WORKER_TIME_LIMIT = (
+    "not a celery-mcp worker: Celery applies new limits after its next pool_restart"
+)
+QUEUE_NOTE = (
+    "messages waiting on the broker; tasks a worker already prefetched are not counted here "
+    "(get_active_tasks lists them as reserved)"
+)
+
+
+def _elapsed_ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1e3, 2)
+
+
+# -- Inspect: no side effects
+
+
+def _inspect(cluster: Cluster, target: Target, method: str, **arguments: Any) -> Replies:
+    """The funnel for inspect commands: `method` on the targeted workers."""
+    return discovery.request(
+        cluster,
+        method,
+        arguments=arguments,
+        destination=target.destination,
+        timeout_s=target.timeout_s,
+    )
+
+
+def _follow_up(cluster: Cluster, roll: Replies, methods: list[str]) -> dict[str, dict[str, Any]]:
+    """Ask the workers that answered `roll` more inspect commands at once (each bounded)."""
+    answered = list(roll.by_worker)
+    if not answered:
+        return {m: {} for m in methods}
+
+    def ask(method: str) -> dict[str, Any]:
+        return discovery.request(
+            cluster, method, destination=answered, timeout_s=roll.timeout_s
+        ).by_worker
+
+    with ThreadPoolExecutor(max_workers=len(methods)) as pool:
+        return dict(zip(methods, pool.map(ask, methods), strict=True))
+
+
+@operation("workers", read_only=True)
+def ping_workers(cluster: Cluster, request: PingInput) -> PingResult:
+    """Ping workers; returns who answered (with latency) and who is missing. Answers in
+    milliseconds when all are up; a silent worker costs at most timeout_s."""
+    roll = _inspect(cluster, request, "ping")
+    workers = sorted(
+        (WorkerPing(hostname=h, latency_ms=roll.latency_ms.get(h, 0.0)) for h in roll.by_worker),
+        key=lambda w: w.latency_ms,
+    )
+    return PingResult(
+        answered=len(workers),
+        workers=workers,
+        missing=roll.missing,
+        timeout_s=roll.timeout_s,
+        elapsed_ms=roll.elapsed_ms,
+    )
+
+
+def _when(epoch: Any) -> datetime | None:
+    return datetime.fromtimestamp(epoch, UTC) if isinstance(epoch, int | float) else None
+
+
+def _task(raw: dict[str, Any], cuts: list[Truncation]) -> TaskOnWorker:
+    """One entry of active/reserved (a request) or scheduled ({eta, priority, request})."""
+    req = raw.get("request", raw)
+    args, cut_args = cap_json("args", req.get("args"), TASK_ARGS_CAP_BYTES)
+    kwargs, cut_kwargs = cap_json("kwargs", req.get("kwargs"), TASK_ARGS_CAP_BYTES)
+    cuts += [c for c in (cut_args, cut_kwargs) if c]
+    delivery = req.get("delivery_info") or {}
+    eta = raw.get("eta")
+    return TaskOnWorker(
+        id=str(req.get("id")),
+        name=req.get("name"),
+        args=args,
+        kwargs=kwargs,
+        queue=delivery.get("routing_key"),
+        worker_pid=req.get("worker_pid"),
+        started_at=_when(req.get("time_start")),
+        eta=datetime.fromisoformat(eta) if isinstance(eta, str) else None,
+        priority=raw.get("priority", delivery.get("priority")),
+        acknowledged=req.get("acknowledged"),
+    )
+
+
+def _tasks_of(hostname: str, sections: dict[str, dict[str, Any]], max_tasks: int) -> dict[str, Any]:
+    """WorkerTasks fields of one worker from the active/reserved/scheduled replies."""
+    fields: dict[str, Any] = {"hostname": hostname, "active_count": 0, "truncated": []}
+    for name, replies in sections.items():
+        entries = replies.get(hostname) or []
+        fields[f"{name}_count"] = len(entries)
+        fields[name] = [_task(e, fields["truncated"]) for e in entries[:max_tasks]]
+    return fields
+
+
+def _task_counts(workers: Sequence[WorkerTasks], sections: list[str]) -> dict[str, Any]:
+    return {
+        "workers": len(workers),
+        **{s: sum(getattr(w, f"{s}_count") or 0 for w in workers) for s in sections},
+    }
+
+
+@operation("workers", read_only=True)
+def get_active_tasks(cluster: Cluster, request: ActiveTasksInput) -> ActiveTasksResult:
+    """Tasks running on each worker, plus those prefetched (reserved) and waiting for an ETA
+    (scheduled); lists are capped, counts are exact."""
+    sections = ["active"]
+    sections += ["reserved"] if request.include_reserved else []
+    sections += ["scheduled"] if request.include_scheduled else []
+    roll = _inspect(cluster, request, "active")
+    replies = {"active": roll.by_worker, **_follow_up(cluster, roll, sections[1:])}
+    workers = [WorkerTasks(**_tasks_of(h, replies, request.max_tasks)) for h in roll.by_worker]
+    return ActiveTasksResult(
+        counts=TaskCounts(**_task_counts(workers, sections)),
+        workers=workers,
+        missing=roll.missing,
+        timeout_s=roll.timeout_s,
+        elapsed_ms=roll.elapsed_ms,
+    )
+
+
+@operation("workers", read_only=True)
+def get_registered_tasks(cluster: Cluster, request: RegisteredTasksInput) -> RegisteredTasksResult:
+    """Task names each worker can run, and their union; builtin celery.* tasks left out."""
+    roll = _inspect(cluster, request, "registered")
+    workers = [
+        WorkerRegistered(hostname=h, tasks=sorted(t or [])) for h, t in roll.by_worker.items()
+    ]
+    return RegisteredTasksResult(
+        tasks=sorted({t for w in workers for t in w.tasks}),
+        workers=workers,
+        missing=roll.missing,
+        timeout_s=roll.timeout_s,
+        elapsed_ms=roll.elapsed_ms,
+    )
+
+
+def _pool_name(implementation: Any) -> str | None:
+    """'celery.concurrency.prefork:TaskPool' -> 'prefork'."""
+    if not isinstance(implementation, str):
+        return None
+    return implementation.split(":")[0].rsplit(".", 1)[-1]
+
+
+def _worker_info(
+    hostname: str, stats: dict[str, Any], replies: dict[str, dict[str, Any]], max_tasks: int
+) -> WorkerInfo:
+    pool = stats.get("pool") or {}
+    scaler = stats.get("autoscaler") or {}
+    totals = {str(k): int(v) for k, v in (stats.get("total") or {}).items()}
+    sections = {s: replies[s] for s in ("active", "reserved", "scheduled")}
+    processes = pool.get("processes")
+    return WorkerInfo(
+        **_tasks_of(hostname, sections, max_tasks),
+        pid=stats.get("pid"),
+        uptime_s=stats.get("uptime"),
+        pool=_pool_name(pool.get("implementation")),
+        concurrency=pool.get("max-concurrency"),
+        pool_processes=processes if isinstance(processes, list) else [],
+        autoscale=Autoscale(max=scaler["max"], min=scaler["min"]) if "max" in scaler else None,
+        prefetch_count=stats.get("prefetch_count"),
+        processed=sum(totals.values()),
+        processed_by_task=totals,
+        queues=sorted(q["name"] for q in replies["active_queues"].get(hostname) or []),
+        registered=sorted(replies["registered"].get(hostname) or []),
+    )
+
+
+@operation("workers", read_only=True)
+def inspect_workers(cluster: Cluster, request: InspectWorkersInput) -> InspectWorkersResult:
+    """Everything about each worker in one call: pool, concurrency, processed totals, queues,
+    registered tasks, active/reserved/scheduled tasks; plus totals and missing workers."""
+    start = time.perf_counter()
+    roll = _inspect(cluster, request, "stats")
+    methods = ["active", "reserved", "scheduled", "registered", "active_queues"]
+    replies = _follow_up(cluster, roll, methods)
+    workers = [
+        _worker_info(h, stats or {}, replies, request.max_tasks)
+        for h, stats in roll.by_worker.items()
+    ]
+    return InspectWorkersResult(
+        counts=WorkerCounts(
+            **_task_counts(workers, ["active", "reserved", "scheduled"]),
+            missing=len(roll.missing),
+            processed=sum(w.processed for w in workers),
+            concurrency=sum(w.concurrency or 0 for w in workers),
+        ),
+        workers=workers,
+        missing=roll.missing,
+        timeout_s=roll.timeout_s,
+        elapsed_ms=_elapsed_ms(start),
+    )
+
+
+def _broker_kind(cluster: Cluster) -> str:
+    scheme = cluster.broker_url.split("://", 1)[0].split("+", 1)[0]
+    return {"rediss": "redis", "valkey": "redis", "amqps": "amqp", "pyamqp": "amqp"}.get(
+        scheme, scheme
+    )
+
+
+def _redis_depths(cluster: Cluster, names: list[str]) -> dict[str, QueueDepth]:
+    """LLEN of each queue and of the priority sub-queues kombu keeps beside it."""
+    with translate_errors("broker"), cluster.app.connection_or_acquire() as conn:
+        channel = conn.default_channel
+        keys = {
+            n: {str(p): channel._q_for_pri(n, p) for p in channel.priority_steps} for n in names
+        }
+        with channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+            for per_pri in keys.values():
+                for key in dict.fromkeys(per_pri.values()):
+                    pipe.llen(key)
+            sizes = iter(pipe.execute(raise_on_error=False))
+    depths: dict[str, QueueDepth] = {}
+    for name, per_pri in keys.items():
+        by_pri = dict(zip(dict.fromkeys(per_pri.values()), sizes, strict=False))
+        errors = [str(v) for v in by_pri.values() if isinstance(v, Exception)]
+        counts = {p: int(by_pri[k]) for p, k in per_pri.items() if isinstance(by_pri[k], int)}
+        depths[name] = QueueDepth(
+            name=name,
+            messages=None if errors else sum(counts.values()),
+            by_priority={p: c for p, c in counts.items() if c},
+            exists=True,
+            error=f"not a kombu queue: {errors[0]}" if errors else None,
+        )
+    return depths
+
+
+def _amqp_depths(cluster: Cluster, names: list[str]) -> dict[str, QueueDepth]:
+    """Passive queue_declare of each queue: message and consumer counts, or 'no such queue'."""
+    depths: dict[str, QueueDepth] = {}
+    with translate_errors("broker"), cluster.app.connection_or_acquire() as conn:
+        for name in names:
+            channel = conn.channel()
+            try:
+                _, messages, consumers = channel.queue_declare(queue=name, passive=True)
+                depths[name] = QueueDepth(
+                    name=name, messages=messages, consumer_count=consumers, exists=True
+                )
+            except conn.channel_errors:
+                depths[name] = QueueDepth(name=name, messages=0, exists=False)
+            finally:
+                try:
+                    channel.close()
+                except conn.connection_errors + conn.channel_errors:  # closed by the 404
+                    pass
+    return depths
+
+
+def queue_depths(cluster: Cluster, names: list[str]) -> dict[str, QueueDepth]:
+    """Messages waiting in each named queue, read on the broker (no worker is asked)."""
+    if cluster.broker_is_redis:
+        return _redis_depths(cluster, names)
+    if _broker_kind(cluster) == "amqp":
+        return _amqp_depths(cluster, names)
+    with translate_errors("broker"), cluster.app.connection_or_acquire() as conn:
+        return {
+            n: QueueDepth(
+                name=n,
+                messages=conn.default_channel.queue_declare(queue=n, passive=True)[1],
+                exists=True,
+            )
+            for n in names
+        }
+
+
+@operation("workers", read_only=True)
+def queue_lengths(cluster: Cluster, request: QueueLengthsInput) -> QueueLengthsResult:
+    """Messages waiting on the broker per queue (Redis incl. priority sub-queues, AMQP), with
+    the workers consuming each; default: every consumed queue plus the default queue."""
+    start = time.perf_counter()
+    roll = discovery.request(cluster, "active_queues", timeout_s=request.timeout_s)
+    consumers: dict[str, list[str]] = {}
+    for host, queues in roll.by_worker.items():
+        for q in queues or []:
+            consumers.setdefault(q["name"], []).append(host)
+    default = str(cluster.app.conf.task_default_queue)
+    names = request.queues or sorted({default, *consumers})
+    depths = queue_depths(cluster, list(dict.fromkeys(names)))
+    for name, depth in depths.items():
+        depth.consumers = sorted(consumers.get(name, []))
+    ordered = sorted(depths.values(), key=lambda d: (-(d.messages or 0), d.name))
+    return QueueLengthsResult(
+        broker=_broker_kind(cluster),
+        total_messages=sum(d.messages or 0 for d in ordered),
+        queues=ordered,
+        note=QUEUE_NOTE,
+        missing=roll.missing,
+        timeout_s=roll.timeout_s,
+        elapsed_ms=_elapsed_ms(start),
+    )
+
+
+# -- Control: side effects
+
+
+def _control(cluster: Cluster, target: Target, command: str, **arguments: Any) -> Replies:
+    """The funnel for control commands: `command` on the targeted workers, replies collected."""
+    return discovery.request(
+        cluster,
+        command,
+        arguments=arguments,
+        destination=target.destination,
+        timeout_s=target.timeout_s,
+    )
+
+
+def pool_restart(cluster: Cluster, target: Target) -> Replies:
+    """Replace the pool processes: each exits after its current or next task (an idle one
+    waits for a task) and a fresh one takes its place. Re-imports no module."""
+    return _control(cluster, target, "pool_restart", modules=None, reload=False)
+
+
+def pool_grow(cluster: Cluster, target: Target, n: int = 1) -> Replies:
+    return _control(cluster, target, "pool_grow", n=n)
+
+
+def pool_shrink(cluster: Cluster, target: Target, n: int = 1) -> Replies:
+    return _control(cluster, target, "pool_shrink", n=n)
+
+
+def autoscale(cluster: Cluster, target: Target, max: int, min: int) -> Replies:
+    return _control(cluster, target, "autoscale", max=max, min=min)
+
+
+def add_consumer(cluster: Cluster, target: Target, queue: str) -> Replies:
+    return _control(cluster, target, "add_consumer", queue=queue)
+
+
+def cancel_consumer(cluster: Cluster, target: Target, queue: str) -> Replies:
+    return _control(cluster, target, "cancel_consumer", queue=queue)
+
+
+def rate_limit(cluster: Cluster, target: Target, task_name: str, rate: str) -> Replies:
+    return _control(cluster, target, "rate_limit", task_name=task_name, rate_limit=rate)
+
+
+def time_limit(
+    cluster: Cluster, target: Target, task_name: str, soft: float | None, hard: float | None
+) -> Replies:
+    """Set (or, when None, remove) a task's time limits for the next task started.
+
+    celery-mcp workers apply them at once (`mcp_time_limit`); on other workers Celery's own
+    `time_limit` sets them and, in Celery 5.7, they apply after that worker's next pool_restart.
+    """
+    args = {"task_name": task_name, "soft": soft, "hard": hard}
+    roll = _control(cluster, target, TIME_LIMIT_COMMAND, **args)
+    unknown = {"error": f"KeyError({TIME_LIMIT_COMMAND!r})"}
+    plain = [h for h, body in roll.by_worker.items() if body == unknown]
+    if plain:
+        again = Target(destination=plain, timeout_s=target.timeout_s)
+        fallback = _control(cluster, again, "time_limit", **args)
+        for host, body in fallback.by_worker.items():
+            if isinstance(body, dict) and "ok" in body:
+                body = {"ok": f"{body['ok']}; {PLAIN_WORKER_TIME_LIMIT}"}
+            roll.by_worker[host] = body
+        roll.missing += fallback.missing
+    return roll
+
+
+#: control_workers' command -> the function above, called with the request's arguments.
+COMMANDS: dict[ControlCommand, Callable[[Cluster, ControlInput], Replies]] = {
+    ControlCommand.POOL_RESTART: lambda c, r: pool_restart(c, r),
+    ControlCommand.POOL_GROW: lambda c, r: pool_grow(c, r, r.n or 1),
+    ControlCommand.POOL_SHRINK: lambda c, r: pool_shrink(c, r, r.n or 1),
+    ControlCommand.AUTOSCALE: lambda c, r: autoscale(c, r, r.max or 0, r.min or 0),
+    ControlCommand.ADD_CONSUMER: lambda c, r: add_consumer(c, r, str(r.queue)),
+    ControlCommand.CANCEL_CONSUMER: lambda c, r: cancel_consumer(c, r, str(r.queue)),
+    ControlCommand.RATE_LIMIT: lambda c, r: rate_limit(c, r, str(r.task_name), str(r.rate)),
+    ControlCommand.TIME_LIMIT: lambda c, r: time_limit(c, r, str(r.task_name), r.soft, r.hard),
+}
+
+
+def _reply(hostname: str, body: Any) -> WorkerReply:
+    """{'ok': msg} or {'error': msg} (or a raised exception's repr) -> WorkerReply."""
+    if isinstance(body, dict) and "ok" in body:
+        return WorkerReply(hostname=hostname, ok=True, message=str(body["ok"]))
+    if isinstance(body, dict) and "error" in body:
+        return WorkerReply(hostname=hostname, ok=False, message=str(body["error"]))
+    return WorkerReply(hostname=hostname, ok=False, message=f"unexpected reply: {body!r}"[:500])
+
+
+def _arguments(req: ControlInput) -> dict[str, Any]:
+    fields = ("n", "max", "min", "queue", "task_name", "rate", "soft", "hard")
+    return {f: getattr(req, f) for f in fields if getattr(req, f) is not None}
+
+
+@operation("workers", read_only=False, destructive=True)
+def control_workers(cluster: Cluster, request: ControlInput) -> ControlResult:
+    """Send a remote-control command (pool_restart, pool_grow/shrink, autoscale,
+    add/cancel_consumer, rate_limit, time_limit) to workers; per-worker ok/error replies.
+    pool_restart needs confirm=true (without it, a dry run naming the workers)."""
+    command = request.command
+    if command == ControlCommand.POOL_RESTART and not request.confirm:
+        roll = _inspect(cluster, request, "ping")
+        names = ", ".join(roll.by_worker) or "no worker"
+        return _control_result(
+            request, roll, [], f"would restart the pools of {names}; call again with confirm=true"
+        )
+    roll = COMMANDS[command](cluster, request)
+    replies = [_reply(h, body) for h, body in roll.by_worker.items()]
+    failed = sum(not r.ok for r in replies)
+    message = f"{command.value}: {len(replies) - failed} ok, {failed} error(s)"
+    return _control_result(request, roll, replies, message, executed=True)
+
+
+def _control_result(
+    req: ControlInput,
+    roll: Replies,
+    replies: list[WorkerReply],
+    message: str,
+    *,
+    executed: bool = False,
+) -> ControlResult:
+    missing = f", {len(roll.missing)} missing" if roll.missing else ""
+    return ControlResult(
+        command=req.command,
+        executed=executed,
+        arguments=_arguments(req),
+        ok=sum(r.ok for r in replies),
+        errors=sum(not r.ok for r in replies),
+        replies=replies,
+        message=message + missing,
+        missing=roll.missing,
+        timeout_s=roll.timeout_s,
+        elapsed_ms=roll.elapsed_ms,
+    )
+
+
+def _check_purgeable(queue: str) -> None:
+    if queue.endswith(".pidbox") or queue.startswith("_kombu"):
+        raise InvalidArgument(
+            f"{queue!r} is a control mailbox, not a task queue",
+            hint="queue_lengths lists the task queues",
+        )
+
+
+@operation("workers", read_only=False, destructive=True)
+def purge_queue(cluster: Cluster, request: PurgeQueueInput) -> PurgeQueueResult:
+    """Delete every message waiting in one queue (tasks already prefetched by workers stay).
+    Needs confirm=true; without it reports how many messages it would delete."""
+    queue = request.queue
+    _check_purgeable(queue)
+    before = queue_depths(cluster, [queue])[queue]
+    if not before.exists:
+        raise NotFound(f"no queue {queue!r} on the broker", hint="queue_lengths lists the queues")
+    count = before.messages or 0
+    if not request.confirm:
+        return PurgeQueueResult(
+            queue=queue,
+            executed=False,
+            messages_before=count,
+            removed=0,
+            remaining=count,
+            message=f"would delete {count} message(s) from {queue!r}; call again with confirm=true",
+        )
+    with translate_errors("broker"), cluster.app.connection_or_acquire() as conn:
+        removed = int(conn.default_channel.queue_purge(queue) or 0)
+    after = queue_depths(cluster, [queue])[queue].messages or 0
+    return PurgeQueueResult(
+        queue=queue,
+        executed=True,
+        messages_before=count,
+        removed=removed,
+        remaining=after,
+        message=f"deleted {removed} message(s) from {queue!r}; {after} waiting now",
+    )
+
+
+def _still_registered(cluster: Cluster, names: list[str]) -> list[str]:
+    """Which of `names` are still in the cluster: registered (Redis) or answering ping."""
+    found = discovery.census(cluster)
+    if found is not None:
+        return [n for n in names if n in found.registered]
+    return list(discovery.request(cluster, "ping", destination=names).by_worker)
+
+
+@operation("workers", read_only=False, destructive=True, wait_field="wait_s")
+def shutdown_workers(cluster: Cluster, request: ShutdownInput) -> ShutdownResult:
+    """Stop workers (warm: running tasks finish, then the process exits); omitting destination
+    stops EVERY worker. Needs confirm=true; without it lists the workers it would stop."""
+    roll = _inspect(cluster, request, "ping")
+    targets = list(roll.by_worker)
+    base = {"targets": targets, "missing": roll.missing, "timeout_s": roll.timeout_s}
+    if not request.confirm or not targets:
+        what = ", ".join(targets) or "no worker (none answered)"
+        return ShutdownResult(
+            executed=False,
+            stopped=[],
+            stopping=[],
+            message=f"would stop {what}; call again with confirm=true" if targets else what,
+            elapsed_ms=roll.elapsed_ms,
+            **base,
+        )
+    start = time.perf_counter()
+    discovery.cast(cluster, "shutdown", {}, targets)
+    deadline = time.monotonic() + request.wait_s
+    remaining = _still_registered(cluster, targets)
+    while remaining and time.monotonic() < deadline:
+        time.sleep(SHUTDOWN_POLL_S)
+        remaining = _still_registered(cluster, remaining)
+    stopped = [t for t in targets if t not in remaining]
+    tail = f"; {len(remaining)} still finishing running tasks" if remaining else ""
+    return ShutdownResult(
+        executed=True,
+        stopped=stopped,
+        stopping=remaining,
+        message=f"stopped {len(stopped)} of {len(targets)} worker(s){tail}",
+        elapsed_ms=roll.elapsed_ms + _elapsed_ms(start),
+        **base,
+    )

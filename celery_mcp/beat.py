@@ -158,7 +158,7 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         claimed = self.claim(entry, fire=True)
         if claimed is None:
             return next_s  # another beat sent it, or the entry changed or went away
-        due, task_id = claimed
+        due, task_id, following = claimed
         entry.options = {**(entry.options or {}), "task_id": task_id}
         try:
             self.apply_async(entry, advance=False, **kwargs)
@@ -169,10 +169,19 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             logger.info(
                 "beat: sent %s (%s) id %s, %.0f ms late", entry.name, entry.task, task_id, late_ms
             )
-        return next_s
+        if following is None:
+            return self.max_interval
+        # wake at the next due time (celery's is_due says "one interval from now", which
+        # would let each run's lateness add up)
+        return max((following - datetime.now(UTC)).total_seconds(), 0.001)
 
-    def claim(self, entry: RedBeatSchedulerEntry, *, fire: bool) -> tuple[datetime, str] | None:
-        """Advance the entry's meta iff nobody did since it was loaded; return (due, task id)."""
+    def claim(
+        self, entry: RedBeatSchedulerEntry, *, fire: bool
+    ) -> tuple[datetime, str, datetime | None] | None:
+        """Advance the entry's meta iff nobody did since it was loaded.
+
+        Returns (due time, task id, next due time), or None when it was not this beat's to send.
+        """
         from redis.exceptions import WatchError
 
         now = datetime.now(UTC)
@@ -214,7 +223,7 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
                 pipe.execute()
             except WatchError:
                 return None
-        return due, task_id
+        return due, task_id, following
 
     # --- shutdown ---------------------------------------------------------------------------
 

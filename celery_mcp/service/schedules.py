@@ -226,10 +226,14 @@ def crontab(
 
 def every_seconds(every: float | Every) -> float:
     """Interval in seconds, checked against the allowed range."""
-    seconds = every.total_seconds() if isinstance(every, Every) else float(every)
+    if isinstance(every, Every):
+        seconds, shown = every.total_seconds(), json.dumps(every.model_dump(exclude_defaults=True))
+    else:
+        seconds = float(every)
+        shown = f"{seconds:g}"
     if not MIN_EVERY_S <= seconds <= MAX_EVERY_S:
         raise InvalidArgument(
-            f"every={every!r} is {seconds:g} s; expected {MIN_EVERY_S:g} s to 366 days",
+            f"every={shown} is {seconds:g} s; expected {MIN_EVERY_S:g} s to 366 days",
             hint="e.g. every=30 or every={'minutes': 5}",
         )
     return seconds

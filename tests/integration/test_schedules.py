@@ -1,0 +1,480 @@
+"""Periodic tasks over MCP with real `celery-mcp beat` processes, a real worker and Valkey.
+
+Runs are counted on the worker side: `demo.flaky(key, 0)` INCRs a key per execution, and every
+run has the deterministic task id `<entry>:<due time>`, so a run sent twice shows up as more
+executions than distinct due times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import anyio
+import pytest
+from croniter import croniter
+from mcp import ClientSession
+
+from celery_mcp.config import Settings
+from celery_mcp.embedded import EmbeddedServer, ensure_running, stop
+from celery_mcp.models.schedules import (
+    AddPeriodicTaskInput,
+    EntryNameInput,
+    ListPeriodicTasksInput,
+)
+from celery_mcp.service.cluster import Cluster
+from celery_mcp.service.schedules import (
+    add_periodic_task,
+    beat_heartbeats,
+    disable_periodic_task,
+    get_periodic_task,
+    get_store,
+    list_periodic_tasks,
+)
+from tests.support import Worker, call, call_error, mcp_session, wait_until
+
+pytestmark = pytest.mark.anyio
+
+SENT = re.compile(r"beat: sent (\S+) \(.*?\) id \S+, (\d+) ms late")
+
+
+class Beat:
+    """A real `celery-mcp beat` process."""
+
+    def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
+        self.log_path = log_dir / f"beat-{time.time_ns()}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery_mcp", "beat", "-l", "INFO"],
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def role(self, cluster: Cluster) -> str | None:
+        for beat in beat_heartbeats(cluster):
+            if beat.get("pid") == self.proc.pid:
+                return str(beat.get("role"))
+        return None
+
+    def wait_role(self, cluster: Cluster, role: str, timeout_s: float = 30.0) -> Beat:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"beat exited: {self.log()}")
+            return self.role(cluster) == role
+
+        wait_until(ready, timeout_s, 0.1, f"beat {self.proc.pid} {role}")
+        return self
+
+    def sent_delays_ms(self, name: str) -> list[float]:
+        text = self.log_path.read_text(errors="replace")
+        return [float(ms) for entry, ms in SENT.findall(text) if entry == name]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+
+
+class Beats:
+    """Every beat a test starts; all stopped at the end."""
+
+    def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir = env, log_dir
+        self.all: list[Beat] = []
+
+    def start(self) -> Beat:
+        beat = Beat(self.env, self.log_dir)
+        self.all.append(beat)
+        return beat
+
+    def stop_all(self) -> None:
+        for beat in self.all:
+            beat.stop()
+
+
+@pytest.fixture(scope="module")
+def beats(env: dict[str, str], embedded: EmbeddedServer, data_dir: Path) -> Iterator[Beats]:
+    group = Beats(env, data_dir)
+    try:
+        yield group
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture(scope="module")
+def beat(beats: Beats, cluster: Cluster) -> Beat:
+    """One beat for the module, active."""
+    return beats.start().wait_role(cluster, "active")
+
+
+@pytest.fixture(scope="module")
+async def smcp(env: dict[str, str], worker: Worker) -> AsyncIterator[ClientSession]:
+    """An MCP session with the opt-in schedules toolset."""
+    async with mcp_session(env, "--toolsets", "schedules,tasks") as session:
+        yield session
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{time.time_ns() % 10**12}"
+
+
+def runs(cluster: Cluster, name: str) -> list[datetime]:
+    """Due times of the runs of `name` that a worker finished (one result per task id)."""
+    client = cluster.app.backend.client
+    due = []
+    for key in client.scan_iter(match=f"celery-task-meta-{name}:2*", count=1000):
+        stamp = key.decode().rsplit(":", 1)[1]
+        due.append(datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC))
+    return sorted(due)
+
+
+def executions(cluster: Cluster, key: str) -> int:
+    return int(cluster.app.backend.client.get(f"celery-mcp:demo:flaky:{key}") or 0)
+
+
+async def entry(session: ClientSession, name: str) -> dict[str, Any]:
+    return await call(session, "get_periodic_task", name=name)
+
+
+async def wait_runs(
+    session: ClientSession, name: str, count: int, timeout_s: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = await entry(session, name)
+        if got["total_run_count"] >= count:
+            return got
+        assert time.monotonic() < deadline, f"{name}: {got['total_run_count']} of {count} runs"
+        await anyio.sleep(0.2)
+
+
+async def test_schedules_toolset_has_eight_tools(smcp: ClientSession) -> None:
+    tools = {t.name: t for t in (await smcp.list_tools()).tools}
+    names = {
+        "add_periodic_task",
+        "list_periodic_tasks",
+        "get_periodic_task",
+        "update_periodic_task",
+        "enable_periodic_task",
+        "disable_periodic_task",
+        "remove_periodic_task",
+        "run_periodic_task_now",
+    }
+    assert names <= set(tools)
+    assert tools["remove_periodic_task"].annotations.destructive_hint is True
+    assert tools["list_periodic_tasks"].annotations.read_only_hint is True
+    props = tools["add_periodic_task"].input_schema["properties"]
+    assert {"name", "task_name", "every", "crontab", "run_at"} <= set(props)
+
+
+async def test_interval_entry_fires_on_time(
+    smcp: ClientSession, beat: Beat, cluster: Cluster
+) -> None:
+    name, key = unique("every"), unique("k")
+    added = await call(
+        smcp, "add_periodic_task", name=name, task_name="demo.flaky", args=[key, 0], every=2
+    )
+    first_due = datetime.fromisoformat(added["next_run_at"])
+    assert added["state"] == "scheduled" and added["total_run_count"] == 0
+    got = await wait_runs(smcp, name, 3, timeout_s=20)
+    wait_until(lambda: len(runs(cluster, name)) >= 3, 10, what="3 results")
+    due = runs(cluster, name)
+    assert abs((due[0] - first_due).total_seconds()) < 0.001
+    assert [round((b - a).total_seconds(), 3) for a, b in zip(due, due[1:3], strict=False)] == [
+        2.0,
+        2.0,
+    ]
+    assert got["last_task_id"].startswith(f"{name}:") and got["last_fire_delay_ms"] < 1000
+    result = await call(smcp, "get_result", task_id=got["last_task_id"], timeout_s=10)
+    assert result["success"]
+    await call(smcp, "disable_periodic_task", name=name)
+
+
+async def test_crontab_next_run_matches_croniter(smcp: ClientSession) -> None:
+    name = unique("cron")
+    expr = "*/15 * * * 1-5"
+    added = await call(smcp, "add_periodic_task", name=name, task_name="demo.noop", crontab=expr)
+    created = datetime.fromisoformat(added["last_run_at"])
+    expected = croniter(expr, created).get_next(datetime)
+    assert datetime.fromisoformat(added["next_run_at"]) == expected
+    assert added["schedule"]["crontab"] == expr and added["schedule"]["kind"] == "crontab"
+    fields = {"minute": "30", "hour": "9", "day_of_week": "mon-fri"}
+    other = await call(
+        smcp, "add_periodic_task", name=unique("cronf"), task_name="demo.noop", crontab=fields
+    )
+    start = datetime.fromisoformat(other["last_run_at"])
+    assert datetime.fromisoformat(other["next_run_at"]) == croniter("30 9 * * 1-5", start).get_next(
+        datetime
+    )
+
+
+def test_crontab_is_read_in_the_configured_timezone(
+    data_dir: Path, embedded: EmbeddedServer
+) -> None:
+    paris = Cluster(Settings(data_dir=data_dir, timezone="Europe/Paris"))
+    name = unique("paris")
+    added = add_periodic_task(
+        paris, AddPeriodicTaskInput(name=name, task_name="demo.noop", crontab="30 9 * * *")
+    )
+    assert added.schedule.timezone == "Europe/Paris"
+    start = added.last_run_at
+    assert start is not None and added.next_run_at is not None
+    expected = croniter("30 9 * * *", start.astimezone(ZoneInfo("Europe/Paris"))).get_next(datetime)
+    assert added.next_run_at == expected
+    assert added.next_run_at.astimezone(ZoneInfo("Europe/Paris")).hour == 9
+    assert disable_periodic_task(paris, EntryNameInput(name=name)).enabled is False
+
+
+async def test_invalid_schedules_are_refused_and_store_nothing(smcp: ClientSession) -> None:
+    name = unique("bad")
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"crontab": "61 * * * *"}, "minute='61'"),
+        ({"crontab": "* * * *"}, "4 fields"),
+        ({"crontab": {"hour": "25"}}, "hour='25'"),
+        ({"crontab": "0 0 31 2 *"}, "never occurs"),
+        ({"every": 0}, "every=0"),
+        ({"every": -5}, "every=-5"),
+        ({"every": {"seconds": 0}}, "0 s"),
+        ({"run_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat()}, "in the past"),
+        ({}, "exactly one of every, crontab, run_at"),
+        ({"every": 5, "crontab": "* * * * *"}, "exactly one"),
+    ]
+    for schedule, expected in cases:
+        text = await call_error(
+            smcp, "add_periodic_task", name=name, task_name="demo.noop", **schedule
+        )
+        assert "invalid_argument" in text and expected in text, (schedule, text)
+    text = await call_error(smcp, "add_periodic_task", name=name, task_name="demo.nope", every=5)
+    assert "unknown_task" in text and "demo.nope" in text
+    assert "not_found" in await call_error(smcp, "get_periodic_task", name=name)
+    listed = await call(smcp, "list_periodic_tasks", limit=500)
+    assert name not in {e["name"] for e in listed["entries"]}
+
+
+async def test_add_refuses_an_existing_name(smcp: ClientSession) -> None:
+    name = unique("dup-name")
+    await call(smcp, "add_periodic_task", name=name, task_name="demo.noop", every=3600)
+    text = await call_error(
+        smcp, "add_periodic_task", name=name, task_name="demo.add", args=[1, 2], every=5
+    )
+    assert "already exists" in text and "update_periodic_task" in text
+    assert (await entry(smcp, name))["task_name"] == "demo.noop"
+
+
+async def test_list_filters_and_pages(smcp: ClientSession) -> None:
+    tag = unique("lst")
+    for i in range(5):
+        await call(
+            smcp,
+            "add_periodic_task",
+            name=f"{tag}-{i}",
+            task_name="demo.add" if i % 2 else "demo.noop",
+            args=[i, i] if i % 2 else [],
+            every=3600,
+            enabled=i != 4,
+        )
+    got = await call(smcp, "list_periodic_tasks", task_name="demo.add", limit=500)
+    mine = [e["name"] for e in got["entries"] if e["name"].startswith(tag)]
+    assert mine == [f"{tag}-1", f"{tag}-3"]
+    disabled = await call(smcp, "list_periodic_tasks", enabled=False, limit=500)
+    assert f"{tag}-4" in {e["name"] for e in disabled["entries"]}
+    assert all(not e["enabled"] for e in disabled["entries"])
+    page1 = await call(smcp, "list_periodic_tasks", limit=2)
+    page2 = await call(smcp, "list_periodic_tasks", limit=2, offset=page1["next_offset"])
+    assert page1["next_offset"] == 2 and page1["total"] >= 5
+    assert [e["name"] for e in page1["entries"] + page2["entries"]] == sorted(
+        e["name"] for e in page1["entries"] + page2["entries"]
+    )
+
+
+async def test_update_changes_schedule_and_args(smcp: ClientSession) -> None:
+    name = unique("upd")
+    await call(smcp, "add_periodic_task", name=name, task_name="demo.add", args=[1, 2], every=60)
+    got = await call(smcp, "update_periodic_task", name=name, crontab="0 3 * * *", args=[5, 6])
+    assert got["schedule"]["crontab"] == "0 3 * * *" and got["args"] == [5, 6]
+    assert "schedule" in got["message"] and "args" in got["message"]
+    start = datetime.fromisoformat(got["last_run_at"])
+    assert datetime.fromisoformat(got["next_run_at"]) == croniter("0 3 * * *", start).get_next(
+        datetime
+    )
+    text = await call_error(smcp, "update_periodic_task", name=name, crontab="0 25 * * *")
+    assert "hour='25'" in text
+    assert (await entry(smcp, name))["schedule"]["crontab"] == "0 3 * * *"
+
+
+async def test_disable_stops_and_remove_deletes(
+    smcp: ClientSession, beat: Beat, cluster: Cluster
+) -> None:
+    name, key = unique("stop"), unique("k")
+    await call(smcp, "add_periodic_task", name=name, task_name="demo.flaky", args=[key, 0], every=1)
+    await wait_runs(smcp, name, 2, timeout_s=15)
+    off = await call(smcp, "disable_periodic_task", name=name)
+    assert off["enabled"] is False and off["state"] == "disabled" and off["next_run_at"] is None
+    count = (await entry(smcp, name))["total_run_count"]
+    await anyio.sleep(3)
+    assert (await entry(smcp, name))["total_run_count"] == count
+    on = await call(smcp, "enable_periodic_task", name=name)
+    assert on["state"] == "scheduled"
+    await wait_runs(smcp, name, count + 1, timeout_s=10)
+
+    dry = await call(smcp, "remove_periodic_task", name=name)
+    assert dry["executed"] is False and "confirm=true" in dry["message"]
+    assert (await entry(smcp, name))["name"] == name
+    done = await call(smcp, "remove_periodic_task", name=name, confirm=True)
+    assert done["executed"] is True
+    assert "not_found" in await call_error(smcp, "get_periodic_task", name=name)
+    store = get_store(cluster)
+    assert not store.client.exists(store.key(name))
+    assert store.client.zscore(store.schedule_key, store.key(name)) is None
+    await anyio.sleep(1.5)  # a run already sent may still be executing
+    before = executions(cluster, key)
+    await anyio.sleep(2.5)
+    assert executions(cluster, key) == before
+
+
+async def test_one_off_runs_once_then_finishes(
+    smcp: ClientSession, beat: Beat, cluster: Cluster
+) -> None:
+    name, key = unique("once"), unique("k")
+    at = datetime.now(UTC) + timedelta(seconds=3)
+    added = await call(
+        smcp,
+        "add_periodic_task",
+        name=name,
+        task_name="demo.flaky",
+        args=[key, 0],
+        run_at=at.isoformat(),
+    )
+    assert added["schedule"]["kind"] == "once"
+    got = await wait_runs(smcp, name, 1, timeout_s=15)
+    assert got["state"] == "finished" and got["enabled"] is False and got["next_run_at"] is None
+    wait_until(lambda: executions(cluster, key) == 1, 10, what="one execution")
+    await anyio.sleep(2)
+    assert executions(cluster, key) == 1
+    assert (await entry(smcp, name))["total_run_count"] == 1
+    text = await call_error(smcp, "enable_periodic_task", name=name)
+    assert "already ran" in text
+
+
+async def test_run_now_sends_once_without_touching_the_schedule(smcp: ClientSession) -> None:
+    name = unique("now")
+    await call(
+        smcp, "add_periodic_task", name=name, task_name="demo.add", args=[20, 22], every=3600
+    )
+    before = await entry(smcp, name)
+    sent = await call(smcp, "run_periodic_task_now", name=name)
+    result = await call(smcp, "get_result", task_id=sent["task_id"], timeout_s=10)
+    assert result["success"] and result["result"] == 42
+    after = await entry(smcp, name)
+    assert after["next_run_at"] == before["next_run_at"] and after["total_run_count"] == 0
+
+
+async def test_health_reports_beat_and_store(smcp: ClientSession, beat: Beat) -> None:
+    health = await call(smcp, "health", include_workers=False)
+    assert health["beat"]["ok"] is True and "active, last tick" in health["beat"]["detail"]
+    assert health["schedule_store"]["ok"] is True
+    assert "periodic task(s)" in health["schedule_store"]["detail"]
+
+
+def test_entries_survive_embedded_server_restart(tmp_path: Path) -> None:
+    data = tmp_path / "own-valkey"
+    ensure_running(data)
+    try:
+        cluster = Cluster(Settings(data_dir=data))
+        for name, spec in (
+            ("keep-every", {"every": 30}),
+            ("keep-cron", {"crontab": "0 9 * * 1-5"}),
+        ):
+            add_periodic_task(
+                cluster, AddPeriodicTaskInput(name=name, task_name="demo.noop", **spec)
+            )
+        disable_periodic_task(cluster, EntryNameInput(name="keep-cron"))
+        before = list_periodic_tasks(cluster, ListPeriodicTasksInput())
+        stop(data)
+        ensure_running(data)
+        after = list_periodic_tasks(Cluster(Settings(data_dir=data)), ListPeriodicTasksInput())
+        assert after == before and after.total == 2
+        got = get_periodic_task(Cluster(Settings(data_dir=data)), EntryNameInput(name="keep-cron"))
+        assert got.enabled is False and got.schedule.crontab == "0 9 * * 1-5"
+    finally:
+        stop(data)
+
+
+async def test_beat_restart_neither_loses_nor_double_fires(
+    smcp: ClientSession, beat: Beat, beats: Beats, cluster: Cluster
+) -> None:
+    name, key = unique("restart"), unique("k")
+    quiet = unique("yearly")
+    await call(smcp, "add_periodic_task", name=name, task_name="demo.flaky", args=[key, 0], every=2)
+    await call(smcp, "add_periodic_task", name=quiet, task_name="demo.noop", crontab="0 0 1 1 *")
+    await wait_runs(smcp, name, 2, timeout_s=15)
+    beat.stop()
+    stopped = await entry(smcp, name)
+    await anyio.sleep(4.5)  # two due times pass with no beat
+    assert (await entry(smcp, name))["total_run_count"] == stopped["total_run_count"]
+    fresh = beats.start().wait_role(cluster, "active")
+    got = await wait_runs(smcp, name, stopped["total_run_count"] + 2, timeout_s=15)
+    assert got["name"] == name and got["schedule"]["every_s"] == 2
+    assert (await entry(smcp, quiet))["total_run_count"] == 0  # no fire-at-start (RedBeat #79)
+    await call(smcp, "disable_periodic_task", name=name)
+    await anyio.sleep(1.5)
+    due = runs(cluster, name)
+    assert executions(cluster, key) == len(due)  # no run executed twice
+    gaps = [(b - a).total_seconds() for a, b in zip(due, due[1:], strict=False)]
+    assert min(gaps) >= 1.999, gaps  # the missed runs were sent once, not replayed
+    fresh.stop()
+
+
+async def test_two_beats_never_fire_a_run_twice(
+    smcp: ClientSession, beats: Beats, cluster: Cluster
+) -> None:
+    first = beats.start().wait_role(cluster, "active")
+    second = beats.start().wait_role(cluster, "standby")
+    name, key = unique("two-beats"), unique("k")
+    await call(smcp, "add_periodic_task", name=name, task_name="demo.flaky", args=[key, 0], every=1)
+    await wait_runs(smcp, name, 15, timeout_s=30)
+    first.stop()  # hand over to the standby, and start a new standby
+    second.wait_role(cluster, "active", timeout_s=10)
+    third = beats.start().wait_role(cluster, "standby")
+    await wait_runs(smcp, name, 32, timeout_s=30)
+    await call(smcp, "disable_periodic_task", name=name)
+    await anyio.sleep(1.5)
+    got = await entry(smcp, name)
+    due = runs(cluster, name)
+    assert executions(cluster, key) == len(due) >= 30, (executions(cluster, key), len(due))
+    gaps = [(b - a).total_seconds() for a, b in zip(due, due[1:], strict=False)]
+    assert min(gaps) >= 0.999, gaps
+    delays = [ms for b in (first, second, third) for ms in b.sent_delays_ms(name)]
+    assert len(delays) == got["total_run_count"]
+    print(
+        f"\nfire delay after due time over {len(delays)} runs (ms): "
+        f"median {statistics.median(delays):.0f}, max {max(delays):.0f}, "
+        f"p90 {sorted(delays)[int(len(delays) * 0.9)]:.0f}; largest gap {max(gaps):.2f}s"
+    )
+    assert statistics.median(delays) < 1000
+    second.stop()
+    third.stop()

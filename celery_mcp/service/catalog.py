@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,8 @@ from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.discovery import expected_workers
 from celery_mcp.service.registry import operation
 from celery_mcp.service.signatures import SPECS_COMMAND, check_call, task_spec
+
+log = logging.getLogger("celery_mcp.catalog")
 
 WORKER_SPECS_TTL_S = 5.0
 REFRESH_ON_MISS_S = 0.5
@@ -56,7 +59,11 @@ def app_spec(cluster: Cluster, name: str) -> TaskSpec | None:
         return None
     cached = cluster.cache.setdefault("catalog_app_specs", (0.0, {}))[1]
     if name not in cached:
-        cached[name] = task_spec(cluster.app.tasks[name])
+        try:
+            cached[name] = task_spec(cluster.app.tasks[name])
+        except Exception:  # an odd task object: listed, its signature unknown
+            log.warning("cannot describe task %s", name, exc_info=True)
+            cached[name] = TaskSpec(name=name)
     spec: TaskSpec = cached[name]
     return spec
 
@@ -139,10 +146,10 @@ def check_arguments(cluster: Cluster, name: str, args: Any, kwargs: Any) -> None
     """
     spec = app_spec(cluster, name)
     if spec is None:
-        specs = worker_view(cluster).specs
-        if name not in specs:
-            specs = worker_view(cluster, max_age_s=REFRESH_ON_MISS_S).specs
-        spec = specs.get(name)
+        view = worker_view(cluster)
+        if name not in view.hosts:  # a worker that started since: ask again (once)
+            view = worker_view(cluster, max_age_s=REFRESH_ON_MISS_S)
+        spec = view.specs.get(name)
     if spec is not None:
         check_call(spec, list(args or []), dict(kwargs or {}))
 

@@ -30,6 +30,7 @@ SPECS_COMMAND = "mcp_task_specs"
 DOC_MAX_CHARS = 2000
 SUMMARY_MAX_CHARS = 160
 TYPE_MAX_CHARS = 120
+PROBLEM_MAX_CHARS = 300
 
 _KINDS: dict[Any, ParamKind] = {
     inspect.Parameter.POSITIONAL_ONLY: "positional_only",
@@ -113,7 +114,7 @@ def function_signature(func: Callable[..., Any]) -> inspect.Signature | None:
     """The signature of `func` with annotations resolved where possible (None: no signature)."""
     try:
         return inspect.signature(func, eval_str=True)
-    except (NameError, SyntaxError, TypeError, AttributeError):
+    except Exception:  # an annotation that does not evaluate (or no signature): go slower
         pass
     try:
         sig = inspect.signature(func)
@@ -321,10 +322,16 @@ def _type_error(spec: TaskSpec, name: str, schema: dict[str, Any], value: Any) -
     """A message for the first way `value` fails `schema` (refs into the spec's $defs)."""
     defs = (spec.parameters_schema or {}).get("$defs")
     full = {**schema, "$defs": defs} if defs else schema
-    error = best_match(Draft202012Validator(full).iter_errors(value))
+    try:
+        error = best_match(Draft202012Validator(full).iter_errors(value))
+    except Exception:  # a schema the validator cannot use (odd worker reply): unchecked
+        return None
     if error is None:
         return None
-    return f"{_where(name, error.absolute_path)}: {error.message}"
+    message = str(error.message)
+    if len(message) > PROBLEM_MAX_CHARS:  # it quotes the value, which may be large
+        message = message[: PROBLEM_MAX_CHARS - 1] + "…"
+    return f"{_where(name, error.absolute_path)}: {message}"
 
 
 def call_problems(spec: TaskSpec, args: list[Any], kwargs: dict[str, Any]) -> str | None:
@@ -332,7 +339,11 @@ def call_problems(spec: TaskSpec, args: list[Any], kwargs: dict[str, Any]) -> st
     if spec.signature is None or spec.parameters_schema is None:
         return None
     try:
-        bound = _python_signature(spec).bind(*args, **kwargs)
+        python_signature = _python_signature(spec)
+    except ValueError:  # parameters in an impossible order (an odd worker reply): unchecked
+        return None
+    try:
+        bound = python_signature.bind(*args, **kwargs)
     except TypeError as exc:
         return str(exc)
     kinds = {p.name: p.kind for p in spec.parameters}

@@ -140,6 +140,23 @@ def test_bound_task_leaves_out_self() -> None:
     assert [p.name for p in spec.parameters] == ["x"]
 
 
+def test_class_based_task_uses_its_run_method() -> None:
+    app = Celery("unit", set_as_current=False)
+
+    class Resize(app.Task):  # type: ignore[name-defined,misc]
+        """Resize an image."""
+
+        name = "t.resize"
+        max_retries = 2
+
+        def run(self, path: str, width: int = 100) -> str:
+            return path
+
+    spec = task_spec(app.register_task(Resize()))
+    assert spec.signature == "t.resize(path: str, width: int = 100)"
+    assert spec.summary == "Resize an image." and spec.max_retries == 2
+
+
 def test_var_args_and_kwargs_are_open_and_typed() -> None:
     def f(a: str, *rest: int, flag: bool = False, **extra: float) -> None: ...
 
@@ -175,6 +192,13 @@ def test_check_call_message_shows_the_expected_signature() -> None:
     assert "demo.add(x: int, y: int)" in caught.value.message
     assert "y: '2' is not of type 'integer'" in caught.value.message
     assert caught.value.hint and "validate_args=false" in caught.value.hint
+
+
+def test_problem_quoting_a_large_value_is_capped() -> None:
+    def f(n: int) -> None: ...
+
+    problem = call_problems(_spec(f), ["x" * 100_000], {})
+    assert problem is not None and problem.startswith("n: 'xxx") and len(problem) < 400
 
 
 def test_unresolvable_and_opaque_annotations_are_unchecked() -> None:

@@ -275,3 +275,33 @@ async def http_session(
     ):
         await session.initialize()
         yield session
+
+
+@contextlib.contextmanager
+def started_monitor(env: Mapping[str, str], log_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `celery-mcp monitor` (task-history recorder), ready once it holds its lock."""
+    log_path = log_dir / f"monitor-{os.getpid()}-{time.time_ns()}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery_mcp", "monitor", "--log-level", "INFO"],
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"monitor exited: {log_path.read_text()[-2000:]}")
+            return b"Connected to" in log_path.read_bytes()
+
+        wait_until(ready, 30, 0.1, "monitor recording")
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

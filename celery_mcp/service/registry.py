@@ -25,6 +25,8 @@ MODULES: tuple[str, ...] = (
     "celery_mcp.service.catalog",
     "celery_mcp.service.schedules",
     "celery_mcp.service.history",
+    "celery_mcp.service.history",
+    "celery_mcp.service.diagnose",
     "celery_mcp.service.health",
 )
 

@@ -1,0 +1,209 @@
+"""Task history over MCP: a real `celery-mcp monitor`, a real prefork worker, real MCP servers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import ClientSession
+
+from celery_mcp.embedded import EmbeddedServer
+from celery_mcp.monitor import HistoryStore
+from celery_mcp.service.cluster import Cluster
+from tests.support import Worker, call, call_error, mcp_session, run_cli, started_monitor
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def monitor(env: dict[str, str], embedded: EmbeddedServer, data_dir: Path) -> Iterator[None]:
+    with started_monitor(env, data_dir):
+        yield
+
+
+async def wait_for_task(
+    session: ClientSession, task_id: str, state: str, timeout_s: float = 15
+) -> dict[str, Any]:
+    """Poll get_task until the history (or backend) shows `state`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await session.call_tool("get_task", {"task_id": task_id})
+        detail = result.structured_content or {}
+        if not result.is_error and detail.get("state") == state and "history" in detail["sources"]:
+            return dict(detail)
+        assert time.monotonic() < deadline, f"{task_id} never reached {state}: {detail}"
+        await anyio.sleep(0.2)
+
+
+async def test_history_survives_server_restart_and_covers_tasks_run_while_it_was_down(
+    env: dict[str, str], worker: Worker, monitor: None, cluster: Cluster
+) -> None:
+    async with mcp_session(env) as first:
+        sent = await call(first, "send_task", task_name="demo.add", args=[20, 22])
+        await call(first, "get_result", task_id=sent["task_id"], timeout_s=10)
+        await wait_for_task(first, sent["task_id"], "SUCCESS")
+    # no MCP server runs now: a client sends a task and a worker runs it
+    offline = cluster.app.send_task("demo.mul", args=[6, 7])
+    assert offline.get(timeout=15) == 42
+    async with mcp_session(env) as second:
+        await wait_for_task(second, offline.id, "SUCCESS")
+        listed = await call(second, "list_tasks", within_s=300, limit=200)
+        ids = {t["task_id"]: t for t in listed["tasks"]}
+        assert {sent["task_id"], offline.id} <= set(ids)
+        row = ids[offline.id]
+        assert row["task_name"] == "demo.mul" and row["worker"].startswith("w1@")
+        assert row["queue"] == "celery" and row["runtime_s"] is not None
+        assert listed["recorder"]["recording"] is True
+        detail = await call(second, "get_task", task_id=offline.id)
+        assert detail["args"] == [6, 7] and detail["args_exact"] and detail["result"] == 42
+        timeline = detail["timeline"]
+        assert timeline["sent"] and timeline["received"] <= timeline["started"]
+        assert timeline["started"] <= timeline["succeeded"] == timeline["finished"]
+    code, out = run_cli(env, "--action", "get_task", "--task-id", sent["task_id"])
+    assert code == 0 and out["result"] == 42 and out["state"] == "SUCCESS"
+
+
+async def test_retry_task_reruns_a_failed_task_and_links_both_ids(
+    mcp: ClientSession, monitor: None
+) -> None:
+    key = f"hist-{uuid.uuid4().hex}"
+    sent = await call(mcp, "send_task", task_name="demo.flaky", args=[key, 1])
+    first = await call(mcp, "get_result", task_id=sent["task_id"], timeout_s=10)
+    assert first["status"] == "FAILURE"
+    failed = await wait_for_task(mcp, sent["task_id"], "FAILURE")
+    assert "RuntimeError" in failed["exception"] and "attempt 1 of 1" in failed["traceback"]
+    retried = await call(mcp, "retry_task", task_id=sent["task_id"])
+    new_id = retried["new_task_id"]
+    assert new_id != sent["task_id"] and retried["task_name"] == "demo.flaky"
+    assert retried["queue"] == "celery" and retried["original_state"] == "FAILURE"
+    second = await call(mcp, "get_result", task_id=new_id, timeout_s=10)
+    assert second["success"] and second["result"] == "ok after 2 attempts"
+    original = await call(mcp, "get_task", task_id=sent["task_id"])
+    rerun = await wait_for_task(mcp, new_id, "SUCCESS")
+    assert original["retried_as"] == [new_id]
+    assert rerun["retry_of"] == sent["task_id"] and rerun["args"] == [key, 1]
+
+
+async def test_retry_task_refuses_tasks_that_did_not_fail(mcp: ClientSession) -> None:
+    sent = await call(mcp, "send_task", task_name="demo.add", args=[1, 1])
+    await call(mcp, "get_result", task_id=sent["task_id"], timeout_s=10)
+    text = await call_error(mcp, "retry_task", task_id=sent["task_id"])
+    assert "invalid_argument" in text and "SUCCESS" in text
+    missing = await call_error(mcp, "get_task", task_id=f"nope-{uuid.uuid4().hex}")
+    assert "not_found" in missing and "list_tasks" in missing
+
+
+async def test_list_tasks_filters_paginates_and_counts(mcp: ClientSession, monitor: None) -> None:
+    start = time.time()
+    ids = []
+    for i in range(3):
+        ids.append((await call(mcp, "send_task", task_name="demo.add", args=[i, i]))["task_id"])
+    for _ in range(2):
+        ids.append((await call(mcp, "send_task", task_name="demo.fail"))["task_id"])
+    for tid in ids:
+        await call(mcp, "get_result", task_id=tid, timeout_s=10)
+    for tid in ids[-2:]:
+        await wait_for_task(mcp, tid, "FAILURE")
+    for tid in ids[:3]:
+        await wait_for_task(mcp, tid, "SUCCESS")
+    window = {"since": datetime.fromtimestamp(start, UTC).isoformat()}
+    failed = await call(mcp, "list_tasks", state=["FAILURE"], task_name="demo.fai*", **window)
+    assert [t["task_id"] for t in failed["tasks"]] == ids[-1:-3:-1]  # newest first
+    assert failed["counts_by_state"] == {"FAILURE": 2}
+    assert all(t["error"].startswith("RuntimeError") for t in failed["tasks"])
+    adds = await call(mcp, "list_tasks", task_name="demo.add", worker="w1@*", **window)
+    assert adds["counts_by_state"].get("SUCCESS") == 3
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        page = await call(mcp, "list_tasks", limit=2, cursor=cursor, **window)
+        seen += [t["task_id"] for t in page["tasks"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert set(ids) <= set(seen) and len(seen) == len(set(seen))
+    nobody = await call(mcp, "list_tasks", queue="no-such-queue", **window)
+    assert nobody["tasks"] == [] and nobody["next_cursor"] is None
+
+
+async def test_retry_failed_lists_without_confirm_and_resends_with_it(
+    mcp: ClientSession, monitor: None
+) -> None:
+    start = datetime.now(UTC).isoformat()
+    sent = await call(mcp, "send_task", task_name="demo.fail", kwargs={"message": "bulk"})
+    await call(mcp, "get_result", task_id=sent["task_id"], timeout_s=10)
+    await wait_for_task(mcp, sent["task_id"], "FAILURE")
+    args = {"task_name": "demo.fail", "since": start, "max_tasks": 5}
+    dry = await call(mcp, "retry_failed", **args)
+    assert not dry["executed"] and "confirm" in dry["message"]
+    row = next(c for c in dry["candidates"] if c["task_id"] == sent["task_id"])
+    assert row["new_task_id"] is None and row["skipped"] is None
+    done = await call(mcp, "retry_failed", confirm=True, **args)
+    row = next(c for c in done["candidates"] if c["task_id"] == sent["task_id"])
+    assert done["executed"] and row["new_task_id"]
+    rerun = await call(mcp, "get_result", task_id=row["new_task_id"], timeout_s=10)
+    assert rerun["error"] == "RuntimeError: bulk"
+    again = await call(mcp, "retry_failed", confirm=True, **args)
+    row = next(c for c in again["candidates"] if c["task_id"] == sent["task_id"])
+    assert row["skipped"] and "already retried" in row["skipped"]
+
+
+def test_retention_stays_bounded_after_50k_events(cluster: Cluster) -> None:
+    """The recorder's write path, fed directly: count and age caps hold, no key leaks."""
+    from celery_mcp.monitor import history_client
+
+    prefix = f"test-history-{uuid.uuid4().hex[:8]}:"
+    client = history_client(cluster.settings, cluster.broker_url, cluster.backend_url)
+    store = HistoryStore(client, max_tasks=1_000, max_age_s=3_600, field_bytes=256, prefix=prefix)
+    now = time.time()
+    kinds = ("task-sent", "task-received", "task-started", "task-succeeded")
+    try:
+        batch: list[dict[str, Any]] = []
+        for i in range(12_500):  # 4 events each: 50,000 events
+            ts = now - 7_200 + i * 0.5  # the first ~7,200 are older than max_age_s
+            tid = f"t{i:06d}"
+            for k, kind in enumerate(kinds):
+                batch.append(
+                    {
+                        "type": kind,
+                        "uuid": tid,
+                        "timestamp": ts + k * 0.01,
+                        "name": f"bench.task{i % 7}",
+                        "args": "(1, 2)",
+                        "kwargs": "{}",
+                        "hostname": "w@h",
+                        "result": "x" * 1_000,
+                        "runtime": 0.01,
+                        "queue": "celery",
+                    }
+                )
+            if len(batch) >= 1_000:
+                store.record(batch)
+                batch = []
+        store.record(batch)
+        store.record([{"type": "worker-heartbeat", "hostname": "w@h", "timestamp": now}])
+        kept = client.zcard(store.key("idx"))
+        slack = max(100, 1_000 // 100)
+        assert 1_000 <= kept <= 1_000 + slack
+        oldest = float(client.zrange(store.key("idx"), 0, 0, withscores=True)[0][1])
+        assert oldest >= now - 3_600 - 1
+        keys = list(client.scan_iter(match=f"{prefix}*", count=5_000))
+        records = [k for k in keys if k.startswith(prefix + "t:")]
+        assert len(records) == kept
+        assert len(keys) - len(records) <= 30  # indexes, nkeys, workers, meta
+        assert sum(client.zcard(k) for k in keys if k.startswith(prefix + "s:")) == kept
+        rec = store.get(f"t{12_499:06d}")
+        assert rec is not None and rec["state"] == "SUCCESS" and len(rec["result"]) <= 257
+        store.max_age_s = 60  # age cap alone now removes everything older than a minute
+        store.maybe_trim(now=now + 60)
+        assert client.zcard(store.key("idx")) == 0
+        assert not [k for k in client.scan_iter(match=f"{prefix}[tsn]:*", count=5_000)]
+    finally:
+        for key in client.scan_iter(match=f"{prefix}*", count=5_000):
+            client.delete(key)

@@ -25,7 +25,6 @@ MODULES: tuple[str, ...] = (
     "celery_mcp.service.catalog",
     "celery_mcp.service.schedules",
     "celery_mcp.service.history",
-    "celery_mcp.service.history",
     "celery_mcp.service.diagnose",
     "celery_mcp.service.health",
 )

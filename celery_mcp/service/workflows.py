@@ -55,6 +55,9 @@ MGET_BATCH = 1000
 #: Stands for the previous step's result when a chained step's args are checked.
 PREVIOUS_RESULT = None
 MIN_NODE_BYTES = 256
+#: Messages one call may publish per second of CALL_TIMEOUT_S. Each is an LPUSH plus a
+#: task-sent event; a 2-core machine shared with test runs did 360-1,200 a second.
+PUBLISH_MSGS_PER_S = 200
 
 
 # --- validation and canvas building -------------------------------------------------------
@@ -72,6 +75,24 @@ def check_size(count: int, what: str, cap: int) -> None:
             f"workflow of {count} tasks is over the cap of {cap} (CELERY_MCP_MAX_WORKFLOW_SIZE)",
             hint="split it into several workflows, or raise the cap",
         )
+
+
+def check_publish_budget(plan_kind: str, messages: int, items: int, call_timeout_s: float) -> None:
+    """Refuse a parallel workflow whose messages could not all be published within one call's
+    bound (the caller would see a timeout while publishing went on): nothing is sent."""
+    limit = max(1, int(call_timeout_s * PUBLISH_MSGS_PER_S))
+    if messages <= limit:
+        return
+    if plan_kind == "map":
+        size = -(-items // (limit // 2 or 1))
+        hint = f"pass chunk_size={size} or more (one message per chunk)"
+    else:
+        hint = "split it, or use map_task with chunk_size for one task over many inputs"
+    raise InvalidArgument(
+        f"{messages} messages to publish in one call; at most {limit} fit in "
+        f"CELERY_MCP_CALL_TIMEOUT_S={call_timeout_s:g}s",
+        hint=f"{hint}, or raise CELERY_MCP_CALL_TIMEOUT_S",
+    )
 
 
 def _check_step(cluster: Cluster, step: WorkflowStep, *, after_result: bool) -> None:
@@ -188,6 +209,10 @@ def _chord_plan(
 
 def _publish(cluster: Cluster, plan: Plan, dry_run: bool) -> WorkflowResult:
     """Store the record (and saved group), then publish; or describe it on a dry run."""
+    if plan.kind != "chain":  # a chain publishes its first step; the worker sends the rest
+        items = sum(n[2] or 1 for n in plan.nodes)
+        budget = cluster.settings.call_timeout_s
+        check_publish_budget(plan.kind, len(plan.nodes), items, budget)
     if dry_run:
         canvas, cuts = _canvas_json(cluster, plan.canvas)
         cut = f" (cut: {cuts[0]})" if cuts else ""

@@ -214,6 +214,15 @@ async def test_step_options_reach_the_message(
     assert status["state"] == "PENDING" and not status["ready"]
 
 
+async def test_retries_apply_to_a_step_the_worker_publishes(mcp: ClientSession) -> None:
+    key = f"wf-retry-{uuid.uuid4().hex[:8]}"
+    flaky = {"task_name": "demo.flaky", "args": [key, 2], "immutable": True}
+    steps = [add(1, 2), flaky | {"retries": 3, "retry_delay_s": 0.1}]
+    sent = await call(mcp, "chain_tasks", steps=steps)
+    result = await call(mcp, "get_result", task_id=sent["workflow_id"], timeout_s=20)
+    assert result["success"] and result["result"] == "ok after 3 attempts"
+
+
 async def test_get_workflow_of_an_unknown_id_is_not_found(mcp: ClientSession) -> None:
     text = await call_error(mcp, "get_workflow", workflow_id="no-such-workflow")
     assert "not_found" in text and "no-such-workflow" in text

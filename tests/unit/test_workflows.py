@@ -7,7 +7,13 @@ from pydantic import ValidationError
 
 from celery_mcp.errors import InvalidArgument
 from celery_mcp.models.workflows import ChordInput, MapInput, WorkflowStep
-from celery_mcp.service.workflows import chain_states, check_size, overall_state, parallel_state
+from celery_mcp.service.workflows import (
+    chain_states,
+    check_publish_budget,
+    check_size,
+    overall_state,
+    parallel_state,
+)
 
 
 def test_chain_steps_after_a_failure_read_not_run() -> None:
@@ -73,3 +79,13 @@ def test_workflow_inputs_refuse_unknown_fields_and_bad_chunks() -> None:
         MapInput(task_name="demo.add", items=[[1, 2]], chunk_size=0)
     with pytest.raises(ValidationError, match="retries"):
         MapInput.model_validate({"task_name": "demo.add", "items": [], "options": {"retries": 99}})
+
+
+def test_more_messages_than_one_call_can_publish_are_refused_with_a_chunk_hint() -> None:
+    check_publish_budget("group", 2000, 2000, 10.0)
+    with pytest.raises(InvalidArgument, match="2001 messages") as refused:
+        check_publish_budget("map", 2001, 2001, 10.0)
+    assert "chunk_size=3 or more" in str(refused.value)
+    with pytest.raises(InvalidArgument, match="at most 200 fit") as refused:
+        check_publish_budget("chord", 500, 500, 1.0)
+    assert "split it" in str(refused.value)

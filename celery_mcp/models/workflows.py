@@ -157,5 +157,5 @@ class WorkflowTree(Model):
     group_id: str | None = Field(None, description="Id of the parallel part, if any.")
     nodes: list[WorkflowNode] = Field(description="Steps or parallel tasks, in order (a page).")
     callback: WorkflowNode | None = Field(None, description="Chord callback, if any.")
-    more: bool = Field(description="More nodes match: call again with offset += limit.")
+    more: bool = Field(description="More nodes match: call again with offset += len(nodes).")
     truncated: list[Truncation] = Field(default_factory=list, description="What was cut.")

@@ -463,6 +463,7 @@ def saved_group_result(
     start = time.monotonic()
     deadline = start + min(request.timeout_s, cluster.settings.result_wait_max_s)
     interval, reported = 0.02, start
+    longest = 0.1 if len(ids) <= MGET_BATCH else 0.25  # one poll is one MGET per 1,000 ids
     while True:
         agg = aggregate(cluster, ids)
         now = time.monotonic()
@@ -473,7 +474,7 @@ def saved_group_result(
             done = sum(n for s, n in agg.counts.items() if s in READY)
             progress(done, len(ids), f"{done}/{len(ids)} tasks done")
         time.sleep(min(interval, max(0.0, deadline - now)))
-        interval = min(interval * 1.5, 0.25)
+        interval = min(interval * 1.5, longest)
 
 
 # --- the tree -----------------------------------------------------------------------------
@@ -544,9 +545,14 @@ def get_workflow(cluster: Cluster, request: GetWorkflowInput) -> WorkflowTree:
     chosen = [i for i, s in enumerate(states) if not wanted or s in wanted]
     page = chosen[request.offset : request.offset + request.limit]
     cuts: list[Truncation] = []
-    views = []
+    views: list[WorkflowNode] = []
+    room = cluster.settings.max_output_bytes // 2  # the nodes' share of the output cap
     for i in page:
         view, cut = _view(i, nodes[i], metas[i], states[i], cap, prior)
+        room -= len(view.model_dump_json())
+        if room < 0 and views:
+            cuts.append(f"nodes: {len(page) - len(views)} of this page left for the next call")
+            break
         views.append(view)
         cuts += [cut] if cut else []
     cb_view = None
@@ -583,6 +589,6 @@ def get_workflow(cluster: Cluster, request: GetWorkflowInput) -> WorkflowTree:
         group_id=record.get("group_id"),
         nodes=views,
         callback=cb_view,
-        more=len(chosen) > request.offset + request.limit,
+        more=len(chosen) > request.offset + len(views),
         truncated=cuts,
     )

@@ -1,11 +1,12 @@
-"""Shrink JSON schemas for `tools/list` without changing what inputs they accept.
+"""Shrink the JSON schemas of `tools/list`: it is sent to the agent on every turn.
 
-The tool list is sent to the agent on every turn, so every byte counts: pydantic's schemas
-carry a `title` on every property, `"default": null` on optional ones and `anyOf [X, null]`
-for `X | None`. This drops the titles and null defaults, folds `anyOf [X, null]` into `X`
-with a `null` type and inlines empty `$defs` (JsonValue). Output schemas keep only the
-shape: names and types (the server validates its own output with the full model).
-Unit tests check with jsonschema that inputs are accepted and refused as before.
+- `compact_input`: the same accepted inputs in fewer bytes. Drops pydantic's `title` on every
+  property and `"default": null`, folds `anyOf [X, null]` into `X` with a `null` type, inlines
+  empty `$defs` (JsonValue), and keeps descriptions only on the tool's own arguments (nested
+  models keep their structure and constraints). Unit tests check with jsonschema that inputs
+  are accepted and refused exactly as before.
+- `output_shape`: the output's top level (field names and types). The server validates its own
+  output with the full pydantic model; the agent reads nested details from the result itself.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 _MAPS = ("properties", "$defs", "patternProperties", "definitions")
-#: Keys an output schema can lose: annotations, and checks of the server's own output.
-_OUTPUT_NOISE = {"description", "additionalProperties", "format", "required"}
+_PRIMITIVES = {"string", "number", "integer", "boolean", "null"}
 
 
 def _fold_nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -31,39 +31,68 @@ def _fold_nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def compact_schema(
-    schema: Any, *, for_output: bool = False, defs: dict[str, Any] | None = None
-) -> Any:
-    """A smaller equivalent of `schema` (see module docstring)."""
+def _compact(schema: Any, defs: dict[str, Any], describe: bool) -> Any:
     if isinstance(schema, list):
-        return [compact_schema(item, for_output=for_output, defs=defs) for item in schema]
+        return [_compact(item, defs, describe) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    if defs is None:
-        defs = schema.get("$defs", {})
     ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/"):
-        target = defs.get(ref[8:])
-        if target == {}:
-            return {}
-        if for_output and isinstance(target, dict) and "enum" in target:
-            return {"type": target.get("type", "string")}
+    if isinstance(ref, str) and ref.startswith("#/$defs/") and defs.get(ref[8:]) == {}:
+        return {}
     out: dict[str, Any] = {}
     for key, value in _fold_nullable(schema).items():
-        if key == "title" and isinstance(value, str):
+        if (key == "title" and isinstance(value, str)) or (key == "default" and value is None):
             continue
-        if key == "default" and (value is None or for_output):
+        if key == "description" and not describe:
             continue
-        if for_output and key in _OUTPUT_NOISE and value is not True:
-            continue
-        if key in _MAPS and isinstance(value, dict):
-            kept = {
-                name: compact_schema(sub, for_output=for_output, defs=defs)
-                for name, sub in value.items()
-                if not (key == "$defs" and (sub == {} or (for_output and "enum" in sub)))
-            }
-            if kept or key != "$defs":
+        if key == "$defs" and isinstance(value, dict):
+            kept = {n: _compact(s, defs, False) for n, s in value.items() if s != {}}
+            if kept:
                 out[key] = kept
-            continue
-        out[key] = compact_schema(value, for_output=for_output, defs=defs)
+        elif key in _MAPS and isinstance(value, dict):
+            out[key] = {n: _compact(s, defs, describe) for n, s in value.items()}
+        else:
+            out[key] = _compact(value, defs, describe)
     return out
+
+
+def compact_input(schema: dict[str, Any]) -> dict[str, Any]:
+    """An equivalent, smaller input schema (see module docstring)."""
+    top = _compact(schema, schema.get("$defs", {}), True)
+    assert isinstance(top, dict)
+    return top
+
+
+def _type_of(schema: Any, defs: dict[str, Any]) -> dict[str, Any]:
+    """`{"type": ...}` of a property, arrays keeping primitive item types."""
+    if not isinstance(schema, dict):
+        return {}
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return _type_of(defs.get(ref[8:], {}), defs)
+    if "anyOf" in schema:
+        kinds: list[str] = []
+        for option in schema["anyOf"]:
+            kind = _type_of(option, defs).get("type")
+            for k in kind if isinstance(kind, list) else [kind]:
+                if isinstance(k, str) and k not in kinds:
+                    kinds.append(k)
+        return {"type": kinds} if kinds else {}
+    kind = schema.get("type")
+    if kind == "array":
+        items = _type_of(schema.get("items", {}), defs)
+        return (
+            {"type": "array", "items": items}
+            if items.get("type") in _PRIMITIVES
+            else {"type": "array"}
+        )
+    return {"type": kind} if kind else {}
+
+
+def output_shape(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The top-level shape of an object output schema (names and types only)."""
+    if schema is None:
+        return None
+    defs = schema.get("$defs", {})
+    props = {name: _type_of(sub, defs) for name, sub in schema.get("properties", {}).items()}
+    return {"type": "object", "properties": props}

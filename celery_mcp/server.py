@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 from celery_mcp import __version__
 from celery_mcp.config import Settings, redact_url
 from celery_mcp.errors import CeleryMcpError
-from celery_mcp.schema_compact import compact_schema
+from celery_mcp.schema_compact import compact_input, output_shape
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.registry import Operation, select
 
@@ -171,8 +171,8 @@ class CeleryMcpServer(MCPServer):
             self._listed = [
                 tool.model_copy(
                     update={
-                        "input_schema": compact_schema(tool.input_schema),
-                        "output_schema": compact_schema(tool.output_schema, for_output=True),
+                        "input_schema": compact_input(tool.input_schema),
+                        "output_schema": output_shape(tool.output_schema),
                     }
                 )
                 for tool in await super().list_tools()

@@ -9,7 +9,7 @@ import pytest
 
 from celery_mcp.models.health import HealthResult
 from celery_mcp.models.tasks import SendTaskInput, TaskResult
-from celery_mcp.schema_compact import compact_schema
+from celery_mcp.schema_compact import compact_input, output_shape
 
 SAMPLES: list[Any] = [
     {"task_name": "demo.add"},
@@ -28,28 +28,37 @@ SAMPLES: list[Any] = [
 @pytest.mark.parametrize("sample", SAMPLES)
 def test_input_schema_accepts_and_rejects_the_same(sample: Any) -> None:
     original = SendTaskInput.model_json_schema()
-    compact = compact_schema(original)
+    compact = compact_input(original)
     assert _valid(original, sample) == _valid(compact, sample)
 
 
 def test_output_schemas_validate_real_outputs() -> None:
     result = TaskResult(task_id="x", status="SUCCESS", ready=True, success=True, waited_s=0.1)
     for model, value in ((TaskResult, result),):
-        compact = compact_schema(model.model_json_schema(mode="serialization"), for_output=True)
-        jsonschema.validate(value.model_dump(mode="json"), compact)
+        shape = output_shape(model.model_json_schema(mode="serialization"))
+        assert shape is not None
+        jsonschema.validate(value.model_dump(mode="json"), shape)
 
 
-def test_compaction_drops_titles_and_null_defaults() -> None:
-    compact = compact_schema(HealthResult.model_json_schema(), for_output=True)
+def test_output_shape_keeps_top_level_names_and_types() -> None:
+    shape = output_shape(HealthResult.model_json_schema())
+    assert shape is not None
+    assert shape["properties"]["ok"] == {"type": "boolean"}
+    assert shape["properties"]["broker"] == {"type": "object"}
+    assert shape["properties"]["worker_names"] == {"type": "array", "items": {"type": "string"}}
+    assert set(shape["properties"]) == set(HealthResult.model_fields)
+
+
+def test_input_compaction_drops_titles_and_nested_descriptions() -> None:
+    compact = compact_input(SendTaskInput.model_json_schema())
     text = str(compact)
-    assert "'title'" not in text and "'description'" not in text
-    assert "additionalProperties" not in text
-    assert len(text) < len(str(HealthResult.model_json_schema())) * 0.5
+    assert "'title'" not in text
+    assert compact["properties"]["task_name"]["description"]
 
 
 def test_property_named_title_is_kept() -> None:
     schema = {"type": "object", "properties": {"title": {"type": "string", "title": "Title"}}}
-    assert compact_schema(schema) == {"type": "object", "properties": {"title": {"type": "string"}}}
+    assert compact_input(schema) == {"type": "object", "properties": {"title": {"type": "string"}}}
 
 
 def _valid(schema: dict[str, Any], value: Any) -> bool:

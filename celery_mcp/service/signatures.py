@@ -192,6 +192,10 @@ def _merge_defs(into: dict[str, Any], defs: dict[str, Any]) -> bool:
     return True
 
 
+def _admits_null(schema: dict[str, Any], defs: dict[str, Any]) -> bool:
+    return bool(Draft202012Validator({**schema, "$defs": defs}).is_valid(None))
+
+
 def parameters_of(
     sig: inspect.Signature,
 ) -> tuple[list[ParamInfo], dict[str, Any], dict[str, Any] | None, list[str]]:
@@ -227,6 +231,8 @@ def parameters_of(
         elif kind == "var_keyword":
             additional = schema or True
         else:
+            if p.default is None and not _admits_null(schema, defs):  # `x: int = None`
+                schema = {"anyOf": [schema, {"type": "null"}]}
             if not info.required:
                 schema["default"] = info.default
             properties[p.name] = schema

@@ -128,6 +128,20 @@ def test_nested_models_share_defs_and_name_clashes_stay_unchecked() -> None:
     assert call_problems(spec, [[{"sku": 2}]], {}) == "items[0].sku: 2 is not of type 'string'"
 
 
+def test_none_default_admits_none_even_without_optional() -> None:
+    def f(limit: int = None, page: int | None = None) -> None:  # type: ignore[assignment]
+        ...
+
+    spec = _spec(f)
+    assert spec.signature == "t.f(limit: int = None, page: int | None = None)"
+    assert spec.parameters_schema is not None
+    props = spec.parameters_schema["properties"]
+    assert props["limit"] == {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None}
+    assert props["page"] == {"anyOf": [{"type": "integer"}, {"type": "null"}], "default": None}
+    assert call_problems(spec, [None], {"page": None}) is None
+    assert call_problems(spec, ["1"], {}) is not None
+
+
 def test_bound_task_leaves_out_self() -> None:
     app = Celery("unit", set_as_current=False)
 

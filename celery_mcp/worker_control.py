@@ -48,6 +48,6 @@ def mcp_task_specs(state: Any, names: list[str] | None = None, **kwargs: Any) ->
     """Signatures, docs and options of this worker's tasks (celery-mcp)."""
     specs = task_specs(state.app)
     if names:
-        specs = {n: s for n, s in specs.items() if n in set(names)}
+        wanted = set(names)
+        specs = {n: s for n, s in specs.items() if n in wanted}
     return {"version": SPECS_VERSION, "tasks": specs}
-

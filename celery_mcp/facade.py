@@ -444,6 +444,17 @@ class WorkflowManager:
         self._skill = skill
         self._call: Call = skill._call
 
+    def _step(self, step: Step) -> dict[str, Any]:
+        """The step's fields; a function registered here goes to this facade's queue.
+
+        A step after the first (chain) or a chord callback is sent by the worker that ran the
+        step before it, with that worker's routing: the queue must travel in the signature.
+        """
+        fields = _step(step)
+        if fields.get("task_name") in self._skill._registered and not fields.get("queue"):
+            fields = {**fields, "queue": self._skill.local_queue}
+        return fields
+
     def _handle(self, op_name: str, **fields: Any) -> WorkflowHandle:
         kind = op_name.split("_")[0]
         return WorkflowHandle(self._skill, kind, self._call(op_name, **fields))
@@ -451,11 +462,11 @@ class WorkflowManager:
     def chain_tasks(self, steps: list[Step], *, dry_run: bool = False) -> WorkflowHandle:
         """Run steps one after another, each getting the previous result first (unless
         immutable); a failed step stops the chain."""
-        return self._handle("chain_tasks", steps=[_step(s) for s in steps], dry_run=dry_run)
+        return self._handle("chain_tasks", steps=[self._step(s) for s in steps], dry_run=dry_run)
 
     def group_tasks(self, tasks: list[Step], *, dry_run: bool = False) -> WorkflowHandle:
         """Run tasks in parallel; `.results` lists their results."""
-        return self._handle("group_tasks", tasks=[_step(s) for s in tasks], dry_run=dry_run)
+        return self._handle("group_tasks", tasks=[self._step(s) for s in tasks], dry_run=dry_run)
 
     def chord_workflow(
         self, header: list[Step], callback: Step, *, dry_run: bool = False
@@ -463,8 +474,8 @@ class WorkflowManager:
         """Run header tasks in parallel, then `callback` on the list of their results."""
         return self._handle(
             "chord_workflow",
-            header=[_step(s) for s in header],
-            callback=_step(callback),
+            header=[self._step(s) for s in header],
+            callback=self._step(callback),
             dry_run=dry_run,
         )
 
@@ -481,13 +492,15 @@ class WorkflowManager:
     ) -> WorkflowHandle:
         """Run `task_name` once per args list in `items` (optionally chunked), optionally
         with a chord_callback on all results."""
+        if task_name in self._skill._registered and not (options or {}).get("queue"):
+            options = {**(options or {}), "queue": self._skill.local_queue}
         return self._handle(
             "map_task",
             task_name=task_name,
             items=items,
             options=options,
             chunk_size=chunk_size,
-            chord_callback=None if chord_callback is None else _step(chord_callback),
+            chord_callback=None if chord_callback is None else self._step(chord_callback),
             validate_args=validate_args,
             dry_run=dry_run,
         )

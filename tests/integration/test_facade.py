@@ -286,6 +286,25 @@ def test_chain_passes_results_along(skill: CelerySkill) -> None:
     assert flow.results == [6, 60]
 
 
+def test_registered_steps_reach_the_local_worker_from_another_worker(
+    skill: CelerySkill, prefork: Worker
+) -> None:
+    # the prefork worker (which lacks facade.*) sends the next step and the chord callback
+    on_prefork = {"queue": PREFORK_QUEUE}
+    chain = skill.workflow().chain_tasks(
+        [{"task_name": "demo.add", "args": [1, 2], **on_prefork}, ("facade.multiply", [5])]
+    )
+    assert chain.get(timeout=20)["result"] == 15
+    chord = skill.workflow().chord_workflow(
+        [{"task_name": "demo.add", "args": [i, i], **on_prefork} for i in range(3)],
+        "facade.collect",
+    )
+    assert chord.get(timeout=20)["result"] == {"collected": [0, 2, 4]}
+    tasks = skill.task_manager()
+    assert tasks.get_status(str(chord.id))["queue"] == skill.local_queue
+    assert tasks.get_status(str(chain.id))["queue"] == skill.local_queue
+
+
 def test_failed_chain_step_is_reported(skill: CelerySkill) -> None:
     flow = skill.workflow().chain_tasks(
         [("facade.boom", ["first"]), {"task_name": "facade.multiply", "args": [2]}]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,18 +88,20 @@ def _inspect(cluster: Cluster, target: Target, method: str, **arguments: Any) ->
 
 
 def _follow_up(cluster: Cluster, roll: Replies, methods: list[str]) -> dict[str, dict[str, Any]]:
-    """Ask the workers that answered `roll` more inspect commands at once (each bounded)."""
-    answered = list(roll.by_worker)
-    if not answered:
-        return {m: {} for m in methods}
-
-    def ask(method: str) -> dict[str, Any]:
-        return discovery.request(
-            cluster, method, destination=answered, timeout_s=roll.timeout_s
-        ).by_worker
-
-    with ThreadPoolExecutor(max_workers=len(methods)) as pool:
-        return dict(zip(methods, pool.map(ask, methods), strict=True))
+    """Ask the workers that answered `roll` more inspect commands, one after the other. A worker
+    that falls silent is added to `roll.missing` and asked nothing more: it costs one timeout."""
+    answering = list(roll.by_worker)
+    replies: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        replies[method] = {}
+        if answering:
+            more = discovery.request(
+                cluster, method, destination=answering, timeout_s=roll.timeout_s
+            )
+            replies[method] = more.by_worker
+            roll.missing += more.missing
+            answering = [h for h in answering if h in more.by_worker]
+    return replies
 
 
 @operation("workers", read_only=True)

@@ -377,7 +377,10 @@ class HistoryStore:
     def iter_desc(
         self, key: str, hi: float, lo: float, after: tuple[float, str] | None, batch: int = 256
     ) -> Iterator[tuple[float, str]]:
-        """(score, id) of one index, newest first, strictly after `after`, within [lo, hi]."""
+        """(score, id) of one index, newest first, strictly after `after`, within [lo, hi].
+
+        Reads `batch` entries first and doubles each read, so a short page costs one small read.
+        """
         top = after[0] if after else hi
         offset = 0
         while True:
@@ -396,6 +399,7 @@ class HistoryStore:
                 offset += same
             else:
                 top, offset = last, same
+            batch = min(batch * 2, 2_048)  # small first reads, larger once a scan goes deep
 
     def count(self, keys: list[tuple[str, str]], lo: float, hi: float) -> dict[str, int]:
         """Members per state of (key, state) indexes within [lo, hi]."""
@@ -518,7 +522,11 @@ class Monitor:
                 acquired = False
             if acquired:
                 log.info("recording task history")
-                self._record()
+                try:
+                    self._record()
+                except Exception:  # never die on a broker hiccup: stand by and try again
+                    log.warning("recording stopped; retrying", exc_info=True)
+                    self.stopping.wait(1.0)
             else:
                 self._check_parent()
                 self.stopping.wait(1.0)
@@ -536,13 +544,13 @@ class Monitor:
 
     def _record(self) -> None:
         self.lost.clear()
-        self.store.r.hset(
-            self.store.key("meta"),
-            mapping={"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()},
-        )
         flusher = threading.Thread(target=self._flush_loop, name="history-flush", daemon=True)
         flusher.start()
         try:
+            self.store.r.hset(
+                self.store.key("meta"),
+                mapping={"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()},
+            )
             with self.app.connection_for_read() as conn:
                 self.receiver = self.app.events.Receiver(conn, handlers={"*": self._on_event})
                 if self.stopping.is_set() or self.lost.is_set():
@@ -554,10 +562,11 @@ class Monitor:
             self.receiver = None
             if self.stopping.is_set():
                 self._flush()
-                try:
+            try:
+                if self.lock.owned():
                     self.lock.release()
-                except Exception:
-                    log.debug("lock release failed", exc_info=True)
+            except Exception:
+                log.debug("lock release failed", exc_info=True)
 
     def _flush(self) -> None:
         while self.pending:

@@ -162,7 +162,9 @@ def iter_matching(
 
     When the scan budget runs out it yields one last (score, id, None): where the scan stopped.
     """
-    merged = heapq.merge(*(store.iter_desc(k, hi, lo, after) for k in sources), reverse=True)
+    merged = heapq.merge(
+        *(store.iter_desc(k, hi, lo, after, batch=chunk) for k in sources), reverse=True
+    )
     seen: set[str] = set()
     stats = {} if stats is None else stats
     stats["scanned"] = 0

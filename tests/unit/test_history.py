@@ -1,0 +1,129 @@
+"""Pure logic of the task history and diagnose: event merging, caps, cursors, thresholds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from celery_mcp.errors import InvalidArgument
+from celery_mcp.models.diagnose import DiagnoseInput, Finding
+from celery_mcp.models.history import ListTasksInput
+from celery_mcp.monitor import apply_backend_meta, apply_event, cap_value, worker_entry
+from celery_mcp.service.diagnose import exception_type, p95, rank, stuck_threshold
+from celery_mcp.service.history import (
+    decode_cursor,
+    encode_cursor,
+    exact_arguments,
+    runtime_s,
+    window_bounds,
+)
+
+
+def event(kind: str, ts: float, **fields: object) -> dict[str, object]:
+    return {"type": f"task-{kind}", "uuid": "t1", "timestamp": ts, **fields}
+
+
+def test_events_in_order_build_the_timeline_and_final_state() -> None:
+    rec: dict[str, object] = {}
+    apply_event(rec, event("sent", 1.0, name="demo.add", args="(1, 2)", queue="q"), 100)
+    apply_event(rec, event("received", 1.1, hostname="w1@h"), 100)
+    apply_event(rec, event("started", 1.2, hostname="w1@h"), 100)
+    apply_event(rec, event("succeeded", 1.5, result="3", runtime=0.3), 100)
+    assert rec["state"] == "SUCCESS" and rec["first"] == 1.0
+    assert (rec["sent"], rec["received"], rec["started"], rec["succeeded"]) == (1.0, 1.1, 1.2, 1.5)
+    assert rec["worker"] == "w1@h" and rec["queue"] == "q" and rec["result"] == "3"
+
+
+def test_a_late_event_fills_gaps_but_does_not_move_the_state_back() -> None:
+    rec: dict[str, object] = {}
+    apply_event(rec, event("started", 2.0, hostname="w1@h"), 100)
+    apply_event(rec, event("failed", 2.5, exception="KeyError('x')"), 100)
+    apply_event(rec, event("sent", 1.9, name="demo.fail", queue="celery"), 100)
+    assert rec["state"] == "FAILURE" and rec["name"] == "demo.fail"
+    assert rec["first"] == 1.9 and rec["exception"] == "KeyError('x')"
+
+
+def test_retry_then_success_clears_the_old_exception() -> None:
+    rec: dict[str, object] = {}
+    apply_event(rec, event("started", 1.0), 100)
+    apply_event(rec, event("retried", 1.1, exception="E()", traceback="tb"), 100)
+    assert rec["state"] == "RETRY"
+    apply_event(rec, event("received", 2.0, retries=1), 100)
+    apply_event(rec, event("started", 2.1), 100)
+    apply_event(rec, event("succeeded", 2.2, runtime=0.1), 100)
+    assert rec["state"] == "SUCCESS" and rec["retries"] == 1
+    assert "exception" not in rec and "traceback" not in rec
+
+
+def test_exact_arguments_from_the_backend_are_not_overwritten_by_reprs() -> None:
+    rec: dict[str, object] = {}
+    apply_event(rec, event("failed", 1.0), 100)
+    apply_backend_meta(rec, {"args": [1, "a"], "kwargs": {"k": None}, "queue": "q"}, 100)
+    apply_event(rec, event("received", 0.9, args="(1, 'a')"), 100)
+    assert rec["args"] == [1, "a"] and rec["exact"] is True and rec["queue"] == "q"
+    assert exact_arguments(rec, {}) == ([1, "a"], {"k": None})
+    assert exact_arguments({"args": "(1,)", "kwargs": "{}"}, {}) is None
+
+
+def test_fields_are_capped_and_tracebacks_keep_their_end() -> None:
+    assert cap_value("x" * 10, 10) == "x" * 10
+    assert cap_value("abcdefghijkl", 4) == "abcd…"
+    assert cap_value("Traceback...\nValueError: end", 10, tail=True) == "…Error: end"
+    assert cap_value(12345, 2) == 12345
+
+
+def test_worker_events_become_online_or_offline_entries() -> None:
+    beat = worker_entry({"type": "worker-heartbeat", "timestamp": 5.0, "freq": 2.0, "active": 1})
+    assert beat["status"] == "online" and beat["ts"] == 5.0 and beat["freq"] == 2.0
+    assert worker_entry({"type": "worker-offline", "timestamp": 6.0})["status"] == "offline"
+
+
+def test_cursor_round_trips_and_bad_cursors_are_refused() -> None:
+    assert decode_cursor(encode_cursor(1764098645.123456, "abc-1")) == (1764098645.123456, "abc-1")
+    with pytest.raises(InvalidArgument, match="next_cursor"):
+        decode_cursor("garbage")
+
+
+def test_window_bounds_combine_within_since_and_until() -> None:
+    since = datetime(2026, 1, 1, tzinfo=UTC)
+    lo, hi = window_bounds(ListTasksInput(within_s=60, since=since), now=since.timestamp() + 30)
+    assert lo == since.timestamp() and hi == float("inf")
+    lo, hi = window_bounds(ListTasksInput(until=since))
+    assert lo == float("-inf") and hi == since.timestamp()
+
+
+def test_runtime_falls_back_to_started_until_finished() -> None:
+    assert runtime_s({"runtime": 0.5}) == 0.5
+    assert runtime_s({"started": 10.0, "failed": 12.5}) == 2.5
+    assert runtime_s({"started": 10.0}) is None
+
+
+def test_stuck_threshold_uses_explicit_then_p95_then_default() -> None:
+    assert stuck_threshold(DiagnoseInput(stuck_after_s=7), [1.0] * 50)[0] == 7
+    limit, why = stuck_threshold(DiagnoseInput(stuck_multiple=4), [2.0] * 19 + [3.0])
+    assert limit == pytest.approx(4 * p95([2.0] * 19 + [3.0]))  # type: ignore[operator]
+    assert "p95" in why
+    assert stuck_threshold(DiagnoseInput(), [0.01] * 10)[0] == 5.0  # floor
+    assert stuck_threshold(DiagnoseInput(), [1.0])[0] == 600.0  # too little history
+
+
+def test_exception_type_reads_reprs_and_messages() -> None:
+    assert exception_type("RuntimeError('boom')") == "RuntimeError"
+    assert exception_type("KeyError: 'x'") == "KeyError"
+    assert exception_type(None) == "unknown"
+
+
+def test_findings_rank_by_severity_then_weight() -> None:
+    def finding(check: str, severity: str) -> Finding:
+        return Finding(check=check, severity=severity, summary=check)  # type: ignore[arg-type]
+
+    ordered = rank(
+        [
+            (1.0, finding("a", "info")),
+            (5.0, finding("b", "warning")),
+            (9.0, finding("c", "warning")),
+            (0.0, finding("d", "critical")),
+        ]
+    )
+    assert [f.check for f in ordered] == ["d", "c", "b", "a"]

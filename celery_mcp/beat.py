@@ -152,12 +152,19 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         if entry.last_run_at is None:
             self.claim(entry, fire=False)  # never ran: anchor to now, do not fire at once
             return self.max_interval
-        is_due, next_s = entry.is_due()
-        if not is_due:
-            return next_s
+        if not entry.enabled:
+            return self.max_interval
+        # due-ness from next_due (the times get_periodic_task shows), not entry.is_due():
+        # celery's crontab can answer "overdue" for a whole repeated DST hour
+        now = datetime.now(UTC)
+        due_at = next_due(entry.schedule, entry.last_run_at)
+        if due_at is None:
+            return self.max_interval
+        if due_at > now:
+            return (due_at - now).total_seconds()
         claimed = self.claim(entry, fire=True)
         if claimed is None:
-            return next_s  # another beat sent it, or the entry changed or went away
+            return self.max_interval  # another beat sent it, or the entry changed or went away
         due, task_id, following = claimed
         entry.options = {**(entry.options or {}), "task_id": task_id}
         try:

@@ -278,17 +278,30 @@ def _round_s(dt: datetime) -> datetime:
     return (dt + timedelta(microseconds=500_000)).replace(microsecond=0)
 
 
-def next_due(sched: BaseSchedule, last_run_at: datetime) -> datetime | None:
-    """The first due time after `last_run_at` (UTC), or None when there is none."""
-    if isinstance(sched, every_schedule):
-        step: timedelta = sched.run_every
-        return last_run_at.astimezone(UTC) + step
-    now = sched.now()
-    remaining = sched.remaining_estimate(last_run_at)
+def _celery_next(sched: BaseSchedule, after: datetime) -> datetime | None:
+    now = sched.now().astimezone(UTC)  # add in UTC: local wall-clock addition breaks at DST
+    remaining = sched.remaining_estimate(after)
     if remaining is None:
         return None
-    due: datetime = _round_s(now + remaining).astimezone(UTC)
-    return due  # crontab and rrule fall on whole seconds
+    due: datetime = _round_s(now + remaining)  # crontab and rrule fall on whole seconds
+    return due
+
+
+def next_due(sched: BaseSchedule, last_run_at: datetime) -> datetime | None:
+    """The first due time after `last_run_at` (UTC), or None when there is none.
+
+    Celery's crontab answers a time before `last_run_at` inside the hour a DST change repeats
+    (it loses the `fold`), which would make beat fire on every tick for that hour; such an
+    answer is replaced by the next one after the repeated hour.
+    """
+    last = last_run_at.astimezone(UTC)
+    if isinstance(sched, every_schedule):
+        step: timedelta = sched.run_every
+        return last + step
+    due = _celery_next(sched, last)
+    if due is not None and due <= last:
+        due = _celery_next(sched, last + timedelta(hours=1))
+    return due
 
 
 def advance(sched: BaseSchedule, last_run_at: datetime, now: datetime) -> tuple[datetime, datetime]:

@@ -15,13 +15,14 @@ behind it:
 replies. A registered worker that stays silent is reported missing, never dropped:
 `disconnected` when every connected worker answered (it died without unregistering), `no_reply`
 when a connected worker stayed silent for the whole timeout (busy, frozen or slow). Brokers
-that cannot count (AMQP) wait the timeout, unless the caller names the workers.
+that cannot count (AMQP) wait the timeout, unless the caller names the workers; there every
+worker that answered before in this process is expected, and reported `no_reply` if silent.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from celery_mcp.errors import translate_errors
@@ -29,6 +30,8 @@ from celery_mcp.models.workers import MissingReason, MissingWorker
 from celery_mcp.service.cluster import Cluster
 
 WORKER_TASKS_TTL_S = 5.0
+#: cluster.cache key: hostnames that ever answered (expected on brokers that cannot count).
+SEEN_KEY = "workers_seen"
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,6 @@ class Replies:
     missing: list[MissingWorker]
     timeout_s: float
     elapsed_ms: float = 0.0
-    addressed: list[str] = field(default_factory=list)  # who was expected to answer
 
 
 def census(cluster: Cluster, connection: Any = None) -> Census | None:
@@ -94,8 +96,9 @@ def _plan(
     cluster: Cluster, found: Census | None, destination: list[str] | None, timeout_s: float
 ) -> tuple[list[str], int | None, list[MissingWorker]]:
     """(workers expected to answer, reply limit, workers known missing before asking)."""
-    if found is None:
-        return list(destination or []), len(destination) if destination else None, []
+    if found is None:  # cannot count: expect the named workers, or every worker seen before
+        expected = destination or sorted(cluster.cache.get(SEEN_KEY, (0.0, set()))[1])
+        return list(expected), len(destination) if destination else None, []
     if destination is None:
         return sorted(found.registered), found.connected, []
     unknown = [n for n in destination if n not in found.registered]
@@ -132,6 +135,8 @@ def request(
     latency: dict[str, float] = {}
     if limit != 0:
         replies, latency = _broadcast(cluster, command, arguments, destination, timeout, limit)
+    seen = cluster.cache.setdefault(SEEN_KEY, (0.0, set()))[1]
+    seen.update(replies)
     complete = found is not None and len(replies) >= (limit or 0)
     reason = MissingReason.DISCONNECTED if complete else MissingReason.NO_REPLY
     known = {m.hostname for m in missing}
@@ -144,7 +149,6 @@ def request(
         missing=missing,
         timeout_s=timeout,
         elapsed_ms=round((time.perf_counter() - start) * 1e3, 2),
-        addressed=sorted(set(expected) | set(replies)),
     )
 
 

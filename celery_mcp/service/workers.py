@@ -104,7 +104,7 @@ def _follow_up(cluster: Cluster, roll: Replies, methods: list[str]) -> dict[str,
     return replies
 
 
-@operation("workers", read_only=True)
+@operation("workers", read_only=True, wait_field="timeout_s")
 def ping_workers(cluster: Cluster, request: PingInput) -> PingResult:
     """Ping workers; returns who answered (with latency) and who is missing. Answers in
     milliseconds when all are up; a silent worker costs at most timeout_s."""
@@ -165,7 +165,7 @@ def _task_counts(workers: Sequence[WorkerTasks], sections: list[str]) -> dict[st
     }
 
 
-@operation("workers", read_only=True)
+@operation("workers", read_only=True, wait_field="timeout_s")
 def get_active_tasks(cluster: Cluster, request: ActiveTasksInput) -> ActiveTasksResult:
     """Tasks running on each worker, plus those prefetched (reserved) and waiting for an ETA
     (scheduled); lists are capped, counts are exact."""
@@ -184,7 +184,7 @@ def get_active_tasks(cluster: Cluster, request: ActiveTasksInput) -> ActiveTasks
     )
 
 
-@operation("workers", read_only=True)
+@operation("workers", read_only=True, wait_field="timeout_s")
 def get_registered_tasks(cluster: Cluster, request: RegisteredTasksInput) -> RegisteredTasksResult:
     """Task names each worker can run, and their union; builtin celery.* tasks left out."""
     roll = _inspect(cluster, request, "registered")
@@ -231,7 +231,7 @@ def _worker_info(
     )
 
 
-@operation("workers", read_only=True)
+@operation("workers", read_only=True, wait_field="timeout_s")
 def inspect_workers(cluster: Cluster, request: InspectWorkersInput) -> InspectWorkersResult:
     """Everything about each worker in one call: pool, concurrency, processed totals, queues,
     registered tasks, active/reserved/scheduled tasks; plus totals and missing workers."""
@@ -329,7 +329,7 @@ def queue_depths(cluster: Cluster, names: list[str]) -> dict[str, QueueDepth]:
         }
 
 
-@operation("workers", read_only=True)
+@operation("workers", read_only=True, wait_field="timeout_s")
 def queue_lengths(cluster: Cluster, request: QueueLengthsInput) -> QueueLengthsResult:
     """Messages waiting on the broker per queue (Redis incl. priority sub-queues, AMQP), with
     the workers consuming each; default: every consumed queue plus the default queue."""
@@ -450,7 +450,7 @@ def _arguments(req: ControlInput) -> dict[str, Any]:
     return {f: getattr(req, f) for f in fields if getattr(req, f) is not None}
 
 
-@operation("workers", read_only=False, destructive=True)
+@operation("workers", read_only=False, destructive=True, wait_field="timeout_s")
 def control_workers(cluster: Cluster, request: ControlInput) -> ControlResult:
     """Send a remote-control command (pool_restart, pool_grow/shrink, autoscale,
     add/cancel_consumer, rate_limit, time_limit) to workers; per-worker ok/error replies.

@@ -635,6 +635,12 @@ class CelerySkill:
         self, broker_url: str | None = None, result_backend: str | None = None, **settings: Any
     ) -> None:
         overrides = {"broker_url": broker_url, "result_backend": result_backend, **settings}
+        unknown = sorted(set(settings) - set(Settings.model_fields))
+        if unknown:
+            raise InvalidArgument(
+                f"unknown setting(s) {', '.join(unknown)}",
+                hint=f"one of {', '.join(Settings.model_fields)}",
+            )
         try:
             self.settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
         except ValidationError as exc:

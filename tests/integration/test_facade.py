@@ -394,6 +394,13 @@ def test_history_reads_a_failed_task_and_retries_it(skill: CelerySkill) -> None:
 # -- settings and failures --------------------------------------------------------------------
 
 
+def test_unknown_or_bad_settings_are_refused(data_dir: Path) -> None:
+    with pytest.raises(InvalidArgument, match="brokr_url"):
+        CelerySkill(brokr_url="redis://x")
+    with pytest.raises(InvalidArgument, match="toolsets"):
+        CelerySkill(data_dir=data_dir, toolsets="nope")
+
+
 def test_read_only_facade_refuses_changes(data_dir: Path, embedded: EmbeddedServer) -> None:
     with CelerySkill(data_dir=data_dir, read_only=True) as ro:
         with pytest.raises(Forbidden):

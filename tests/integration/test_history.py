@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +18,16 @@ from mcp import ClientSession
 from celery_mcp.embedded import EmbeddedServer
 from celery_mcp.monitor import HistoryStore
 from celery_mcp.service.cluster import Cluster
-from tests.support import Worker, call, call_error, mcp_session, run_cli, started_monitor
+from celery_mcp.service.history import history_store
+from tests.support import (
+    Worker,
+    call,
+    call_error,
+    mcp_session,
+    run_cli,
+    started_monitor,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -39,6 +50,46 @@ async def wait_for_task(
             return dict(detail)
         assert time.monotonic() < deadline, f"{task_id} never reached {state}: {detail}"
         await anyio.sleep(0.2)
+
+
+async def test_serve_with_worker_also_runs_the_monitor(
+    env: dict[str, str], cluster: Cluster, data_dir: Path
+) -> None:
+    store = history_store(cluster)
+    assert not store.status()["recording"], "another monitor is running"
+    async with mcp_session(env, "--with-worker") as session:
+        start = time.monotonic()
+        while not (await call(session, "list_tasks", limit=1))["recorder"]["recording"]:
+            assert time.monotonic() - start < 30, (data_dir / "monitor.log").read_text()
+            await anyio.sleep(0.2)
+    wait_until(lambda: not store.status()["recording"], 15, 0.2, "monitor stopped with serve")
+
+
+def test_a_standby_monitor_takes_over_when_the_recorder_is_killed(
+    env: dict[str, str], worker: Worker, cluster: Cluster, data_dir: Path
+) -> None:
+    store = history_store(cluster)
+    with started_monitor(env, data_dir) as active:
+        log = data_dir / f"standby-{uuid.uuid4().hex[:6]}.log"
+        with open(log, "ab") as out:
+            standby = subprocess.Popen(
+                [sys.executable, "-m", "celery_mcp", "monitor", "--log-level", "INFO"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            time.sleep(1)
+            assert b"recording" not in log.read_bytes()  # the lock is taken: it stands by
+            active.kill()
+            active.wait(5)
+            wait_until(lambda: b"Connected to" in log.read_bytes(), 20, 0.2, "takeover")
+            sent = cluster.app.send_task("demo.add", args=[3, 4])
+            assert sent.get(timeout=15) == 7
+            wait_until(lambda: (store.get(sent.id) or {}).get("state") == "SUCCESS", 10, 0.1)
+        finally:
+            standby.terminate()
+            standby.wait(15)
 
 
 async def test_history_survives_server_restart_and_covers_tasks_run_while_it_was_down(

@@ -17,6 +17,11 @@ lambdas, functions defined in `__main__` or a notebook), with no importable modu
 and it is up in well under a second. The price: no prefork pool, so `revoke(terminate=True)`
 and `pool_restart` cannot act on it (start `celery-mcp worker` for those), and one local worker
 per process (Celery keeps worker shutdown flags in module globals).
+
+Tasks registered here are routed to `CelerySkill.local_queue`, which only the local worker
+consumes (it also consumes the default queue): other workers never receive a function they do
+not have. Workflow steps carry that queue in their signature, since a chain's next step or a
+chord's callback is sent on by whichever worker ran the step before it.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -147,6 +148,11 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no broker is configured and the embedded Valkey is used."""
         return self.broker_url is None
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        """repr() (and so tracebacks and log lines) with URL passwords redacted."""
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if isinstance(value, str) else value
 
     def redacted(self) -> dict[str, object]:
         """Settings as a dict with credentials removed, safe for output and logs."""

@@ -132,6 +132,11 @@ def _foreign(exc: BaseException, where: str) -> CeleryMcpError | None:
         return unavailable(f"{where} did not answer in time: {exc}", hint=_BROKER_HINT)
     if isinstance(exc, rex.ConnectionError | kex.OperationalError | ConnectionError | OSError):
         return unavailable(f"{where} unreachable: {exc}", hint=_BROKER_HINT)
+    if isinstance(exc, kex.ContentDisallowed | kex.DecodeError):  # json only: never unpickle
+        return Forbidden(
+            f"refused to decode data from the {where}: not JSON ({exc})",
+            hint="this server accepts only JSON; make producers use the json serializer",
+        )
     if isinstance(exc, kex.EncodeError):
         return InvalidArgument(f"arguments are not JSON serializable: {exc}")
     return None

@@ -94,6 +94,9 @@ class TaskStatus(Model):
     retries: int | None = Field(None, description="Retries so far.")
     date_done: datetime | None = None
     note: str | None = Field(None, description="How to read the state (e.g. PENDING).")
+    truncated: list[Truncation] = Field(
+        default_factory=list, description="What was cut (args/kwargs over the output cap)."
+    )
 
 
 class GetResultInput(Model):

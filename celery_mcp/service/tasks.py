@@ -120,8 +120,8 @@ def get_status(cluster: Cluster, request: TaskIdInput) -> TaskStatus:
         group = saved_group_status(cluster, request.task_id)
         if group is not None:
             return group
-    args, _ = cap_json("args", meta.get("args"), cluster.settings.max_output_bytes)
-    kwargs, _ = cap_json("kwargs", meta.get("kwargs"), cluster.settings.max_output_bytes)
+    args, acut = cap_json("args", meta.get("args"), cluster.settings.max_output_bytes)
+    kwargs, kcut = cap_json("kwargs", meta.get("kwargs"), cluster.settings.max_output_bytes)
     delivery = meta.get("delivery_info") or {}
     return TaskStatus(
         task_id=request.task_id,
@@ -135,6 +135,7 @@ def get_status(cluster: Cluster, request: TaskIdInput) -> TaskStatus:
         retries=meta.get("retries"),
         date_done=meta.get("date_done"),
         note=PENDING_NOTE if state == TaskState.PENDING else None,
+        truncated=[c for c in (acut, kcut) if c],
     )
 
 
@@ -155,8 +156,9 @@ def task_result(cluster: Cluster, result: AsyncResult, waited_s: float) -> TaskR
     success = state == TaskState.SUCCESS
     payload, cut = cap_json("result", value, cap) if success else (None, None)
     error = None if success or value is None else _error_text(value)
+    error, ecut = cap_text("error", error, cap)
     trace, tcut = cap_text("traceback", trace, cap)
-    cuts += [c for c in (cut, tcut) if c]
+    cuts += [c for c in (cut, ecut, tcut) if c]
     return TaskResult(
         task_id=result.id,
         status=state,

@@ -57,6 +57,12 @@ def test_token_never_shows_in_settings_repr_or_dump() -> None:
     assert TOKEN not in s.model_dump_json()
 
 
+def test_settings_repr_never_shows_a_url_password() -> None:
+    s = Settings(broker_url="redis://:hunter2@h:6379/0", result_backend="redis://u:hunter2@h/1")
+    assert "hunter2" not in repr(s) and "hunter2" not in str(s)
+    assert "redis://:***@h:6379/0" in repr(s) and "redis://u:***@h/1" in repr(s)
+
+
 def test_allowed_hosts_cover_loopback_and_the_bind_address() -> None:
     assert {"127.0.0.1:*", "localhost:*", "[::1]:*", "localhost"} <= set(allowed_hosts(Settings()))
     lan = allowed_hosts(Settings(host="10.1.2.3", allowed_hosts="mcp.internal,gw:8443"))

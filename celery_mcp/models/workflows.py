@@ -111,8 +111,7 @@ class WorkflowResult(Model):
         description="Id for get_status / get_result / get_workflow: the last step of a chain, "
         "the callback of a chord, the saved group otherwise. None on dry_run."
     )
-    task_count: int = Field(description="Task messages published (or that would be).")
-    group_id: str | None = Field(None, description="Id of the parallel part, if any.")
+    task_count: int = Field(description="Tasks in the workflow (callback included).")
     canvas: Json = Field(None, description="Celery canvas as JSON (dry_run only, size-capped).")
     message: str = Field(description="What happened and what to call next.")
 
@@ -154,7 +153,7 @@ class WorkflowTree(Model):
     )
     result: Json = Field(None, description="Final result when SUCCESS (size-capped).")
     error: str | None = Field(None, description="Why the workflow failed.")
-    group_id: str | None = Field(None, description="Id of the parallel part, if any.")
+    group_id: str | None = Field(None, description="Celery group id of the parallel part.")
     nodes: list[WorkflowNode] = Field(description="Steps or parallel tasks, in order (a page).")
     callback: WorkflowNode | None = Field(None, description="Chord callback, if any.")
     more: bool = Field(description="More nodes match: call again with offset += len(nodes).")

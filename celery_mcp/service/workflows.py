@@ -3,7 +3,7 @@
 Every task id is assigned here before anything is published, so the whole tree is known up
 front. A small JSON record of it (kind, node ids and names, group and callback ids) is stored in
 the result backend under `celery-mcp-workflow-<workflow id>`, with the backend's own expiry
-(`result_expires`); `get_workflow` reads it and the nodes' states in one MGET. The workflow id
+(`result_expires`); `get_workflow` reads it and the nodes' states (MGETs of 1,000 keys). The id
 is what `get_status`/`get_result` accept: a chain's last step, a chord's callback, or a group
 saved with `GroupResult.save()` (those two tools resolve a saved group to its aggregate).
 
@@ -235,7 +235,6 @@ def _publish(cluster: Cluster, plan: Plan, dry_run: bool) -> WorkflowResult:
     return WorkflowResult(
         workflow_id=plan.workflow_id,
         task_count=plan.task_count,
-        group_id=plan.group_id,
         message=f"published {plan.task_count} task(s); get_result waits for the outcome, "
         "get_workflow shows every task's state",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cache
 
@@ -92,6 +93,20 @@ def test_every_tool_is_documented() -> None:
     text = _text()
     missing = [name for name in load_operations() if f"`{name} " not in text]
     assert not missing, f"SKILL.md has no example call (`name {{...}}`) for: {missing}"
+
+
+def test_json_examples_are_valid_tool_arguments() -> None:
+    """Every `tool {...}` example is JSON that validates against the tool's input model."""
+    operations = load_operations()
+    checked = 0
+    for span in SPAN.findall(_text()):
+        name, _, arguments = span.partition(" ")
+        if name not in operations or not arguments.startswith("{"):
+            continue
+        values = json.loads(arguments)  # examples are complete JSON, not abbreviations
+        operations[name].input_model.model_validate(values)
+        checked += 1
+    assert checked >= len(operations), checked
 
 
 def test_toolset_table_counts_match_the_registry() -> None:

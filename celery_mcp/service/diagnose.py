@@ -33,7 +33,7 @@ MIN_SAMPLES = 5
 RUNTIME_SAMPLES = 200
 FAILURE_SAMPLES = 100
 MAX_FINDINGS_PER_CHECK = 10
-SCAN_KEYS_MAX = 200_000
+SCAN_KEYS_MAX = 10_000
 UNACKED_MAX = 1_000
 OVERDUE_GRACE_S = 60.0
 INTERNAL_EXCHANGES = ("celeryev", "celery.pidbox", "reply.celery.pidbox")
@@ -160,8 +160,9 @@ def check_workers(run: Run) -> str:
     lost: dict[str, dict[str, Json]] = {}
     for miss in roll.missing:
         lost[miss.hostname] = {"reason": str(miss.reason), "detail": miss.detail}
-    try:
-        beats = _history(run).workers()
+    try:  # heartbeats are fresh only while a monitor records them
+        store = _history(run)
+        beats = store.workers() if store.status()["recording"] else {}
     except CeleryMcpError:
         beats = {}
     for host, entry in beats.items():
@@ -256,14 +257,18 @@ def queue_names(cluster: Cluster) -> set[str]:
         return names
     client = cluster.broker_redis
     sep = b"\x06\x16"
+    deadline = time.monotonic() + cluster.settings.inspect_timeout_s
     with translate_errors("broker"):
-        keys = []
-        for i, key in enumerate(client.scan_iter(match="_kombu.binding.*", count=5_000)):
-            if i >= SCAN_KEYS_MAX:
+        keys: list[bytes] = []
+        cursor = 0
+        while True:  # bounded: a huge keyspace is cut at the deadline
+            cursor, found = client.scan(cursor, match="_kombu.binding.*", count=5_000)
+            for key in found:
+                exchange = key.decode()[len("_kombu.binding.") :]
+                if exchange not in INTERNAL_EXCHANGES:
+                    keys.append(key)
+            if not cursor or len(keys) >= SCAN_KEYS_MAX or time.monotonic() > deadline:
                 break
-            exchange = key.decode()[len("_kombu.binding.") :]
-            if exchange not in INTERNAL_EXCHANGES:
-                keys.append(key)
         pipe = client.pipeline(transaction=False)
         for key in keys:
             pipe.smembers(key)

@@ -25,7 +25,10 @@ import anyio
 import pytest
 from croniter import croniter
 from mcp import ClientSession
+from redbeat.schedulers import RedBeatSchedulerEntry
 
+from celery_mcp.app import make_app
+from celery_mcp.beat import Scheduler, configure
 from celery_mcp.config import Settings
 from celery_mcp.embedded import EmbeddedServer, ensure_running, stop
 from celery_mcp.models.schedules import (
@@ -52,11 +55,13 @@ SENT = re.compile(r"beat: sent (\S+) \(.*?\) id \S+, (\d+) ms late")
 class Beat:
     """A real `celery-mcp beat` process."""
 
-    def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, env: Mapping[str, str], log_dir: Path, argv: list[str] | None = None
+    ) -> None:
         self.log_path = log_dir / f"beat-{time.time_ns()}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery_mcp", "beat", "-l", "INFO"],
+            [sys.executable, *(argv or ["-m", "celery_mcp", "beat", "-l", "INFO"])],
             env=dict(env),
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -106,8 +111,8 @@ class Beats:
         self.env, self.log_dir = env, log_dir
         self.all: list[Beat] = []
 
-    def start(self) -> Beat:
-        beat = Beat(self.env, self.log_dir)
+    def start(self, argv: list[str] | None = None) -> Beat:
+        beat = Beat(self.env, self.log_dir, argv)
         self.all.append(beat)
         return beat
 
@@ -478,3 +483,54 @@ async def test_two_beats_never_fire_a_run_twice(
     assert statistics.median(delays) < 1000
     second.stop()
     third.stop()
+
+
+def test_two_schedulers_claim_one_due_run_once(cluster: Cluster, settings: Settings) -> None:
+    """The per-run compare-and-set: two beats that both loaded a due entry send it once."""
+    app = make_app(settings, worker=True)
+    configure(app, settings, 1.0)
+    first, second = Scheduler(app=app, lazy=True), Scheduler(app=app, lazy=True)
+    name = unique("cas")
+    add_periodic_task(cluster, AddPeriodicTaskInput(name=name, task_name="demo.noop", every=1))
+    key = get_store(cluster).key(name)
+    try:
+        time.sleep(1.1)  # now due
+        loaded = [RedBeatSchedulerEntry.from_key(key, app=app) for _ in range(2)]
+        claims = [first.claim(loaded[0], fire=True), second.claim(loaded[1], fire=True)]
+        assert claims[0] is not None and claims[1] is None
+        got = get_periodic_task(cluster, EntryNameInput(name=name))
+        assert got.total_run_count == 1 and got.last_task_id == claims[0][1]
+    finally:
+        disable_periodic_task(cluster, EntryNameInput(name=name))
+        first.close()
+        second.close()
+
+
+STOCK_BEAT = (
+    "from celery_mcp.config import Settings\n"
+    "from celery_mcp.app import make_app\n"
+    "from celery_mcp.beat import configure\n"
+    "settings = Settings()\n"
+    "app = make_app(settings, worker=True)\n"
+    "configure(app, settings, 1.0)\n"
+    "app.set_current()\n"
+    "app.Beat(scheduler='redbeat.RedBeatScheduler', max_interval=1, loglevel='INFO').run()\n"
+)
+
+
+async def test_stock_redbeat_scheduler_runs_the_same_entries(
+    smcp: ClientSession, beats: Beats, cluster: Cluster
+) -> None:
+    name, key = unique("stock"), unique("k")
+    quiet = unique("stock-yearly")
+    await call(smcp, "add_periodic_task", name=name, task_name="demo.flaky", args=[key, 0], every=1)
+    await call(smcp, "add_periodic_task", name=quiet, task_name="demo.noop", crontab="0 0 1 1 *")
+    stock = beats.start(["-c", STOCK_BEAT])
+    try:
+        got = await wait_runs(smcp, name, 3, timeout_s=30)
+        assert got["last_task_id"] is None  # stock RedBeat does not record our run info
+        wait_until(lambda: executions(cluster, key) >= 3, 10, what="3 executions")
+        assert (await entry(smcp, quiet))["total_run_count"] == 0  # no fire-at-start
+    finally:
+        stock.stop()
+        await call(smcp, "disable_periodic_task", name=name)

@@ -52,7 +52,7 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 def raw_chord(app: Any, size: int) -> tuple[float, float]:
     """(publish seconds, end-to-end seconds) of one chord through Celery's own API."""
     start = time.perf_counter()
-    header = group(app.signature("demo.add", args=(i, i)) for i in range(size))
+    header = group([app.signature("demo.add", args=(i, i)) for i in range(size)])
     result = chord(header, app.signature("demo.xsum"), app=app).apply_async()
     published = time.perf_counter() - start
     value = result.get(timeout=300, interval=0.01)

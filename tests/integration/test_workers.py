@@ -7,8 +7,11 @@ the real thing: the process exits, task starts are spaced, LLEN reads 0, the poo
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -20,8 +23,17 @@ import pytest
 from celery.result import AsyncResult
 from mcp import ClientSession
 
+from celery_mcp.config import Settings
 from celery_mcp.service.cluster import Cluster
-from tests.support import Worker, call, call_error, run_cli, started_workers
+from tests.support import (
+    Worker,
+    call,
+    call_error,
+    mcp_session,
+    run_cli,
+    started_workers,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -330,3 +342,90 @@ async def test_cli_action_ping(env: dict[str, str], pair: list[Worker]) -> None:
         lambda: run_cli({**env, "CELERY_MCP_INSPECT_TIMEOUT_S": "3"}, "--action", "ping")
     )
     assert code == 0 and {WA, WB} <= {w["hostname"] for w in out["workers"]}, out
+
+
+# -- AMQP (RabbitMQ): runs where `rabbitmq-server` is installed (apt-get install rabbitmq-server)
+
+RABBIT = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private RabbitMQ node on a free loopback port; yields its amqp:// URL."""
+    if not RABBIT.exists():
+        pytest.skip("rabbitmq-server is not installed")
+    base = tmp_path_factory.mktemp("rabbit")
+    (base / "plugins").write_text("[].\n")
+    (base / "rabbitmq.conf").write_text("loopback_users = none\n")
+    port = free_port()
+    env = dict(os.environ) | {
+        "RABBITMQ_NODENAME": f"celery_mcp_{os.getpid()}@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_PORT": str(port),
+        "RABBITMQ_DIST_PORT": str(free_port()),
+        "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(base / "log"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "plugins"),
+        "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
+        "HOME": str(base),
+    }
+    with open(base / "server.out", "ab") as out:
+        proc = subprocess.Popen(
+            [str(RABBIT)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+
+        def accepting() -> bool:
+            assert proc.poll() is None, (base / "server.out").read_text()[-2000:]
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until(accepting, 60, 0.2, "rabbitmq listening")
+        yield f"amqp://guest:guest@127.0.0.1:{port}//"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+async def test_amqp_queue_lengths_purge_and_targeted_inspect(
+    rabbit: str, env: dict[str, str], data_dir: Path, embedded: Any
+) -> None:
+    amqp_env = env | {
+        "CELERY_MCP_BROKER_URL": rabbit,
+        "CELERY_MCP_RESULT_BACKEND": embedded.url_for_db(3),
+    }
+    spec = {"hostname": "wamqp@%h", "queues": "qamqp", "extra": QUICK}
+    with started_workers(amqp_env, data_dir, spec):
+        host = f"wamqp@{HOST}"
+        app = Cluster(Settings(data_dir=data_dir, broker_url=rabbit)).app
+        for _ in range(3):
+            app.send_task("demo.noop", queue="qamqp_idle")
+        async with mcp_session(amqp_env) as session:
+            out = await call(session, "queue_lengths", queues=["qamqp_idle", "qamqp", "nope"])
+            by_name = {q["name"]: q for q in out["queues"]}
+            assert out["broker"] == "amqp" and by_name["qamqp_idle"]["messages"] == 3
+            assert by_name["qamqp"]["consumer_count"] == 1 and by_name["qamqp"]["consumers"] == [
+                host
+            ]
+            assert not by_name["nope"]["exists"]
+            dry = await call(session, "purge_queue", queue="qamqp_idle")
+            assert not dry["executed"] and dry["messages_before"] == 3
+            done = await call(session, "purge_queue", queue="qamqp_idle", confirm=True)
+            assert done["removed"] == 3 and done["remaining"] == 0
+            text = await call_error(session, "purge_queue", queue="nope", confirm=True)
+            assert "not_found" in text
+            # named workers: returns as soon as they answered, no count needed
+            inspected = await call(session, "inspect_workers", destination=[host], timeout_s=5)
+            assert inspected["workers"][0]["queues"] == ["qamqp"]
+            assert inspected["elapsed_ms"] < 5000 and inspected["missing"] == []

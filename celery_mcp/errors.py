@@ -139,6 +139,9 @@ def _foreign(exc: BaseException, where: str) -> CeleryMcpError | None:
         )
     if isinstance(exc, kex.EncodeError):
         return InvalidArgument(f"arguments are not JSON serializable: {exc}")
+    if isinstance(exc, RuntimeError) and "Retry limit exceeded" in str(exc):
+        # Celery's result consumer gives up reconnecting to the result backend with this.
+        return BackendUnavailable(f"result backend unreachable: {exc}", hint=_BROKER_HINT)
     return None
 
 

@@ -418,11 +418,6 @@ def test_unreachable_broker_raises_broker_unavailable(data_dir: Path) -> None:
     assert time.monotonic() - start < 30
 
 
-@pytest.mark.xfail(
-    reason="service/tasks.py: with the backend down, Celery's result consumer raises "
-    "RuntimeError('Retry limit exceeded ...'), which translate_errors does not map",
-    strict=False,
-)
 def test_send_task_with_broker_down_raises_unavailable(data_dir: Path) -> None:
     with CelerySkill(broker_url="redis://127.0.0.1:1/0", data_dir=data_dir) as down:
         down.register_task(multiply, "facade.multiply")  # known locally: it gets to publishing

@@ -95,6 +95,27 @@ def check_publish_budget(plan_kind: str, messages: int, items: int, call_timeout
     )
 
 
+def _check_celery_typing(cluster: Cluster, sigs: Sequence[Signature]) -> None:
+    """Celery's own arity check, done for every message before the first is published.
+
+    `Task.apply_async` of a task registered here (with `typing`, the default) raises TypeError
+    when args/kwargs do not fit; inside a group that would come after earlier members were
+    sent. With validate_args=false this is the only check, so it runs up front.
+    """
+    for sig in sigs:
+        task = cluster.app.tasks.get(sig.task)
+        header = getattr(task, "__header__", None) if task is not None and task.typing else None
+        if header is None:
+            continue
+        try:
+            header(*(sig.args or ()), **(sig.kwargs or {}))
+        except TypeError as exc:
+            raise InvalidArgument(
+                f"{sig.task} cannot take args={list(sig.args)} kwargs={dict(sig.kwargs)}: {exc}",
+                hint="fix the arguments (describe_task shows the signature); nothing was sent",
+            ) from exc
+
+
 def _check_step(cluster: Cluster, step: WorkflowStep, *, after_result: bool) -> None:
     """ensure_sendable for one step; `after_result`: it will get a result prepended."""
     if not after_result or step.immutable:
@@ -172,6 +193,7 @@ class Plan:
     group_id: str | None = None
     callback: list[Any] | None = None
     save_group: bool = False
+    sent_here: tuple[Signature, ...] = ()  # what this process publishes (the rest: workers)
 
     @property
     def task_count(self) -> int:
@@ -195,7 +217,7 @@ def _group_plan(
     gid = uuid()
     nodes = [_node(s, n or None) for s, n in zip(sigs, items, strict=True)]
     canvas = group(sigs, app=cluster.app, task_id=gid)
-    return Plan(kind, gid, canvas, nodes, group_id=gid, save_group=True)
+    return Plan(kind, gid, canvas, nodes, group_id=gid, save_group=True, sent_here=tuple(sigs))
 
 
 def _chord_plan(
@@ -204,7 +226,10 @@ def _chord_plan(
     gid = uuid()
     nodes = [_node(s, n or None) for s, n in zip(sigs, items, strict=True)]
     canvas = chord(group(sigs, app=cluster.app, task_id=gid), body, app=cluster.app)
-    return Plan(kind, body.id, canvas, nodes, group_id=gid, callback=_node(body))
+    callback = _node(body)
+    return Plan(
+        kind, body.id, canvas, nodes, group_id=gid, callback=callback, sent_here=tuple(sigs)
+    )
 
 
 def _publish(cluster: Cluster, plan: Plan, dry_run: bool) -> WorkflowResult:
@@ -213,6 +238,7 @@ def _publish(cluster: Cluster, plan: Plan, dry_run: bool) -> WorkflowResult:
         items = sum(n[2] or 1 for n in plan.nodes)
         budget = cluster.settings.call_timeout_s
         check_publish_budget(plan.kind, len(plan.nodes), items, budget)
+    _check_celery_typing(cluster, plan.sent_here)
     if dry_run:
         canvas, cuts = _canvas_json(cluster, plan.canvas)
         cut = f" (cut: {cuts[0]})" if cuts else ""
@@ -249,7 +275,7 @@ def chain_tasks(cluster: Cluster, request: ChainInput) -> WorkflowResult:
         _check_step(cluster, step, after_result=i > 0)
     sigs = [_step(cluster, s) for s in request.steps]
     canvas = chain(*sigs, app=cluster.app)
-    plan = Plan("chain", sigs[-1].id, canvas, [_node(s) for s in sigs])
+    plan = Plan("chain", sigs[-1].id, canvas, [_node(s) for s in sigs], sent_here=(sigs[0],))
     return _publish(cluster, plan, request.dry_run)
 
 

@@ -176,6 +176,18 @@ async def test_empty_workflows_are_refused(mcp: ClientSession) -> None:
         assert "invalid_argument" in text and "empty workflow" in text, text
 
 
+async def test_unchecked_bad_arity_is_refused_before_the_first_message(
+    mcp: ClientSession, cluster: Cluster, idle_queue: str
+) -> None:
+    items = [[1, 2], [1, 2], [1]]  # the last call misses an argument
+    options = {"queue": idle_queue}
+    text = await call_error(
+        mcp, "map_task", task_name="demo.add", items=items, options=options, validate_args=False
+    )
+    assert "invalid_argument" in text and "demo.add" in text and "args=[1]" in text
+    assert queued(cluster, idle_queue) == 0
+
+
 def test_oversized_workflow_is_refused_before_publishing(cluster: Cluster, idle_queue: str) -> None:
     small = Cluster(cluster.settings.model_copy(update={"max_workflow_size": 5}))
     request = GroupInput.model_validate({"tasks": [add(i, i, queue=idle_queue) for i in range(6)]})

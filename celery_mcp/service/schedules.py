@@ -439,37 +439,50 @@ def _write(
     create: bool = False,
     write_meta: bool = True,
 ) -> None:
-    """Store `entry` atomically (definition, meta, score); `create` refuses an existing name."""
+    """Store `entry` atomically (definition, meta, score); `create` refuses an existing name.
+
+    With `write_meta` the entry's last_run_at is stored (a re-anchor); else the stored meta,
+    which a beat may have advanced since `entry` was read, is kept. Retried when a beat
+    writes the entry meanwhile.
+    """
     import redis
 
     store = get_store(cluster)
     key = store.key(entry.name)
-    due = entry.next_run_at()
-    fields = {"definition": encode(entry.definition), EXTRA_FIELD: json.dumps(entry.extra)}
-    if write_meta:
-        fields["meta"] = encode(
-            {"last_run_at": entry.last_run_at, "total_run_count": entry.total_run_count}
-        )
-    with translate_errors("broker"), store.client.pipeline() as pipe:
-        try:
-            pipe.watch(key)
-            exists = bool(pipe.exists(key))
-            if create and exists:
-                raise InvalidArgument(
-                    f"a periodic task named {entry.name!r} already exists",
-                    hint="pick another name, or change it with update_periodic_task",
-                )
-            if not create and not exists:
-                raise NotFound(f"no periodic task named {entry.name!r}", hint="it was removed")
-            pipe.multi()
-            pipe.hset(key, mapping=fields)
-            pipe.zadd(store.schedule_key, {key: to_score(due)})
-            pipe.execute()
-        except redis.WatchError:
-            raise CeleryMcpError(
-                f"periodic task {entry.name!r} changed while it was being written",
-                hint="read it again with get_periodic_task and retry",
-            ) from None
+    for _ in range(5):
+        with translate_errors("broker"), store.client.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                exists = bool(pipe.exists(key))
+                if create and exists:
+                    raise InvalidArgument(
+                        f"a periodic task named {entry.name!r} already exists",
+                        hint="pick another name, or change it with update_periodic_task",
+                    )
+                if not create and not exists:
+                    raise NotFound(f"no periodic task named {entry.name!r}", hint="it was removed")
+                stored = decode(pipe.hget(key, "meta")) or {}
+                entry.total_run_count = int(stored.get("total_run_count") or 0)
+                if not write_meta:
+                    entry.last_run_at = stored.get("last_run_at")
+                fields = {
+                    "definition": encode(entry.definition),
+                    EXTRA_FIELD: json.dumps(entry.extra),
+                    "meta": encode(
+                        {"last_run_at": entry.last_run_at, "total_run_count": entry.total_run_count}
+                    ),
+                }
+                pipe.multi()
+                pipe.hset(key, mapping=fields)
+                pipe.zadd(store.schedule_key, {key: to_score(entry.next_run_at())})
+                pipe.execute()
+                return
+            except redis.WatchError:
+                continue
+    raise CeleryMcpError(
+        f"periodic task {entry.name!r} kept changing while it was being written",
+        hint="read it again with get_periodic_task and retry",
+    )
 
 
 def _now() -> datetime:

@@ -3,7 +3,8 @@
 `python -m bench.history` starts a private embedded Valkey (temporary data dir), feeds the
 recorder's write path (`HistoryStore.record`, what `celery-mcp monitor` calls) with the events
 of N tasks (sent, received, started, then succeeded or failed; 8 % fail with a traceback), then
-times `list_tasks` as the MCP tool calls it (the service function, in this process) and reads
+times `list_tasks` as the MCP tool calls it (the service function, in this process, and once through
+`celery-mcp serve` over stdio) and reads
 the memory from Redis (INFO used_memory before/after, MEMORY USAGE per key kind).
 
 Not a test: it prints numbers and asserts nothing. `BENCH_HISTORY_TASKS` sets N (100000).
@@ -11,9 +12,11 @@ Not a test: it prints numbers and asserts nothing. `BENCH_HISTORY_TASKS` sets N 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -168,8 +171,38 @@ def main() -> None:
                 request = ListTasksInput(limit=20, cursor=cursor)
             p50, p95 = timed(lambda r=request: list_tasks(cluster, r))  # type: ignore[misc]
             print(f"  {label:42} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms")
+        p50, p95 = asyncio.run(over_mcp(data_dir))
+        label = "newest 20 over MCP stdio (official client)"
+        print(f"  {label:42} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms")
     finally:
         stop(data_dir)
+
+
+async def over_mcp(data_dir: Path) -> tuple[float, float]:
+    """(p50, p95) ms of list_tasks called through `celery-mcp serve` over stdio."""
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_MCP_")}
+    env |= {"CELERY_MCP_DATA_DIR": str(data_dir), "CELERY_MCP_HISTORY_MAX_TASKS": str(N_TASKS)}
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "celery_mcp", "serve"], env=env
+    )
+    with open(os.devnull, "w") as devnull:
+        async with (
+            stdio_client(params, errlog=devnull) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            samples = []
+            for i in range(RUNS + 1):
+                start = time.perf_counter()
+                result = await session.call_tool("list_tasks", {"limit": 20})
+                assert not result.is_error, result
+                if i:  # the first call builds the cluster
+                    samples.append((time.perf_counter() - start) * 1e3)
+    samples.sort()
+    return statistics.median(samples), samples[int(0.95 * (len(samples) - 1))]
 
 
 if __name__ == "__main__":

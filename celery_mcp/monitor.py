@@ -141,7 +141,6 @@ def apply_event(rec: dict[str, Any], event: dict[str, Any], cap: int) -> dict[st
         return rec
     rec.update(fields)
     rec["state"] = state
-    rec["ts"] = ts
     if state == "SUCCESS":
         rec.pop("exception", None)
         rec.pop("traceback", None)
@@ -267,7 +266,8 @@ class HistoryStore:
 
     def _write(self, pipe: Any, old: dict[str, Any], rec: dict[str, Any]) -> None:
         tid, first = rec["id"], rec["first"]
-        pipe.set(self.key("t", tid), _dumps(rec), ex=int(self.max_age_s) + 60)
+        body = {k: v for k, v in rec.items() if k != "id"}  # the key holds the id
+        pipe.set(self.key("t", tid), _dumps(body), ex=int(self.max_age_s) + 60)
         before = (old.get("name"), old.get("state"), old.get("first"))
         if before == (rec.get("name"), rec["state"], first):
             return
@@ -358,7 +358,7 @@ class HistoryStore:
         if not ids:
             return []
         raw = self.r.mget([self.key("t", i) for i in ids])
-        return [json.loads(v) if v else None for v in raw]
+        return [{**json.loads(v), "id": i} if v else None for i, v in zip(ids, raw, strict=True)]
 
     def get(self, task_id: str) -> dict[str, Any] | None:
         return self.get_many([task_id])[0]

@@ -115,6 +115,10 @@ def make_app(settings: Settings, *, worker: bool = False) -> Celery:
         app = Celery("celery_mcp", broker=broker, backend=backend, set_as_current=False)
         app.conf.update(base_config(settings))
         app.conf.include = [DEMO_MODULE]
+    if worker and not settings.app:
+        # Ride out a broker/backend restart: storing a state (STARTED, the result) waits for
+        # the backend to come back instead of failing the task with ConnectionError.
+        app.conf.result_backend_always_retry = True
     if not worker:
         app.conf.update(bounded_config(settings))
         app.conf.accept_content = ["json"]

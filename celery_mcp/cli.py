@@ -151,13 +151,14 @@ def cmd_monitor(ns: argparse.Namespace) -> int:
 
 
 def cmd_worker(ns: argparse.Namespace, extra: list[str]) -> int:
-    from celery_mcp import retry_policy
+    from celery_mcp import kombu_fixes, retry_policy
     from celery_mcp.app import make_app
 
     settings = _settings(ns)
     app = make_app(settings, worker=True)
     app.conf.worker_pool_restarts = True  # lets the pool_restart control command work
     retry_policy.install(app)
+    kombu_fixes.install()  # survive a broker restart while holding acks_late tasks
     import celery_mcp.worker_commands  # noqa: F401 (registers mcp_time_limit)
     from celery_mcp import worker_control  # registers the mcp_task_specs control command
 

@@ -33,8 +33,6 @@ from celery import Celery
 from celery.schedules import BaseSchedule
 from celery.schedules import crontab as celery_crontab
 from celery.schedules import schedule as every_schedule
-from redbeat.decoder import RedBeatJSONDecoder, RedBeatJSONEncoder
-from redbeat.schedules import rrule
 
 from celery_mcp.config import redact_url
 from celery_mcp.errors import CeleryMcpError, InvalidArgument, NotFound, translate_errors
@@ -263,6 +261,8 @@ def build_schedule(spec: ScheduleFields, app: Celery, now: datetime) -> BaseSche
             f"run_at {spec.run_at.isoformat()} is in the past (now {now.isoformat()})",
             hint="give a future time, or use send_task to run it now",
         )
+    from redbeat.schedules import rrule  # redbeat imports celery.beat: load it when needed
+
     return rrule("SECONDLY", dtstart=at, count=1, app=app)
 
 
@@ -328,6 +328,13 @@ def to_score(due: datetime | None) -> float:
     return -1 if due is None else calendar.timegm(due.utctimetuple())
 
 
+def is_one_off(sched: BaseSchedule) -> bool:
+    """True for the one-run rrule that `run_at` stores."""
+    from redbeat.schedules import rrule
+
+    return isinstance(sched, rrule) and sched.count == 1
+
+
 def tz_name(app: Celery) -> str:
     return str(app.conf.timezone or "UTC")
 
@@ -352,7 +359,7 @@ def describe(sched: BaseSchedule, app: Celery) -> ScheduleInfo:
         return ScheduleInfo(
             kind="crontab", crontab=expr, timezone=zone, text=f"crontab {expr} ({zone})"
         )
-    if isinstance(sched, rrule) and sched.count == 1:
+    if is_one_off(sched):
         at = sched.dtstart.astimezone(app.timezone)
         return ScheduleInfo(kind="once", run_at=at, timezone=zone, text=f"once at {at.isoformat()}")
     return ScheduleInfo(kind="other", timezone=zone, text=repr(sched))
@@ -362,10 +369,14 @@ def describe(sched: BaseSchedule, app: Celery) -> ScheduleInfo:
 
 
 def encode(value: Any) -> str:
+    from redbeat.decoder import RedBeatJSONEncoder
+
     return json.dumps(value, cls=RedBeatJSONEncoder)
 
 
 def decode(raw: str | None) -> Any:
+    from redbeat.decoder import RedBeatJSONDecoder
+
     return json.loads(raw, cls=RedBeatJSONDecoder) if raw else None
 
 

@@ -9,21 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
 
 from pydantic import Field, model_validator
 
 from celery_mcp.models.common import Json, Model, QueueName, TaskName, Truncation
 
-Hostname = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=255,
-        pattern=r"^[^\s,]+$",
-        description="Worker node name, e.g. 'w1@host' (ping_workers lists them).",
-    ),
-]
+Hostname = str  # worker node name, e.g. 'w1@host'
 RATE_PATTERN = r"^\d+(\.\d+)?(/[smh])?$"
 MAX_TIMEOUT_S = 60.0
 
@@ -32,14 +23,13 @@ class Target(Model):
     """Which workers to address and how long to wait for their replies."""
 
     destination: list[Hostname] | None = Field(
-        None, max_length=500, description="Worker hostnames to address; omit for every worker."
+        None, max_length=500, description="Worker hostnames ('w1@host'); omit for all."
     )
     timeout_s: float | None = Field(
         None,
         gt=0,
         le=MAX_TIMEOUT_S,
-        description="Longest wait for replies, seconds (default: the server's inspect timeout, "
-        "1 s). A healthy cluster answers in milliseconds; only silent workers cost the wait.",
+        description="Reply wait, s (default 1); only silent workers cost it.",
     )
 
 
@@ -127,9 +117,9 @@ class WorkerTasks(Model):
 class ActiveTasksInput(Target):
     """Tasks running on workers, and optionally those reserved or scheduled."""
 
-    include_reserved: bool = Field(True, description="Also list prefetched (reserved) tasks.")
-    include_scheduled: bool = Field(True, description="Also list tasks waiting for their ETA.")
-    max_tasks: int = Field(50, ge=0, le=1000, description="Cap on each list, per worker.")
+    include_reserved: bool = Field(True, description="Also prefetched tasks.")
+    include_scheduled: bool = Field(True, description="Also tasks waiting for an ETA.")
+    max_tasks: int = Field(50, ge=0, le=1000, description="Cap per list and worker.")
 
 
 class TaskCounts(Model):
@@ -169,7 +159,7 @@ class RegisteredTasksResult(RollCall):
 class InspectWorkersInput(Target):
     """Everything about workers in one call."""
 
-    max_tasks: int = Field(20, ge=0, le=1000, description="Cap on each task list, per worker.")
+    max_tasks: int = Field(20, ge=0, le=1000, description="Cap per task list and worker.")
 
 
 class Autoscale(Model):
@@ -214,13 +204,10 @@ class QueueLengthsInput(Model):
     """Broker-side depth of queues."""
 
     queues: list[QueueName] | None = Field(
-        None,
-        max_length=500,
-        description="Queues to measure; omit for every queue a worker consumes plus the "
-        "default queue.",
+        None, max_length=500, description="Default: every consumed queue + the default queue."
     )
     timeout_s: float | None = Field(
-        None, gt=0, le=MAX_TIMEOUT_S, description="Wait for workers' queue lists (default 1 s)."
+        None, gt=0, le=MAX_TIMEOUT_S, description="Wait for workers' queue lists, s (default 1)."
     )
 
 
@@ -255,7 +242,7 @@ class PurgeQueueInput(Model):
     """Delete every message waiting in one queue."""
 
     queue: QueueName
-    confirm: bool = Field(False, description="Required to delete; without it a dry run.")
+    confirm: bool = Field(False, description="Required; else a dry run.")
 
 
 class PurgeQueueResult(Model):
@@ -303,22 +290,19 @@ class ControlInput(Target):
     """One remote-control command and the arguments it needs."""
 
     command: ControlCommand = Field(
-        description="pool_restart | pool_grow, pool_shrink [n] | autoscale max, min | "
-        "add_consumer, cancel_consumer queue | rate_limit task_name, rate | "
-        "time_limit task_name [soft] [hard]."
+        description="Arguments: pool_grow/pool_shrink [n]; autoscale max min; add_consumer/"
+        "cancel_consumer queue; rate_limit task_name rate; time_limit task_name [soft] [hard]."
     )
-    n: int | None = Field(None, ge=1, le=256, description="pool_grow/pool_shrink: processes.")
-    max: int | None = Field(None, ge=0, le=10_000, description="autoscale: most processes.")
-    min: int | None = Field(None, ge=0, le=10_000, description="autoscale: fewest processes.")
-    queue: QueueName | None = Field(None, description="add_consumer/cancel_consumer: queue.")
-    task_name: TaskName | None = Field(None, description="rate_limit/time_limit: task.")
+    n: int | None = Field(None, ge=1, description="Processes (default 1).")
+    max: int | None = Field(None, ge=0)
+    min: int | None = Field(None, ge=0)
+    queue: QueueName | None = None
+    task_name: TaskName | None = None
     rate: str | None = Field(
-        None,
-        pattern=RATE_PATTERN,
-        description="rate_limit: '10/s', '100/m', '5/h' or tasks/s; '0' removes the limit.",
+        None, pattern=RATE_PATTERN, description="'10/s', '100/m', '5/h'; '0' removes it."
     )
-    soft: float | None = Field(None, gt=0, le=86_400, description="time_limit: soft, seconds.")
-    hard: float | None = Field(None, gt=0, le=86_400, description="time_limit: hard, seconds.")
+    soft: float | None = Field(None, gt=0, description="Seconds; unset removes it.")
+    hard: float | None = Field(None, gt=0, description="Seconds; unset removes it.")
     confirm: bool = Field(False, description="Required by pool_restart; else a dry run.")
 
     @model_validator(mode="after")
@@ -364,12 +348,10 @@ class ShutdownInput(Target):
     """Stop workers (warm shutdown: running tasks finish first)."""
 
     destination: list[Hostname] | None = Field(
-        None, max_length=500, description="Workers to stop; omit to stop EVERY worker."
+        None, max_length=500, description="Workers to stop; omit for ALL."
     )
-    confirm: bool = Field(False, description="Required to stop anything; without it a dry run.")
-    wait_s: float = Field(
-        10.0, ge=0, le=300, description="How long to wait until the workers have left."
-    )
+    confirm: bool = Field(False, description="Required; else a dry run.")
+    wait_s: float = Field(10.0, ge=0, le=300, description="Wait for them to leave, s.")
 
 
 class ShutdownResult(RollCall):

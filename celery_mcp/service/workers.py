@@ -106,8 +106,7 @@ def _follow_up(cluster: Cluster, roll: Replies, methods: list[str]) -> dict[str,
 
 @operation("workers", read_only=True, wait_field="timeout_s")
 def ping_workers(cluster: Cluster, request: PingInput) -> PingResult:
-    """Ping workers; returns who answered (with latency) and who is missing. Answers in
-    milliseconds when all are up; a silent worker costs at most timeout_s."""
+    """Ping workers: who answers (with latency) and who is missing."""
     roll = _inspect(cluster, request, "ping")
     workers = sorted(
         (WorkerPing(hostname=h, latency_ms=roll.latency_ms.get(h, 0.0)) for h in roll.by_worker),
@@ -167,8 +166,7 @@ def _task_counts(workers: Sequence[WorkerTasks], sections: list[str]) -> dict[st
 
 @operation("workers", read_only=True, wait_field="timeout_s")
 def get_active_tasks(cluster: Cluster, request: ActiveTasksInput) -> ActiveTasksResult:
-    """Tasks running on each worker, plus those prefetched (reserved) and waiting for an ETA
-    (scheduled); lists are capped, counts are exact."""
+    """Tasks running on each worker, plus reserved (prefetched) and scheduled (ETA) ones."""
     sections = ["active"]
     sections += ["reserved"] if request.include_reserved else []
     sections += ["scheduled"] if request.include_scheduled else []
@@ -186,7 +184,7 @@ def get_active_tasks(cluster: Cluster, request: ActiveTasksInput) -> ActiveTasks
 
 @operation("workers", read_only=True, wait_field="timeout_s")
 def get_registered_tasks(cluster: Cluster, request: RegisteredTasksInput) -> RegisteredTasksResult:
-    """Task names each worker can run, and their union; builtin celery.* tasks left out."""
+    """Task names each worker can run, and their union."""
     roll = _inspect(cluster, request, "registered")
     workers = [
         WorkerRegistered(hostname=h, tasks=sorted(t or [])) for h, t in roll.by_worker.items()
@@ -233,8 +231,8 @@ def _worker_info(
 
 @operation("workers", read_only=True, wait_field="timeout_s")
 def inspect_workers(cluster: Cluster, request: InspectWorkersInput) -> InspectWorkersResult:
-    """Everything about each worker in one call: pool, concurrency, processed totals, queues,
-    registered tasks, active/reserved/scheduled tasks; plus totals and missing workers."""
+    """Per worker: pool, concurrency, processed totals, queues, registered and
+    active/reserved/scheduled tasks; totals and missing workers."""
     start = time.perf_counter()
     roll = _inspect(cluster, request, "stats")
     methods = ["active", "reserved", "scheduled", "registered", "active_queues"]
@@ -331,8 +329,8 @@ def queue_depths(cluster: Cluster, names: list[str]) -> dict[str, QueueDepth]:
 
 @operation("workers", read_only=True, wait_field="timeout_s")
 def queue_lengths(cluster: Cluster, request: QueueLengthsInput) -> QueueLengthsResult:
-    """Messages waiting on the broker per queue (Redis incl. priority sub-queues, AMQP), with
-    the workers consuming each; default: every consumed queue plus the default queue."""
+    """Messages waiting per queue on the broker, with the workers consuming each
+    (default: consumed queues + the default queue)."""
     start = time.perf_counter()
     roll = discovery.request(cluster, "active_queues", timeout_s=request.timeout_s)
     consumers: dict[str, list[str]] = {}
@@ -452,9 +450,8 @@ def _arguments(req: ControlInput) -> dict[str, Any]:
 
 @operation("workers", read_only=False, destructive=True, wait_field="timeout_s")
 def control_workers(cluster: Cluster, request: ControlInput) -> ControlResult:
-    """Send a remote-control command (pool_restart, pool_grow/shrink, autoscale,
-    add/cancel_consumer, rate_limit, time_limit) to workers; per-worker ok/error replies.
-    pool_restart needs confirm=true (without it, a dry run naming the workers)."""
+    """Remote-control workers: pool_restart (needs confirm=true), pool_grow, pool_shrink,
+    autoscale, add_consumer, cancel_consumer, rate_limit, time_limit; per-worker ok/error."""
     command = request.command
     if command == ControlCommand.POOL_RESTART and not request.confirm:
         roll = _inspect(cluster, request, "ping")
@@ -502,8 +499,8 @@ def _check_purgeable(queue: str) -> None:
 
 @operation("workers", read_only=False, destructive=True)
 def purge_queue(cluster: Cluster, request: PurgeQueueInput) -> PurgeQueueResult:
-    """Delete every message waiting in one queue (tasks already prefetched by workers stay).
-    Needs confirm=true; without it reports how many messages it would delete."""
+    """Delete all waiting messages of a queue. Needs confirm=true; else says how many it
+    would delete."""
     queue = request.queue
     _check_purgeable(queue)
     before = queue_depths(cluster, [queue])[queue]
@@ -542,8 +539,8 @@ def _still_registered(cluster: Cluster, names: list[str]) -> list[str]:
 
 @operation("workers", read_only=False, destructive=True, wait_field="wait_s")
 def shutdown_workers(cluster: Cluster, request: ShutdownInput) -> ShutdownResult:
-    """Stop workers (warm: running tasks finish, then the process exits); omitting destination
-    stops EVERY worker. Needs confirm=true; without it lists the workers it would stop."""
+    """Stop workers (warm: running tasks finish first); no destination stops ALL. Needs
+    confirm=true; else lists who would stop."""
     roll = _inspect(cluster, request, "ping")
     targets = list(roll.by_worker)
     base = {"targets": targets, "missing": roll.missing, "timeout_s": roll.timeout_s}

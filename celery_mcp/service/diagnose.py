@@ -60,7 +60,13 @@ class Run:
         **arguments: Json,
     ) -> None:
         """Record a finding; `weight` orders findings of one severity (larger first)."""
-        known = next_tool in OPERATIONS
+        op = OPERATIONS.get(next_tool or "")
+        settings = self.cluster.settings
+        known = (  # only a tool this server exposes
+            op is not None
+            and op.toolset in settings.toolsets
+            and (op.read_only or not settings.read_only)
+        )
         self.findings.append(
             (
                 weight,

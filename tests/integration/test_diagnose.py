@@ -181,3 +181,21 @@ async def test_eviction_policy_that_loses_messages_is_reported(
         assert finding["evidence"]["maxmemory_policy"] == "allkeys-lru"
     finally:
         client.config_set("maxmemory-policy", "noeviction")
+
+
+async def test_schedules_without_a_running_beat_are_reported(
+    mcp: ClientSession, cluster: Cluster
+) -> None:
+    from celery_mcp.models.schedules import AddPeriodicTaskInput, RemovePeriodicTaskInput
+    from celery_mcp.service.schedules import add_periodic_task, remove_periodic_task
+
+    name = f"diag-{uuid.uuid4().hex[:8]}"
+    add_periodic_task(cluster, AddPeriodicTaskInput(name=name, task_name="demo.noop", every=3600))
+    try:
+        finding, _ = await until_found(
+            mcp, lambda f: f["check"] == "beat_not_running", timeout_s=20
+        )
+        assert "no beat is running" in finding["summary"]
+        assert finding["next_tool"] is None  # the schedules toolset is off by default
+    finally:
+        remove_periodic_task(cluster, RemovePeriodicTaskInput(name=name, confirm=True))

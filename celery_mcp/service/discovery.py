@@ -93,9 +93,16 @@ def _missing(name: str, reason: MissingReason, timeout_s: float) -> MissingWorke
 
 
 def _plan(
-    cluster: Cluster, found: Census | None, destination: list[str] | None, timeout_s: float
+    cluster: Cluster,
+    found: Census | None,
+    destination: list[str] | None,
+    timeout_s: float,
+    *,
+    alive: bool = False,
 ) -> tuple[list[str], int | None, list[MissingWorker]]:
     """(workers expected to answer, reply limit, workers known missing before asking)."""
+    if alive and destination:
+        return list(destination), len(destination), []
     if found is None:  # cannot count: expect the named workers, or every worker seen before
         expected = destination or sorted(cluster.cache.get(SEEN_KEY, (0.0, set()))[1])
         return list(expected), len(destination) if destination else None, []
@@ -120,17 +127,19 @@ def request(
     arguments: dict[str, Any] | None = None,
     destination: list[str] | None = None,
     timeout_s: float | None = None,
+    alive: bool = False,
     census_: Census | None = None,
 ) -> Replies:
     """Broadcast `command` to `destination` (default every worker) and collect the replies.
 
     Returns as soon as every worker that can answer has answered; waits `timeout_s` (default
-    the inspect timeout) only when one stays silent, and reports it in `missing`.
+    the inspect timeout) only when one stays silent, and reports it in `missing`. `alive=True`
+    says the named workers just answered: wait for each of them without a census.
     """
     timeout = timeout_s or cluster.settings.inspect_timeout_s
     start = time.perf_counter()
-    found = census_ or census(cluster)
-    expected, limit, missing = _plan(cluster, found, destination, timeout)
+    found = None if alive and destination else (census_ or census(cluster))
+    expected, limit, missing = _plan(cluster, found, destination, timeout, alive=alive)
     replies: dict[str, Any] = {}
     latency: dict[str, float] = {}
     if limit != 0:

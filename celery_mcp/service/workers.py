@@ -76,15 +76,20 @@ def _elapsed_ms(start: float) -> float:
 # -- Inspect: no side effects
 
 
-def _inspect(cluster: Cluster, target: Target, method: str, **arguments: Any) -> Replies:
-    """The funnel for inspect commands: `method` on the targeted workers."""
+def _request(cluster: Cluster, target: Target, command: str, **arguments: Any) -> Replies:
+    """The one funnel: `command` to the targeted workers, replies collected, the silent named."""
     return discovery.request(
         cluster,
-        method,
+        command,
         arguments=arguments,
         destination=target.destination,
         timeout_s=target.timeout_s,
     )
+
+
+def _roll_fields(roll: Replies, start: float) -> dict[str, Any]:
+    """The fields every result shares: missing workers, the timeout used, the call's time."""
+    return {"missing": roll.missing, "timeout_s": roll.timeout_s, "elapsed_ms": _elapsed_ms(start)}
 
 
 def _follow_up(cluster: Cluster, roll: Replies, methods: list[str]) -> dict[str, dict[str, Any]]:
@@ -96,7 +101,7 @@ def _follow_up(cluster: Cluster, roll: Replies, methods: list[str]) -> dict[str,
         replies[method] = {}
         if answering:
             more = discovery.request(
-                cluster, method, destination=answering, timeout_s=roll.timeout_s
+                cluster, method, destination=answering, timeout_s=roll.timeout_s, alive=True
             )
             replies[method] = more.by_worker
             roll.missing += more.missing
@@ -107,7 +112,8 @@ def _follow_up(cluster: Cluster, roll: Replies, methods: list[str]) -> dict[str,
 @operation("workers", read_only=True, wait_field="timeout_s")
 def ping_workers(cluster: Cluster, request: PingInput) -> PingResult:
     """Ping workers: who answers (with latency) and who is missing."""
-    roll = _inspect(cluster, request, "ping")
+    start = time.perf_counter()
+    roll = _request(cluster, request, "ping")
     workers = sorted(
         (WorkerPing(hostname=h, latency_ms=roll.latency_ms.get(h, 0.0)) for h in roll.by_worker),
         key=lambda w: w.latency_ms,
@@ -115,9 +121,7 @@ def ping_workers(cluster: Cluster, request: PingInput) -> PingResult:
     return PingResult(
         answered=len(workers),
         workers=workers,
-        missing=roll.missing,
-        timeout_s=roll.timeout_s,
-        elapsed_ms=roll.elapsed_ms,
+        **_roll_fields(roll, start),
     )
 
 
@@ -167,34 +171,32 @@ def _task_counts(workers: Sequence[WorkerTasks], sections: list[str]) -> dict[st
 @operation("workers", read_only=True, wait_field="timeout_s")
 def get_active_tasks(cluster: Cluster, request: ActiveTasksInput) -> ActiveTasksResult:
     """Tasks running on each worker, plus reserved (prefetched) and scheduled (ETA) ones."""
+    start = time.perf_counter()
     sections = ["active"]
     sections += ["reserved"] if request.include_reserved else []
     sections += ["scheduled"] if request.include_scheduled else []
-    roll = _inspect(cluster, request, "active")
+    roll = _request(cluster, request, "active")
     replies = {"active": roll.by_worker, **_follow_up(cluster, roll, sections[1:])}
     workers = [WorkerTasks(**_tasks_of(h, replies, request.max_tasks)) for h in roll.by_worker]
     return ActiveTasksResult(
         counts=TaskCounts(**_task_counts(workers, sections)),
         workers=workers,
-        missing=roll.missing,
-        timeout_s=roll.timeout_s,
-        elapsed_ms=roll.elapsed_ms,
+        **_roll_fields(roll, start),
     )
 
 
 @operation("workers", read_only=True, wait_field="timeout_s")
 def get_registered_tasks(cluster: Cluster, request: RegisteredTasksInput) -> RegisteredTasksResult:
     """Task names each worker can run, and their union."""
-    roll = _inspect(cluster, request, "registered")
+    start = time.perf_counter()
+    roll = _request(cluster, request, "registered")
     workers = [
         WorkerRegistered(hostname=h, tasks=sorted(t or [])) for h, t in roll.by_worker.items()
     ]
     return RegisteredTasksResult(
         tasks=sorted({t for w in workers for t in w.tasks}),
         workers=workers,
-        missing=roll.missing,
-        timeout_s=roll.timeout_s,
-        elapsed_ms=roll.elapsed_ms,
+        **_roll_fields(roll, start),
     )
 
 
@@ -234,7 +236,7 @@ def inspect_workers(cluster: Cluster, request: InspectWorkersInput) -> InspectWo
     """Per worker: pool, concurrency, processed totals, queues, registered and
     active/reserved/scheduled tasks; totals and missing workers."""
     start = time.perf_counter()
-    roll = _inspect(cluster, request, "stats")
+    roll = _request(cluster, request, "stats")
     methods = ["active", "reserved", "scheduled", "registered", "active_queues"]
     replies = _follow_up(cluster, roll, methods)
     workers = [
@@ -249,9 +251,7 @@ def inspect_workers(cluster: Cluster, request: InspectWorkersInput) -> InspectWo
             concurrency=sum(w.concurrency or 0 for w in workers),
         ),
         workers=workers,
-        missing=roll.missing,
-        timeout_s=roll.timeout_s,
-        elapsed_ms=_elapsed_ms(start),
+        **_roll_fields(roll, start),
     )
 
 
@@ -348,54 +348,41 @@ def queue_lengths(cluster: Cluster, request: QueueLengthsInput) -> QueueLengthsR
         total_messages=sum(d.messages or 0 for d in ordered),
         queues=ordered,
         note=QUEUE_NOTE,
-        missing=roll.missing,
-        timeout_s=roll.timeout_s,
-        elapsed_ms=_elapsed_ms(start),
+        **_roll_fields(roll, start),
     )
 
 
 # -- Control: side effects
 
 
-def _control(cluster: Cluster, target: Target, command: str, **arguments: Any) -> Replies:
-    """The funnel for control commands: `command` on the targeted workers, replies collected."""
-    return discovery.request(
-        cluster,
-        command,
-        arguments=arguments,
-        destination=target.destination,
-        timeout_s=target.timeout_s,
-    )
-
-
 def pool_restart(cluster: Cluster, target: Target) -> Replies:
     """Replace the pool processes: each exits after its current or next task (an idle one
     waits for a task) and a fresh one takes its place. Re-imports no module."""
-    return _control(cluster, target, "pool_restart", modules=None, reload=False)
+    return _request(cluster, target, "pool_restart", modules=None, reload=False)
 
 
 def pool_grow(cluster: Cluster, target: Target, n: int = 1) -> Replies:
-    return _control(cluster, target, "pool_grow", n=n)
+    return _request(cluster, target, "pool_grow", n=n)
 
 
 def pool_shrink(cluster: Cluster, target: Target, n: int = 1) -> Replies:
-    return _control(cluster, target, "pool_shrink", n=n)
+    return _request(cluster, target, "pool_shrink", n=n)
 
 
 def autoscale(cluster: Cluster, target: Target, max: int, min: int) -> Replies:
-    return _control(cluster, target, "autoscale", max=max, min=min)
+    return _request(cluster, target, "autoscale", max=max, min=min)
 
 
 def add_consumer(cluster: Cluster, target: Target, queue: str) -> Replies:
-    return _control(cluster, target, "add_consumer", queue=queue)
+    return _request(cluster, target, "add_consumer", queue=queue)
 
 
 def cancel_consumer(cluster: Cluster, target: Target, queue: str) -> Replies:
-    return _control(cluster, target, "cancel_consumer", queue=queue)
+    return _request(cluster, target, "cancel_consumer", queue=queue)
 
 
 def rate_limit(cluster: Cluster, target: Target, task_name: str, rate: str) -> Replies:
-    return _control(cluster, target, "rate_limit", task_name=task_name, rate_limit=rate)
+    return _request(cluster, target, "rate_limit", task_name=task_name, rate_limit=rate)
 
 
 def time_limit(
@@ -407,12 +394,12 @@ def time_limit(
     `time_limit` sets them and, in Celery 5.7, they apply after that worker's next pool_restart.
     """
     args = {"task_name": task_name, "soft": soft, "hard": hard}
-    roll = _control(cluster, target, TIME_LIMIT_COMMAND, **args)
+    roll = _request(cluster, target, TIME_LIMIT_COMMAND, **args)
     unknown = {"error": f"KeyError({TIME_LIMIT_COMMAND!r})"}
     plain = [h for h, body in roll.by_worker.items() if body == unknown]
     if plain:
         again = Target(destination=plain, timeout_s=target.timeout_s)
-        fallback = _control(cluster, again, "time_limit", **args)
+        fallback = _request(cluster, again, "time_limit", **args)
         for host, body in fallback.by_worker.items():
             if isinstance(body, dict) and "ok" in body:
                 body = {"ok": f"{body['ok']}; {PLAIN_WORKER_TIME_LIMIT}"}
@@ -452,18 +439,18 @@ def _arguments(req: ControlInput) -> dict[str, Any]:
 def control_workers(cluster: Cluster, request: ControlInput) -> ControlResult:
     """Remote-control workers: pool_restart (needs confirm=true), pool_grow, pool_shrink,
     autoscale, add_consumer, cancel_consumer, rate_limit, time_limit; per-worker ok/error."""
+    start = time.perf_counter()
     command = request.command
     if command == ControlCommand.POOL_RESTART and not request.confirm:
-        roll = _inspect(cluster, request, "ping")
+        roll = _request(cluster, request, "ping")
         names = ", ".join(roll.by_worker) or "no worker"
-        return _control_result(
-            request, roll, [], f"would restart the pools of {names}; call again with confirm=true"
-        )
+        message = f"would restart the pools of {names}; call again with confirm=true"
+        return _control_result(request, roll, [], message, start)
     roll = COMMANDS[command](cluster, request)
     replies = [_reply(h, body) for h, body in roll.by_worker.items()]
     failed = sum(not r.ok for r in replies)
     message = f"{command.value}: {len(replies) - failed} ok, {failed} error(s)"
-    return _control_result(request, roll, replies, message, executed=True)
+    return _control_result(request, roll, replies, message, start, executed=True)
 
 
 def _control_result(
@@ -471,6 +458,7 @@ def _control_result(
     roll: Replies,
     replies: list[WorkerReply],
     message: str,
+    start: float,
     *,
     executed: bool = False,
 ) -> ControlResult:
@@ -483,9 +471,7 @@ def _control_result(
         errors=sum(not r.ok for r in replies),
         replies=replies,
         message=message + missing,
-        missing=roll.missing,
-        timeout_s=roll.timeout_s,
-        elapsed_ms=roll.elapsed_ms,
+        **_roll_fields(roll, start),
     )
 
 
@@ -541,20 +527,19 @@ def _still_registered(cluster: Cluster, names: list[str]) -> list[str]:
 def shutdown_workers(cluster: Cluster, request: ShutdownInput) -> ShutdownResult:
     """Stop workers (warm: running tasks finish first); no destination stops ALL. Needs
     confirm=true; else lists who would stop."""
-    roll = _inspect(cluster, request, "ping")
+    start = time.perf_counter()
+    roll = _request(cluster, request, "ping")
     targets = list(roll.by_worker)
-    base = {"targets": targets, "missing": roll.missing, "timeout_s": roll.timeout_s}
     if not request.confirm or not targets:
         what = ", ".join(targets) or "no worker (none answered)"
         return ShutdownResult(
             executed=False,
+            targets=targets,
             stopped=[],
             stopping=[],
             message=f"would stop {what}; call again with confirm=true" if targets else what,
-            elapsed_ms=roll.elapsed_ms,
-            **base,
+            **_roll_fields(roll, start),
         )
-    start = time.perf_counter()
     discovery.cast(cluster, "shutdown", {}, targets)
     deadline = time.monotonic() + request.wait_s
     remaining = _still_registered(cluster, targets)
@@ -565,9 +550,9 @@ def shutdown_workers(cluster: Cluster, request: ShutdownInput) -> ShutdownResult
     tail = f"; {len(remaining)} still finishing running tasks" if remaining else ""
     return ShutdownResult(
         executed=True,
+        targets=targets,
         stopped=stopped,
         stopping=remaining,
         message=f"stopped {len(stopped)} of {len(targets)} worker(s){tail}",
-        elapsed_ms=roll.elapsed_ms + _elapsed_ms(start),
-        **base,
+        **_roll_fields(roll, start),
     )

@@ -258,3 +258,21 @@ def test_retention_stays_bounded_after_50k_events(cluster: Cluster) -> None:
     finally:
         for key in client.scan_iter(match=f"{prefix}*", count=5_000):
             client.delete(key)
+
+
+async def test_retry_task_resends_a_revoked_task(mcp: ClientSession, monitor: None) -> None:
+    sent = await call(
+        mcp,
+        "send_task",
+        task_name="demo.echo",
+        args=[1],
+        kwargs={"k": "v"},
+        countdown=1.5,
+        expires=0.5,
+    )
+    expired = await call(mcp, "get_result", task_id=sent["task_id"], timeout_s=10)
+    assert expired["status"] == "REVOKED"
+    retried = await call(mcp, "retry_task", task_id=sent["task_id"])
+    assert retried["original_state"] == "REVOKED"
+    rerun = await call(mcp, "get_result", task_id=retried["new_task_id"], timeout_s=10)
+    assert rerun["result"] == {"args": [1], "kwargs": {"k": "v"}}

@@ -79,6 +79,11 @@ def expected_workers(cluster: Cluster) -> int | None:
     return None if found is None else found.connected
 
 
+def _seen(cluster: Cluster) -> frozenset[str]:
+    """Hostnames that answered any broadcast of this process."""
+    return frozenset(cluster.cache.get(SEEN_KEY, (0.0, frozenset()))[1])
+
+
 def _missing(name: str, reason: MissingReason, timeout_s: float) -> MissingWorker:
     detail = {
         MissingReason.DISCONNECTED: "registered with the broker but not connected: the process "
@@ -104,7 +109,7 @@ def _plan(
     if alive and destination:
         return list(destination), len(destination), []
     if found is None:  # cannot count: expect the named workers, or every worker seen before
-        expected = destination or sorted(cluster.cache.get(SEEN_KEY, (0.0, set()))[1])
+        expected = destination or sorted(_seen(cluster))
         return list(expected), len(destination) if destination else None, []
     if destination is None:
         return sorted(found.registered), found.connected, []
@@ -144,8 +149,8 @@ def request(
     latency: dict[str, float] = {}
     if limit != 0:
         replies, latency = _broadcast(cluster, command, arguments, destination, timeout, limit)
-    seen = cluster.cache.setdefault(SEEN_KEY, (0.0, set()))[1]
-    seen.update(replies)
+    if replies.keys() - _seen(cluster):  # replaced whole: other threads may be reading it
+        cluster.cache[SEEN_KEY] = (time.monotonic(), _seen(cluster) | replies.keys())
     complete = found is not None and len(replies) >= (limit or 0)
     reason = MissingReason.DISCONNECTED if complete else MissingReason.NO_REPLY
     known = {m.hostname for m in missing}

@@ -10,7 +10,6 @@ worker listens on (Redis fanout is per database), so state-changing tools act on
 from __future__ import annotations
 
 import gc
-import json
 import re
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import Any
 import anyio.from_thread
 import pytest
 import redis
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
@@ -134,11 +133,6 @@ def tool_calls(ops: list[Operation]) -> Any:
     return st.one_of(*[for_op(op) for op in ops])
 
 
-def known_bug(op: Operation, arguments: dict[str, Any]) -> bool:
-    """Inputs of a crash already reported (see the xfail test below); skipped meanwhile."""
-    return op.toolset == "workflows" and '"validate_args": false' in json.dumps(arguments)
-
-
 def _short(arguments: dict[str, Any], waits: list[str]) -> dict[str, Any]:
     """Cap the waits a caller may ask for (defaults included), so no example idles."""
     for key in waits:
@@ -159,6 +153,7 @@ def fuzz_settings(embedded: EmbeddedServer, data_dir: Any) -> Iterator[Settings]
         toolsets="all",
         inspect_timeout_s=0.1,
     )
+    gc.collect()  # dead AsyncResults unsubscribe now, while the backend is still up
     for db in (BROKER_DB, BACKEND_DB):
         client = redis.Redis.from_url(embedded.url_for_db(db), socket_timeout=5)
         client.flushdb()
@@ -181,7 +176,6 @@ def test_random_inputs_in_process_give_results_or_typed_errors(fuzz_settings: Se
     def run(call: tuple[Operation, dict[str, Any]]) -> None:
         nonlocal slowest
         op, arguments = call
-        assume(not known_bug(op, arguments))
         try:
             request = op.input_model.model_validate(arguments)
         except ValidationError:
@@ -204,7 +198,6 @@ def test_random_inputs_in_process_give_results_or_typed_errors(fuzz_settings: Se
         assert took <= op.bound_s(fuzz_settings, request) + 1.0, (op.name, arguments, took)
 
     run()
-    gc.collect()  # AsyncResults unsubscribe while the backend is still up
     print(f"in-process: {tally}, slowest call {slowest:.2f}s")
     assert sum(tally.values()) >= IN_PROCESS_EXAMPLES
     assert tally["ok"] > 0 and tally["typed"] > 0 and tally["invalid"] > 0
@@ -235,7 +228,6 @@ def test_random_inputs_over_mcp_give_results_or_typed_errors(
         @given(tool_calls(ops))
         def run(call: tuple[Operation, dict[str, Any]]) -> None:
             op, arguments = call
-            assume(not known_bug(op, arguments))
             start = time.monotonic()
             result = portal.call(session.call_tool, op.name, arguments)
             if time.monotonic() - start > 0.5:
@@ -255,12 +247,6 @@ def test_random_inputs_over_mcp_give_results_or_typed_errors(
     assert tally["ok"] > 0 and tally["error"] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="workflows: with validate_args=false Celery's own arity check (Task.apply_async "
-    "typing) raises TypeError, which reaches the caller as internal_error",
-)
 @pytest.mark.parametrize(
     ("tool", "arguments"),
     [
@@ -277,6 +263,7 @@ def test_random_inputs_over_mcp_give_results_or_typed_errors(
 def test_unchecked_workflow_arity_is_a_typed_error(
     fuzz_settings: Settings, tool: str, arguments: dict[str, Any]
 ) -> None:
+    """Found by the fuzzer: Celery's own arity check used to escape as internal_error."""
     op = next(op for op in select(fuzz_settings) if op.name == tool)
     with pytest.raises(CeleryMcpError):
         op.func(Cluster(fuzz_settings), op.input_model.model_validate(arguments))

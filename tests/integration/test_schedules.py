@@ -457,6 +457,7 @@ async def test_beat_restart_neither_loses_nor_double_fires(
 async def test_two_beats_never_fire_a_run_twice(
     smcp: ClientSession, beats: Beats, cluster: Cluster
 ) -> None:
+    beats.stop_all()  # start from no beat
     first = beats.start().wait_role(cluster, "active")
     second = beats.start().wait_role(cluster, "standby")
     name, key = unique("two-beats"), unique("k")
@@ -488,20 +489,24 @@ async def test_two_beats_never_fire_a_run_twice(
 def test_two_schedulers_claim_one_due_run_once(cluster: Cluster, settings: Settings) -> None:
     """The per-run compare-and-set: two beats that both loaded a due entry send it once."""
     app = make_app(settings, worker=True)
+    app.conf.redbeat_key_prefix = "claim-test:"  # a store no running beat reads
     configure(app, settings, 1.0)
     first, second = Scheduler(app=app, lazy=True), Scheduler(app=app, lazy=True)
+    own = Cluster(settings, app=make_app(settings))
+    own.app.conf.redbeat_key_prefix = "claim-test:"
     name = unique("cas")
-    add_periodic_task(cluster, AddPeriodicTaskInput(name=name, task_name="demo.noop", every=1))
-    key = get_store(cluster).key(name)
+    add_periodic_task(own, AddPeriodicTaskInput(name=name, task_name="demo.noop", every=1))
+    key = get_store(own).key(name)
+    assert key.startswith("claim-test:")
     try:
         time.sleep(1.1)  # now due
         loaded = [RedBeatSchedulerEntry.from_key(key, app=app) for _ in range(2)]
         claims = [first.claim(loaded[0], fire=True), second.claim(loaded[1], fire=True)]
         assert claims[0] is not None and claims[1] is None
-        got = get_periodic_task(cluster, EntryNameInput(name=name))
+        got = get_periodic_task(own, EntryNameInput(name=name))
         assert got.total_run_count == 1 and got.last_task_id == claims[0][1]
     finally:
-        disable_periodic_task(cluster, EntryNameInput(name=name))
+        disable_periodic_task(own, EntryNameInput(name=name))
         first.close()
         second.close()
 
@@ -525,6 +530,7 @@ async def test_stock_redbeat_scheduler_runs_the_same_entries(
     quiet = unique("stock-yearly")
     await call(smcp, "add_periodic_task", name=name, task_name="demo.flaky", args=[key, 0], every=1)
     await call(smcp, "add_periodic_task", name=quiet, task_name="demo.noop", crontab="0 0 1 1 *")
+    beats.stop_all()  # only the stock beat runs
     stock = beats.start(["-c", STOCK_BEAT])
     try:
         got = await wait_runs(smcp, name, 3, timeout_s=30)

@@ -135,7 +135,7 @@ async def test_ping_and_inspect_describe_both_workers_fast(
 async def test_get_active_tasks_shows_running_and_scheduled(
     mcp: ClientSession, pair: list[Worker], cluster: Cluster
 ) -> None:
-    running = send(cluster, "demo.sleep", 2, queue="qb")
+    running = send(cluster, "demo.sleep", 4, queue="qb")
     later = send(cluster, "demo.noop", queue="qb", countdown=60)
     try:
         out = await until(
@@ -144,7 +144,7 @@ async def test_get_active_tasks_shows_running_and_scheduled(
         )
         (w,) = out["workers"]
         (active,) = [t for t in w["active"] if t["id"] == running.id]
-        assert active["name"] == "demo.sleep" and active["args"] == [2]
+        assert active["name"] == "demo.sleep" and active["args"] == [4]
         assert active["worker_pid"] in (await info(mcp, WB))["pool_processes"]
         assert datetime.fromisoformat(active["started_at"]).tzinfo is not None
         (scheduled,) = [t for t in w["scheduled"] if t["id"] == later.id]
@@ -241,12 +241,17 @@ async def test_pool_restart_needs_confirm_then_replaces_processes(
     assert set((await info(mcp, WB))["pool_processes"]) == before
     out = await control(mcp, WB, "pool_restart", confirm=True)
     assert out["ok"] == 1
-    # each process is replaced after its next task (Celery wakes one with a no-op task)
-    results = [send(cluster, "demo.sleep", 0.5, queue="qb") for _ in range(2)]
-    for r in results:
-        r.get(timeout=20)
-    await wait_for(
-        mcp, WB, lambda w: len(w["pool_processes"]) == 2 and not before & set(w["pool_processes"])
+    # each process is replaced after its next task (Celery wakes one with a no-op task):
+    # keep both busy until every pid is new
+
+    async def busy_then_inspect() -> dict[str, Any]:
+        for _ in range(2):
+            send(cluster, "demo.sleep", 0.3, queue="qb")
+        return await info(mcp, WB)
+
+    await until(
+        busy_then_inspect,
+        lambda w: len(w["pool_processes"]) == 2 and not before & set(w["pool_processes"]),
     )
 
 

@@ -130,6 +130,17 @@ def beats(env: dict[str, str], embedded: EmbeddedServer, data_dir: Path) -> Iter
         group.stop_all()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def remove_new_entries(cluster: Cluster) -> Iterator[None]:
+    """Leave the session's store as this module found it."""
+    store = get_store(cluster)
+    before = set(store.client.zrange(store.schedule_key, 0, -1))
+    yield
+    for key in set(store.client.zrange(store.schedule_key, 0, -1)) - before:
+        store.client.zrem(store.schedule_key, key)
+        store.client.delete(key)
+
+
 @pytest.fixture(scope="module")
 def beat(beats: Beats, cluster: Cluster) -> Beat:
     """One beat for the module, active."""

@@ -14,6 +14,7 @@ from celery import Celery
 
 from celery_mcp.config import Settings
 from celery_mcp.errors import InvalidArgument
+from celery_mcp.security import json_only
 
 DEMO_MODULE = "celery_mcp.demo_tasks"
 
@@ -123,6 +124,7 @@ def make_app(settings: Settings, *, worker: bool = False) -> Celery:
         app.conf.update(bounded_config(settings))
         app.conf.accept_content = ["json"]
         app.conf.result_accept_content = ["json"]
+        json_only(app)  # also a control mailbox or backend the user's app made at import
     if settings.visibility_timeout_s is not None:
         app.conf.broker_transport_options = redelivery_options(
             app.conf.broker_transport_options, settings.visibility_timeout_s

@@ -11,6 +11,8 @@ calls `check_task_allowed`), so the policy can be read and tested on its own.
 - DNS rebinding: the Host and Origin headers are checked against allow-lists built here (the
   SDK checks nothing on a non-loopback bind unless it is given them).
 - Bearer token: checked on every HTTP request, in constant time, before the MCP app sees it.
+- JSON only: every path by which this process decodes Celery data (results, control replies,
+  events) accepts JSON and nothing else, even when a user's app is configured for pickle.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from celery_mcp.config import Settings
 from celery_mcp.errors import Forbidden
 
 __all__ = [
+    "JSON_ONLY",
     "LOOPBACK_NAMES",
     "MIN_TOKEN_CHARS",
     "BearerTokenMiddleware",
@@ -35,6 +38,7 @@ __all__ = [
     "check_bind",
     "check_task_allowed",
     "is_loopback",
+    "json_only",
     "task_allowed",
 ]
 
@@ -42,6 +46,25 @@ __all__ = [
 LOOPBACK_NAMES: tuple[str, ...] = ("127.0.0.1", "localhost", "[::1]")
 #: Shortest bearer token accepted when binding a non-loopback address.
 MIN_TOKEN_CHARS = 16
+
+
+#: The only content type this process decodes.
+JSON_ONLY = ["json"]
+
+
+def json_only(app: Any) -> None:
+    """Make `app` (this process's client-side Celery app) decode JSON only, on every path.
+
+    The conf covers backends and mailboxes created from now on; the control mailbox and this
+    thread's result backend may already exist (a user's module can touch `app.control` or
+    `app.backend` at import), so their accept lists are reset too. Events are read with
+    `event_serializer` + json, so it becomes json.
+    """
+    app.conf.accept_content = JSON_ONLY
+    app.conf.result_accept_content = JSON_ONLY
+    app.conf.event_serializer = "json"
+    app.control.mailbox.accept = JSON_ONLY
+    app.backend.accept = {"application/json"}  # a backend's accept holds content types
 
 
 def task_allowed(settings: Settings, name: str) -> bool:

@@ -288,27 +288,53 @@ async def test_pickled_result_is_never_deserialized(
     assert not marker.exists()
 
 
-def test_client_side_app_accepts_json_only(hardened_env: dict[str, str]) -> None:
-    """A pickle message offered to this server's app is refused before it is decoded."""
+PICKLE_APP = """
+from celery import Celery
+
+app = Celery("pickle_app")
+app.conf.update(
+    accept_content=["pickle", "json"],
+    result_accept_content=["pickle", "json"],
+    task_serializer="pickle",
+    result_serializer="pickle",
+    event_serializer="pickle",
+)
+_ = app.control, app.backend  # made at import, with pickle allowed
+"""
+
+
+@pytest.mark.parametrize("user_app", [False, True], ids=["own-app", "pickle-configured-app"])
+def test_client_side_app_decodes_json_only(
+    hardened_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_app: bool
+) -> None:
+    """Results, control replies and events: a pickle payload is refused before decoding, even
+    when the user's app allows pickle and made its mailbox and backend at import."""
     from kombu.exceptions import ContentDisallowed
     from kombu.serialization import loads
 
     from celery_mcp.service.cluster import Cluster
 
+    app_path = None
+    if user_app:
+        module = f"pickle_app_{tmp_path.name.replace('-', '_')}"
+        (tmp_path / f"{module}.py").write_text(PICKLE_APP)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        app_path = f"{module}:app"
     settings = Settings(
         broker_url=hardened_env["CELERY_MCP_BROKER_URL"],
         result_backend=hardened_env["CELERY_MCP_RESULT_BACKEND"],
+        app=app_path,
     )
     app = Cluster(settings).app
     assert list(app.conf.accept_content) == ["json"]
     assert list(app.conf.result_accept_content) == ["json"]
-    with pytest.raises(ContentDisallowed):
-        loads(
-            pickle.dumps({"x": 1}),
-            "application/x-python-serialize",
-            "binary",
-            accept=app.conf.accept_content,
-        )
+    assert list(app.control.mailbox.accept) == ["json"]
+    assert set(app.backend.accept) == {"application/json"}
+    with app.connection_for_read() as conn:
+        assert set(app.events.Receiver(conn, handlers={}).accept) == {"json"}
+    for accept in (app.conf.accept_content, app.control.mailbox.accept, app.backend.accept):
+        with pytest.raises(ContentDisallowed):
+            loads(pickle.dumps({"x": 1}), "application/x-python-serialize", "binary", accept=accept)
 
 
 # --- read-only mode -------------------------------------------------------------------------

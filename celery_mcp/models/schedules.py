@@ -83,33 +83,37 @@ class EntryOptions(Model):
     )
 
 
-class AddPeriodicTaskInput(ScheduleFields, EntryOptions):
-    """Add one periodic task."""
+class EntryNameInput(Model):
+    """One periodic task by name."""
+
+    name: EntryName
+
+
+class NewEntry(Model):
+    """What a new entry runs."""
 
     name: EntryName
     task_name: TaskName
     args: list[Json] = Field(default_factory=list, description="Positional arguments (JSON).")
     kwargs: dict[str, Json] = Field(default_factory=dict, description="Keyword arguments (JSON).")
+
+
+class AddPeriodicTaskInput(EntryOptions, ScheduleFields, NewEntry):
+    """Add one periodic task."""
+
     enabled: bool = Field(True, description="False stores it without running it.")
     validate_args: bool = Field(
         True, description="Check args/kwargs against the task's signature first."
     )
 
 
-class UpdatePeriodicTaskInput(ScheduleFields, EntryOptions):
+class UpdatePeriodicTaskInput(EntryOptions, ScheduleFields, EntryNameInput):
     """Change an entry; fields left out stay as they are."""
 
-    name: EntryName
     task_name: TaskName | None = Field(None, description="New task name.")
     args: list[Json] | None = Field(None, description="New positional arguments.")
     kwargs: dict[str, Json] | None = Field(None, description="New keyword arguments.")
     validate_args: bool = Field(True, description="Check args/kwargs against the task's signature.")
-
-
-class EntryNameInput(Model):
-    """One periodic task by name."""
-
-    name: EntryName
 
 
 class RemovePeriodicTaskInput(Model):

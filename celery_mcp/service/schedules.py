@@ -632,15 +632,20 @@ def get_periodic_task(cluster: Cluster, request: EntryNameInput) -> PeriodicTask
 @operation("schedules", read_only=False, idempotent=True)
 def update_periodic_task(cluster: Cluster, request: UpdatePeriodicTaskInput) -> PeriodicTask:
     """Change a periodic task's task, args, kwargs, schedule or options; fields left out stay.
-    A new schedule starts counting from now. Returns the updated entry."""
+    A new schedule starts counting from now (and revives a finished one-off). Returns the
+    updated entry."""
     entry = load_entry(cluster, request.name)
     now = _now()
     definition = entry.definition
     changed = []
     if any(getattr(request, k) is not None for k in ("every", "crontab", "run_at")):
+        finished = entry.nominal_next() is None
         definition["schedule"] = build_schedule(request, cluster.app, now)
         entry.last_run_at = now  # re-anchor: the new schedule counts from now
         changed.append("schedule")
+        if finished and not entry.enabled:  # beat disabled it after its last run
+            definition["enabled"] = True
+            changed.append("enabled")
     for field, key in (("task_name", "task"), ("args", "args"), ("kwargs", "kwargs")):
         value = getattr(request, field)
         if value is not None:

@@ -394,6 +394,11 @@ async def test_one_off_runs_once_then_finishes(
     assert (await entry(smcp, name))["total_run_count"] == 1
     text = await call_error(smcp, "enable_periodic_task", name=name)
     assert "already ran" in text
+    again = datetime.now(UTC) + timedelta(seconds=2)
+    revived = await call(smcp, "update_periodic_task", name=name, run_at=again.isoformat())
+    assert revived["state"] == "scheduled" and revived["enabled"] is True
+    await wait_runs(smcp, name, 2, timeout_s=15)
+    wait_until(lambda: executions(cluster, key) == 2, 10, what="a second execution")
 
 
 async def test_run_now_sends_once_without_touching_the_schedule(smcp: ClientSession) -> None:

@@ -219,14 +219,26 @@ def broadcast_inspect(
     ).by_worker
 
 
+def registered_names(replies: dict[str, Any]) -> dict[str, list[str]]:
+    """hostname -> sorted task names, from `registered` replies.
+
+    A worker lists a task whose rate limit is set (by the task or by `rate_limit`) as
+    'name [rate_limit=10/s]': the suffix is dropped.
+    """
+    return {
+        host: sorted({str(item).split(" [", 1)[0] for item in (names or [])})
+        for host, names in replies.items()
+    }
+
+
 def worker_task_names(cluster: Cluster, *, max_age_s: float = WORKER_TASKS_TTL_S) -> set[str]:
     """Task names registered on live workers (cached for `max_age_s`)."""
     now = time.monotonic()
     cached = cluster.cache.get("worker_tasks")
     if cached and now - cached[0] < max_age_s:
         return set(cached[1])
-    replies = broadcast_inspect(cluster, "registered")
-    names = {name for tasks in replies.values() for name in (tasks or [])}
+    replies = registered_names(broadcast_inspect(cluster, "registered"))
+    names = {name for tasks in replies.values() for name in tasks}
     cluster.cache["worker_tasks"] = (now, names)
     return names
 

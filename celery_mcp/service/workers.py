@@ -191,7 +191,8 @@ def get_registered_tasks(cluster: Cluster, request: RegisteredTasksInput) -> Reg
     start = time.perf_counter()
     roll = _request(cluster, request, "registered")
     workers = [
-        WorkerRegistered(hostname=h, tasks=sorted(t or [])) for h, t in roll.by_worker.items()
+        WorkerRegistered(hostname=h, tasks=names)
+        for h, names in discovery.registered_names(roll.by_worker).items()
     ]
     return RegisteredTasksResult(
         tasks=sorted({t for w in workers for t in w.tasks}),
@@ -227,7 +228,7 @@ def _worker_info(
         processed=sum(totals.values()),
         processed_by_task=totals,
         queues=sorted(q["name"] for q in replies["active_queues"].get(hostname) or []),
-        registered=sorted(replies["registered"].get(hostname) or []),
+        registered=replies["registered"].get(hostname) or [],
     )
 
 
@@ -239,6 +240,7 @@ def inspect_workers(cluster: Cluster, request: InspectWorkersInput) -> InspectWo
     roll = _request(cluster, request, "stats")
     methods = ["active", "reserved", "scheduled", "registered", "active_queues"]
     replies = _follow_up(cluster, roll, methods)
+    replies["registered"] = discovery.registered_names(replies["registered"])
     workers = [
         _worker_info(h, stats or {}, replies, request.max_tasks)
         for h, stats in roll.by_worker.items()

@@ -208,6 +208,11 @@ async def test_rate_limit_really_spaces_task_starts(
         done = sorted(AsyncResult(r.id, app=cluster.app).date_done for r in results)
         # 2/s with a bucket of 1: starts at least 0.5 s apart, so 4 gaps take >= 2 s.
         assert (done[-1] - done[0]).total_seconds() >= 1.6, done
+        # workers list a rate-limited task as 'demo.noop [rate_limit=2/s]': names stay clean
+        registered = await call(mcp, "get_registered_tasks", destination=[WA])
+        assert "demo.noop" in registered["tasks"] and not [
+            t for t in registered["tasks"] if "[" in t
+        ]
     finally:
         await control(mcp, WA, "rate_limit", task_name="demo.noop", rate="0")
 

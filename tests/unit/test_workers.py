@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from celery_mcp.models.common import Truncation
 from celery_mcp.models.workers import COMMAND_ARGUMENTS, ControlCommand, ControlInput
-from celery_mcp.service.discovery import Census
+from celery_mcp.service.discovery import Census, registered_names
 from celery_mcp.service.workers import COMMANDS, _pool_name, _reply, _task
 
 VALID: dict[ControlCommand, dict[str, Any]] = {
@@ -118,3 +118,8 @@ def test_task_entries_parse_active_and_scheduled_shapes() -> None:
 def test_census_is_stale_when_fewer_connected_than_registered() -> None:
     assert Census(registered=frozenset({"a", "b"}), connected=1).stale
     assert not Census(registered=frozenset({"a"}), connected=1).stale
+
+
+def test_registered_names_drop_the_rate_limit_suffix() -> None:
+    replies = {"w@h": ["demo.add", "demo.noop [rate_limit=2/s]"], "v@h": None}
+    assert registered_names(replies) == {"w@h": ["demo.add", "demo.noop"], "v@h": []}

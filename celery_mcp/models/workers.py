@@ -23,7 +23,10 @@ class Target(Model):
     """Which workers to address and how long to wait for their replies."""
 
     destination: list[Hostname] | None = Field(
-        None, max_length=500, description="Worker hostnames ('w1@host'); omit for all."
+        None,
+        min_length=1,
+        max_length=500,
+        description="Worker hostnames ('w1@host'); omit for all.",
     )
     timeout_s: float | None = Field(
         None,
@@ -204,7 +207,10 @@ class QueueLengthsInput(Model):
     """Broker-side depth of queues."""
 
     queues: list[QueueName] | None = Field(
-        None, max_length=500, description="Default: every consumed queue + the default queue."
+        None,
+        min_length=1,
+        max_length=500,
+        description="Default: every consumed queue + the default queue.",
     )
     timeout_s: float | None = Field(
         None, gt=0, le=MAX_TIMEOUT_S, description="Wait for workers' queue lists, s (default 1)."
@@ -348,7 +354,7 @@ class ShutdownInput(Target):
     """Stop workers (warm shutdown: running tasks finish first)."""
 
     destination: list[Hostname] | None = Field(
-        None, max_length=500, description="Workers to stop; omit for ALL."
+        None, min_length=1, max_length=500, description="Workers to stop; omit for ALL."
     )
     confirm: bool = Field(False, description="Required; else a dry run.")
     wait_s: float = Field(10.0, ge=0, le=300, description="Wait for them to leave, s.")

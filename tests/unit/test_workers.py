@@ -123,3 +123,8 @@ def test_census_is_stale_when_fewer_connected_than_registered() -> None:
 def test_registered_names_drop_the_rate_limit_suffix() -> None:
     replies = {"w@h": ["demo.add", "demo.noop [rate_limit=2/s]"], "v@h": None}
     assert registered_names(replies) == {"w@h": ["demo.add", "demo.noop"], "v@h": []}
+
+
+def test_an_empty_destination_is_refused_not_read_as_everyone() -> None:
+    with pytest.raises(ValidationError):
+        ControlInput(command="pool_grow", destination=[])

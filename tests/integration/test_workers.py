@@ -34,22 +34,14 @@ from tests.support import (
     started_workers,
     wait_until,
 )
+from tests.toolset_contract import TOOLSET_TOOLS
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 HOST = socket.gethostname()
 WA, WB = f"wa@{HOST}", f"wb@{HOST}"
 QUICK = ["--without-mingle", "--without-gossip"]
-TOOLS = {
-    "inspect_workers",
-    "ping_workers",
-    "get_active_tasks",
-    "get_registered_tasks",
-    "queue_lengths",
-    "purge_queue",
-    "control_workers",
-    "shutdown_workers",
-}
+TOOLS = TOOLSET_TOOLS["workers"]
 
 
 @pytest.fixture(scope="module")

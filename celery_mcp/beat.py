@@ -127,7 +127,7 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         self.prune_heartbeats()
 
     def tick(self, min: Any = min, **kwargs: Any) -> float:
-        from redis.exceptions import ConnectionError, TimeoutError
+        from redis.exceptions import RedisError
 
         try:
             active = self.hold_lock()
@@ -144,8 +144,8 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
                 if next_s:
                     remaining.append(next_s)
             return float(min([*remaining, self.max_interval]))
-        except (ConnectionError, TimeoutError) as exc:
-            logger.warning("beat: schedule store unreachable (%s); retrying", exc)
+        except RedisError as exc:
+            logger.warning("beat: schedule store error (%s); retrying", exc)
             return float(self.max_interval)
 
     def maybe_due(self, entry: RedBeatSchedulerEntry, **kwargs: Any) -> Any:
@@ -222,7 +222,6 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
                 if fire and following is None and isinstance(sched, rrule):
                     definition["enabled"] = False  # a one-off that ran: keep it, disabled
                     fields["definition"] = encode(definition)
-                    following = None
                 pipe.multi()
                 pipe.hset(key, mapping=fields)
                 score = to_score(following) if definition.get("enabled", True) else -1

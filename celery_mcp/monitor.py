@@ -37,6 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from celery.states import precedence
@@ -95,6 +96,7 @@ TAIL_FIELDS = ("traceback",)  # capped from the end: tracebacks end with the err
 LOCK_TTL_S = 10.0
 TRIM_CHUNK = 2_000
 WORKER_FORGET_S = 86_400.0
+BACKFILL_BUDGET_S = 60.0
 
 
 def cap_value(value: Any, limit: int, *, tail: bool = False) -> Any:
@@ -161,6 +163,41 @@ def apply_backend_meta(rec: dict[str, Any], meta: dict[str, Any], cap: int) -> N
         rec["name"] = meta["name"]
 
 
+FINISH_KIND = {"SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "revoked"}
+
+
+def record_from_meta(rec: dict[str, Any], meta: dict[str, Any], cap: int) -> dict[str, Any] | None:
+    """`rec` completed from a finished task's backend meta, or None when there is nothing new.
+
+    Used to backfill tasks that finished while no monitor recorded (their result is kept for
+    result_expires): the history then has their end state, args and error, but no timeline.
+    """
+    state = str(meta.get("status"))
+    if state not in FINISH_KIND or rec.get("state") in READY:
+        return None
+    try:
+        done = datetime.fromisoformat(str(meta["date_done"]))
+    except (KeyError, ValueError):
+        return None
+    ts = (done if done.tzinfo else done.replace(tzinfo=UTC)).timestamp()
+    out = dict(rec)
+    out.update(state=state, backfilled=True)
+    out[FINISH_KIND[state]] = ts
+    out["first"] = min(float(out.get("first", ts)), ts)
+    apply_backend_meta(out, meta, cap)
+    for key, src in (("retries", "retries"), ("parent", "parent_id")):
+        if meta.get(src) is not None:
+            out[key] = meta[src]
+    result = meta.get("result")
+    if state == "SUCCESS":
+        out["result"] = cap_value(result, cap)
+    elif isinstance(result, dict) and "exc_type" in result:
+        out["exception"] = cap_value(f"{result['exc_type']}: {result.get('exc_message')}", cap)
+    if meta.get("traceback"):
+        out["traceback"] = cap_value(meta["traceback"], cap, tail=True)
+    return out
+
+
 def worker_entry(event: dict[str, Any]) -> dict[str, Any]:
     """The stored state of a worker after one worker-* event."""
     kind = event["type"][len("worker-") :]
@@ -172,6 +209,15 @@ def worker_entry(event: dict[str, Any]) -> dict[str, Any]:
         "active": event.get("active"),
         "processed": event.get("processed"),
     }
+
+
+def _iso_ts(text: str) -> float:
+    """Unix time of an ISO 8601 string (UTC when it has no offset); -inf when unreadable."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return -math.inf
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def _bound(score: float) -> str:
@@ -285,6 +331,20 @@ class HistoryStore:
             rel = self.key("r", rec["parent"])
             pipe.hset(rel, f"child:{tid}", first)
             pipe.expire(rel, int(self.max_age_s) + 60)
+
+    def backfill(self, metas: dict[str, dict[str, Any]]) -> int:
+        """Record finished tasks from backend metas unless the history already has their end."""
+        ids = list(metas)
+        pipe = self.r.pipeline(transaction=False)
+        added = 0
+        for tid, old in zip(ids, self.get_many(ids), strict=True):
+            base = old or {"id": tid}
+            rec = record_from_meta(base, metas[tid], self.cap)
+            if rec is not None:
+                self._write(pipe, old or {}, rec)
+                added += 1
+        pipe.execute()
+        return added
 
     def link_retry(self, original: str, new: str) -> None:
         """Record that `new` re-runs `original` (both directions)."""
@@ -546,6 +606,7 @@ class Monitor:
         self.lost.clear()
         flusher = threading.Thread(target=self._flush_loop, name="history-flush", daemon=True)
         flusher.start()
+        threading.Thread(target=self._backfill, name="history-backfill", daemon=True).start()
         try:
             self.store.r.hset(
                 self.store.key("meta"),
@@ -567,6 +628,35 @@ class Monitor:
                     self.lock.release()
             except Exception:
                 log.debug("lock release failed", exc_info=True)
+
+    def _backfill(self) -> None:
+        """Add tasks that finished while no monitor recorded, from the result backend."""
+        backend = self.app.backend
+        client = getattr(backend, "client", None)
+        if client is None or not hasattr(backend, "task_keyprefix"):
+            return
+        try:
+            last = self.store.r.hget(self.store.key("meta"), "last_event")
+            since = float(last) - 60 if last else time.time() - self.store.max_age_s
+            prefix = bytes(backend.task_keyprefix)
+            deadline = time.monotonic() + BACKFILL_BUDGET_S
+            cursor, added = 0, 0
+            while not (self.lost.is_set() or self.stopping.is_set()):
+                cursor, keys = client.scan(cursor, match=prefix + b"*", count=1_000)
+                metas = {}
+                for key, raw in zip(keys, client.mget(keys) if keys else [], strict=True):
+                    meta = dict(backend.decode(raw)) if raw else {}
+                    done = str(meta.get("date_done") or "")
+                    if done and _iso_ts(done) >= since:
+                        metas[key[len(prefix) :].decode()] = meta
+                if metas:
+                    added += self.store.backfill(metas)
+                if not cursor or time.monotonic() > deadline:
+                    break
+            if added:
+                log.info("backfilled %d task(s) from the result backend", added)
+        except Exception:
+            log.warning("backfill from the result backend failed", exc_info=True)
 
     def _flush(self) -> None:
         while self.pending:

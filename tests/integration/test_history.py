@@ -41,14 +41,16 @@ def monitor(env: dict[str, str], embedded: EmbeddedServer, data_dir: Path) -> It
 async def wait_for_task(
     session: ClientSession, task_id: str, state: str, timeout_s: float = 15
 ) -> dict[str, Any]:
-    """Poll get_task until the history (or backend) shows `state`."""
+    """Poll until the recorded history has `state` for the task; return get_task's answer."""
     deadline = time.monotonic() + timeout_s
     while True:
-        result = await session.call_tool("get_task", {"task_id": task_id})
-        detail = result.structured_content or {}
-        if not result.is_error and detail.get("state") == state and "history" in detail["sources"]:
-            return dict(detail)
-        assert time.monotonic() < deadline, f"{task_id} never reached {state}: {detail}"
+        found = await session.call_tool(
+            "list_tasks", {"state": [state], "within_s": 600, "limit": 200}
+        )
+        rows = (found.structured_content or {}).get("tasks", [])
+        if any(t["task_id"] == task_id for t in rows):
+            return await call(session, "get_task", task_id=task_id)
+        assert time.monotonic() < deadline, f"{task_id} never reached {state} in the history"
         await anyio.sleep(0.2)
 
 
@@ -63,6 +65,25 @@ async def test_serve_with_worker_also_runs_the_monitor(
             assert time.monotonic() - start < 30, (data_dir / "monitor.log").read_text()
             await anyio.sleep(0.2)
     wait_until(lambda: not store.status()["recording"], 15, 0.2, "monitor stopped with serve")
+
+
+def test_tasks_finished_while_no_monitor_ran_are_backfilled_from_the_backend(
+    env: dict[str, str], worker: Worker, cluster: Cluster, data_dir: Path
+) -> None:
+    store = history_store(cluster)
+    assert not store.status()["recording"], "another monitor is running"
+    ok = cluster.app.send_task("demo.add", args=[2, 2])
+    bad = cluster.app.send_task("demo.fail", kwargs={"message": "while nobody watched"})
+    assert ok.get(timeout=15) == 4
+    bad.get(timeout=15, propagate=False)
+    assert store.get(ok.id) is None
+    with started_monitor(env, data_dir):
+        wait_until(lambda: store.get(bad.id), 15, 0.2, "backfill")
+    rec = store.get(ok.id)
+    assert rec and rec["state"] == "SUCCESS" and rec["args"] == [2, 2] and rec["exact"]
+    failed = store.get(bad.id) or {}
+    assert failed["state"] == "FAILURE" and "nobody watched" in failed["exception"]
+    assert failed["worker"].startswith("w1@") and failed["queue"] == "celery"
 
 
 def test_a_standby_monitor_takes_over_when_the_recorder_is_killed(

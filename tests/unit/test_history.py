@@ -9,7 +9,13 @@ import pytest
 from celery_mcp.errors import InvalidArgument
 from celery_mcp.models.diagnose import DiagnoseInput, Finding
 from celery_mcp.models.history import ListTasksInput
-from celery_mcp.monitor import apply_backend_meta, apply_event, cap_value, worker_entry
+from celery_mcp.monitor import (
+    apply_backend_meta,
+    apply_event,
+    cap_value,
+    record_from_meta,
+    worker_entry,
+)
 from celery_mcp.service.diagnose import exception_type, p95, rank, stuck_threshold
 from celery_mcp.service.history import (
     decode_cursor,
@@ -127,3 +133,24 @@ def test_findings_rank_by_severity_then_weight() -> None:
         ]
     )
     assert [f.check for f in ordered] == ["d", "c", "b", "a"]
+
+
+def test_backfill_builds_a_record_from_a_finished_backend_meta() -> None:
+    meta = {
+        "status": "FAILURE",
+        "date_done": "2026-01-01T00:00:10+00:00",
+        "result": {"exc_type": "ValueError", "exc_message": ["bad"]},
+        "traceback": "Traceback...\nValueError: bad",
+        "name": "demo.fail",
+        "args": [1],
+        "kwargs": {},
+        "queue": "celery",
+        "worker": "w1@h",
+        "retries": 0,
+    }
+    rec = record_from_meta({"id": "t1"}, meta, 100)
+    assert rec is not None and rec["state"] == "FAILURE" and rec["exact"] is True
+    assert rec["failed"] == rec["first"] == datetime(2026, 1, 1, 0, 0, 10, tzinfo=UTC).timestamp()
+    assert rec["exception"].startswith("ValueError") and rec["name"] == "demo.fail"
+    assert record_from_meta({"id": "t1", "state": "SUCCESS"}, meta, 100) is None  # has its end
+    assert record_from_meta({"id": "t1"}, {"status": "STARTED"}, 100) is None  # not finished

@@ -4,7 +4,8 @@ One private cluster (embedded Valkey + two `celery-mcp worker` processes). Measu
 process, on the same app and broker, alternating the two so both see the same load:
 
 - `inspect_workers` (the service call behind the tool: stats, then active, reserved, scheduled,
-  registered and active_queues of the workers that answered) and `ping_workers`;
+  registered and active_queues of the workers that answered) and `ping_workers`, and the
+  `inspect_workers` tool over MCP stdio;
 - `app.control.inspect().stats()` and `.ping()`, Celery's defaults (1 s timeout, no limit);
 - then one worker is SIGKILLed and both are measured again: celery-mcp reports it
   `disconnected` without waiting, Celery's default waits its timeout and silently omits it.
@@ -18,8 +19,11 @@ import argparse
 import os
 import signal
 from collections.abc import Callable
+from functools import partial
 
-from bench.harness import bench_env, percentile, time_sync
+import anyio
+
+from bench.harness import BenchEnv, bench_env, percentile, time_async, time_sync, tool_ok
 from celery_mcp.config import Settings
 from celery_mcp.models.workers import InspectWorkersInput, PingInput
 from celery_mcp.service.cluster import Cluster
@@ -29,6 +33,14 @@ from celery_mcp.service.workers import inspect_workers, ping_workers
 def _row(name: str, samples: list[float], note: str = "") -> str:
     p50, p95 = percentile(samples, 50), percentile(samples, 95)
     return f"| {name} | {p50:.1f} | {p95:.1f} | {len(samples)} | {note} |"
+
+
+async def _over_mcp(env: BenchEnv, n: int) -> list[float]:
+    """The inspect_workers tool as an agent sees it: official client, stdio, warm server."""
+    async with env.session() as session:
+        call = partial(session.call_tool, "inspect_workers", {})
+        tool_ok(await call())
+        return await time_async(call, n)
 
 
 def main() -> None:
@@ -53,6 +65,7 @@ def main() -> None:
             for name, call in calls.items():
                 samples[name] += time_sync(call, 1)
         rows += [_row(name, s, "2 workers alive") for name, s in samples.items()]
+        rows.append(_row("MCP tool inspect_workers", anyio.run(_over_mcp, env, n), "stdio"))
 
         victim = env.workers[0]
         os.killpg(victim.proc.pid, signal.SIGKILL)

@@ -162,9 +162,35 @@ def annotations_for(op: Operation) -> ToolAnnotations:
 
 
 class CeleryMcpServer(MCPServer):
-    """MCPServer whose `tools/list` is computed once, with compacted schemas."""
+    """MCPServer with a `tools/list` computed once (compacted schemas) and strict arguments.
+
+    The SDK's argument model ignores unknown keys, so `{"prority": 9}` would run with the
+    default priority; here an unknown argument is an `invalid_argument` error, and argument
+    validation errors read like every other error (code first, no pydantic URL).
+    """
 
     _listed: list[Tool] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.argument_names: dict[str, frozenset[str]] = {}
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context | None = None
+    ) -> Any:
+        allowed = self.argument_names.get(name)
+        unknown = sorted(set(arguments) - allowed) if allowed is not None else []
+        if unknown:
+            raise ToolError(
+                f"invalid_argument: unknown argument(s) {', '.join(map(repr, unknown))} for "
+                f"{name}; it takes: {', '.join(sorted(allowed or ())) or 'no arguments'}"
+            )
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(f"invalid_argument: {_validation_message(exc.__cause__)}") from None
+            raise
 
     async def list_tools(self) -> list[Tool]:
         if self._listed is None:
@@ -183,10 +209,11 @@ class CeleryMcpServer(MCPServer):
 def build_server(settings: Settings) -> MCPServer:
     """An MCPServer exposing the operations `settings` selects (toolsets, read-only)."""
     clusters = LazyCluster(settings)
-    server: MCPServer = CeleryMcpServer(
+    server = CeleryMcpServer(
         name="celery-mcp", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING"
     )
     for op in select(settings):
+        server.argument_names[op.name] = frozenset(op.input_model.model_fields)
         server.add_tool(
             _tool_function(op, clusters),
             name=op.name,

@@ -1,10 +1,11 @@
 """Shrink the JSON schemas of `tools/list`: it is sent to the agent on every turn.
 
-- `compact_input`: the same accepted inputs in fewer bytes. Drops pydantic's `title` on every
-  property and `"default": null`, folds `anyOf [X, null]` into `X` with a `null` type, inlines
-  empty `$defs` (JsonValue), and keeps descriptions only on the tool's own arguments (nested
-  models keep their structure and constraints). Unit tests check with jsonschema that inputs
-  are accepted and refused exactly as before.
+- `compact_input`: fewer bytes, nothing accepted that the model refuses. Drops pydantic's
+  `title` on every property and `"default": null`, turns an optional `anyOf [X, null]` into
+  `X` (leave the argument out instead of sending null), inlines empty `$defs` (JsonValue), and
+  keeps descriptions only on the tool's own arguments (nested models keep their structure and
+  constraints). Unit tests check with jsonschema that what it accepts the original accepts,
+  and that it accepts and refuses the same inputs apart from explicit nulls.
 - `output_shape`: the output's top level (field names and types). The server validates its own
   output with the full pydantic model; the agent reads nested details from the result itself.
 """
@@ -18,16 +19,19 @@ _PRIMITIVES = {"string", "number", "integer", "boolean", "null"}
 
 
 def _fold_nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """Drop `null` from an optional argument's `anyOf`: it is simply left out instead.
+
+    Type arrays (`["string", "null"]`) would be shorter, but some clients reject them.
+    """
     options = schema.get("anyOf")
-    if not isinstance(options, list) or len(options) != 2 or {"type": "null"} not in options:
+    if "default" not in schema or not isinstance(options, list) or {"type": "null"} not in options:
         return schema
-    other = next(o for o in options if o != {"type": "null"})
-    kind = other.get("type")
-    if not isinstance(kind, str) or "$ref" in other or "enum" in other:
-        return schema
+    rest = [o for o in options if o != {"type": "null"}]
     merged = {k: v for k, v in schema.items() if k != "anyOf"}
-    merged.update({k: v for k, v in other.items() if k not in merged or k == "type"})
-    merged["type"] = [kind, "null"]
+    if len(rest) == 1:
+        merged.update({k: v for k, v in rest[0].items() if k not in merged})
+    else:
+        merged["anyOf"] = rest
     return merged
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from celery_mcp.config import redact_url
 from celery_mcp.errors import CeleryMcpError, translate_errors
@@ -78,14 +79,19 @@ def check_workers(cluster: Cluster) -> tuple[ComponentHealth, list[str]]:
 def health(cluster: Cluster, request: HealthInput) -> HealthResult:
     """Check broker, result backend, workers, beat and schedule store; each check is bounded.
     Call first when anything fails: the detail of a failing component says what to fix."""
-    broker = check_broker(cluster)
-    backend = check_backend(cluster)
-    if request.include_workers and broker.ok:
-        workers, names = check_workers(cluster)
-    else:
-        workers, names = ComponentHealth(ok=None, detail="not checked"), []
+    # The checks are independent and each is bounded: run at once, they take the longest
+    # one's time, not the sum (a frozen broker: 1 s instead of 4 s).
+    with ThreadPoolExecutor(1 + len(EXTRA_CHECKS)) as pool:
+        backend_f = pool.submit(check_backend, cluster)
+        extra_f = {name: pool.submit(check, cluster) for name, check in EXTRA_CHECKS.items()}
+        broker = check_broker(cluster)
+        if request.include_workers and broker.ok:
+            workers, names = check_workers(cluster)
+        else:
+            workers, names = ComponentHealth(ok=None, detail="not checked"), []
+        backend = backend_f.result()
+        extra = {name: future.result() for name, future in extra_f.items()}
     unknown = ComponentHealth(ok=None, detail="not checked")
-    extra = {name: check(cluster) for name, check in EXTRA_CHECKS.items()}
     return HealthResult(
         ok=bool(broker.ok and backend.ok and workers.ok is not False),
         broker_url=redact_url(cluster.broker_url),

@@ -52,8 +52,11 @@ def bounded_config(settings: Settings) -> dict[str, Any]:
         "redis_socket_timeout": t,
         "redis_retry_on_timeout": False,
         "result_backend_transport_options": {"retry_policy": {"max_retries": 1}},
+        # Publish once: redis-py already reconnects a stale pooled connection (a restarted
+        # broker), and a retry against a frozen broker only added two more socket timeouts
+        # (kombu reconnects twice): send_task took 3 s to fail instead of 1 s.
         "task_publish_retry_policy": {
-            "max_retries": 1,
+            "max_retries": 0,
             "interval_start": 0,
             "interval_step": 0.2,
             "interval_max": 0.2,
@@ -121,6 +124,9 @@ def make_app(settings: Settings, *, worker: bool = False) -> Celery:
         # the backend to come back instead of failing the task with ConnectionError.
         app.conf.result_backend_always_retry = True
     if not worker:
+        from celery_mcp.client_backend import ALIASES
+
+        app.loader.override_backends = {**app.loader.override_backends, **ALIASES}
         app.conf.update(bounded_config(settings))
         app.conf.accept_content = ["json"]
         app.conf.result_accept_content = ["json"]

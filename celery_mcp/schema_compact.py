@@ -1,11 +1,12 @@
 """Shrink the JSON schemas of `tools/list`: it is sent to the agent on every turn.
 
-- `compact_input`: fewer bytes, nothing accepted that the model refuses. Drops pydantic's
-  `title` on every property and `"default": null`, turns an optional `anyOf [X, null]` into
-  `X` (leave the argument out instead of sending null), inlines empty `$defs` (JsonValue), and
-  keeps descriptions only on the tool's own arguments (nested models keep their structure and
-  constraints). Unit tests check with jsonschema that what it accepts the original accepts,
-  and that it accepts and refuses the same inputs apart from explicit nulls.
+- `compact_input`: the arguments, types, numeric ranges and enums in fewer bytes. Drops
+  pydantic's `title` on every property and `"default": null`, turns an optional
+  `anyOf [X, null]` into `X` (leave the argument out instead of sending null), inlines empty
+  `$defs` (JsonValue), keeps descriptions only on the tool's own arguments, and leaves string
+  patterns and length limits to the server, which validates every call with the full model
+  and answers `invalid_argument`. Unit tests check with jsonschema that the compact schema
+  refuses nothing the model accepts.
 - `output_shape`: the output's top level (field names and types). The server validates its own
   output with the full pydantic model; the agent reads nested details from the result itself.
 """
@@ -16,6 +17,8 @@ from typing import Any
 
 _MAPS = ("properties", "$defs", "patternProperties", "definitions")
 _PRIMITIVES = {"string", "number", "integer", "boolean", "null"}
+#: Limits the server checks with the full model; noise in every turn's tool list.
+_SERVER_SIDE = {"pattern", "minLength", "maxLength", "minItems", "maxItems"}
 
 
 def _fold_nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -47,7 +50,7 @@ def _compact(schema: Any, defs: dict[str, Any], describe: bool) -> Any:
     for key, value in _fold_nullable(schema).items():
         if (key == "title" and isinstance(value, str)) or (key == "default" and value is None):
             continue
-        if key == "description" and not describe:
+        if (key == "description" and not describe) or key in _SERVER_SIDE:
             continue
         if key == "$defs" and isinstance(value, dict):
             kept = {n: _compact(s, defs, False) for n, s in value.items() if s != {}}

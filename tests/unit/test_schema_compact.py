@@ -29,10 +29,10 @@ SAMPLES: list[Any] = [
 def test_input_schema_accepts_and_rejects_the_same(sample: Any) -> None:
     original = SendTaskInput.model_json_schema()
     compact = compact_input(original)
-    if _valid(compact, sample):
-        assert _valid(original, sample)
-    if None not in sample.values():  # optional arguments are left out, not sent as null
-        assert _valid(original, sample) == _valid(compact, sample)
+    if _valid(original, sample) and None not in sample.values():
+        assert _valid(compact, sample)  # refuses nothing the model accepts (nulls: leave out)
+    if _valid(compact, sample):  # what it accepts differs only in server-side string limits
+        assert _valid(_without_string_limits(original), sample)
 
 
 def test_no_type_arrays_in_compact_schemas() -> None:
@@ -72,6 +72,18 @@ def test_input_compaction_drops_titles_and_nested_descriptions() -> None:
 def test_property_named_title_is_kept() -> None:
     schema = {"type": "object", "properties": {"title": {"type": "string", "title": "Title"}}}
     assert compact_input(schema) == {"type": "object", "properties": {"title": {"type": "string"}}}
+
+
+def _without_string_limits(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {
+            k: _without_string_limits(v)
+            for k, v in schema.items()
+            if k not in ("pattern", "minLength", "maxLength")
+        }
+    if isinstance(schema, list):
+        return [_without_string_limits(v) for v in schema]
+    return schema
 
 
 def _valid(schema: dict[str, Any], value: Any) -> bool:

@@ -338,7 +338,8 @@ def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
         from_meta = meta.get("status") == state and meta.get("result") is not None
         exception = _error_text(meta["result"]) if from_meta else r.get("exception")
     trace, tcut = cap_text("traceback", meta.get("traceback") or r.get("traceback"), cap)
-    cuts.extend([tcut] if tcut else [])
+    exception, ecut = cap_text("exception", exception, cap)
+    cuts.extend([c for c in (tcut, ecut) if c])
     finished = _finished(r)
     done = meta.get("date_done")
     timeline = Timeline(
@@ -373,7 +374,7 @@ def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
         eta=r.get("eta"),
         expires=r.get("expires"),
         result=capped("result", result),
-        exception=_short(exception) if exception and len(exception) > cap else exception,
+        exception=exception,
         traceback=trace,
         parent_id=meta.get("parent_id") or r.get("parent"),
         root_id=r.get("root"),

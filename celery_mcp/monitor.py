@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery.states import precedence
+from redis.exceptions import LockNotOwnedError
 
 from celery_mcp.config import Settings
 from celery_mcp.errors import Unavailable
@@ -663,6 +664,8 @@ class Monitor:
             batch = [self.pending.popleft() for _ in range(min(len(self.pending), 2_000))]
             try:
                 self.store.record(batch, enrich=self.lookup)
+                if self.dropped:
+                    self.store.r.hset(self.store.key("meta"), "dropped", self.dropped)
             except Exception as exc:
                 log.warning("could not write %d events, will retry: %s", len(batch), exc)
                 self.pending.extendleft(reversed(batch))
@@ -678,9 +681,11 @@ class Monitor:
                 try:
                     self.lock.reacquire()
                     last_renew = now
-                except Exception as exc:
-                    log.warning("lost the recorder lock (%s); standing by", exc)
+                except LockNotOwnedError:
+                    log.warning("another monitor took the recorder lock; standing by")
                     break
+                except Exception as exc:  # a broker hiccup: try again at the next flush
+                    log.warning("could not renew the recorder lock: %s", exc)
             if now - last_enable > self.ENABLE_EVENTS_EVERY_S:
                 try:
                     self.app.control.enable_events()

@@ -126,6 +126,40 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         super().setup_schedule()
         self.prune_heartbeats()
 
+    @property
+    def schedule(self) -> dict[str, RedBeatSchedulerEntry]:
+        """Entries due now or within the next loop interval, read in one round trip.
+
+        RedBeat's own version peeks at only one upcoming entry, by whole-second score and then
+        by key name, so with several entries due in the same second beat could sleep past the
+        earliest one and send it up to a second late.
+        """
+        client = self.client
+        conf = self.app.redbeat_conf
+        horizon = time.time() + self.max_interval + 1  # scores are whole seconds, rounded down
+        keys = client.zrangebyscore(conf.schedule_key, 0, horizon)
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hmget(key, ["definition", "meta"])
+            raws = pipe.execute()
+        entries = {}
+        for key, (definition, meta) in zip(keys, raws, strict=True):
+            if not definition:
+                client.zrem(conf.schedule_key, key)  # as RedBeat does for a vanished entry
+                continue
+            try:
+                fields = {
+                    **self.Entry.decode_definition(definition),
+                    **self.Entry.decode_meta(meta),
+                }
+                entry = self.Entry(app=self.app, **fields)
+            except Exception:
+                logger.exception("beat: cannot read entry %s; skipping it", key)
+                continue
+            entry.last_run_at = fields.get("last_run_at")  # as RedBeat's from_key does
+            entries[entry.name] = entry
+        return entries
+
     def tick(self, min: Any = min, **kwargs: Any) -> float:
         from redis.exceptions import RedisError
 

@@ -3,9 +3,10 @@
 Starts an embedded Valkey in a temporary data dir and real `celery-mcp worker` processes,
 drives `celery-mcp serve` over stdio with the official MCP client, measures the same operations
 with raw Celery in this process, prints the table (Markdown) and stops everything it started.
-Modules of other toolsets (bench/workflows.py, catalog.py, history.py, tool_list.py) are included
-when present: with an `async def rows(run) -> list[Row]` their rows join the table, otherwise
-they run as `python -m bench.<name>` and their output follows it.
+Every other module in bench/ (other toolsets' benchmarks: workflows, catalog, history, ...) is
+included: one with an `async def rows(run) -> list[Row]` adds rows to the table (sharing this
+cluster and MCP session), any other runs as `python -m bench.<name>` after it, its output
+appended (not with --quick, which the CI smoke uses).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import pkgutil
 import platform
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from types import ModuleType
 
 import anyio
@@ -30,12 +33,24 @@ from bench.harness import Row, Run, bench_env, render
 #: Our benchmark modules, in table order (startup last: it reads the warm server's memory).
 CORE = ("bench.tasks", "bench.cluster")
 LAST = "bench.startup"
-#: Modules other developers may add; included when present.
-OPTIONAL = ("bench.workflows", "bench.catalog", "bench.history", "bench.tool_list")
+#: Modules of bench/ that are not benchmarks.
+SUPPORT = ("bench.harness", "bench.floor_server", "bench.__main__")
 
 
-def _present(name: str) -> bool:
-    return importlib.util.find_spec(name) is not None
+def _others() -> list[str]:
+    """Every other module in bench/ (other toolsets' benchmarks), by name."""
+    import bench
+
+    mine = {*CORE, LAST, *SUPPORT}
+    found = (f"bench.{m.name}" for m in pkgutil.iter_modules(bench.__path__))
+    return sorted(name for name in found if name not in mine)
+
+
+def _has_rows(name: str) -> bool:
+    """True when module `name` defines `rows(run)` (read, not imported: no side effects)."""
+    spec = importlib.util.find_spec(name)
+    origin = spec.origin if spec else None
+    return bool(origin) and "async def rows(run" in Path(str(origin)).read_text()
 
 
 async def _rows_of(module: ModuleType, run: Run) -> list[Row]:
@@ -70,14 +85,16 @@ async def _main(quick: bool, workers: int, argv: list[str]) -> int:
         async with env.session() as session:
             tools = {tool.name for tool in (await session.list_tools()).tools}
             run = Run(env=env, session=session, quick=quick, tools=tools)
-            for name in (*CORE, *(m for m in OPTIONAL if _present(m)), LAST):
-                module = importlib.import_module(name)
-                if hasattr(module, "rows"):
-                    rows += await _rows_of(module, run)
+            for name in (*CORE, *_others(), LAST):
+                if _has_rows(name):
+                    rows += await _rows_of(importlib.import_module(name), run)
                 else:
                     external.append(name)
     print(_header(argv, workers))
     print(render(rows))
+    if quick and external:
+        print(f"\nnot run with --quick (standalone scripts): {', '.join(external)}")
+        external = []
     for name in external:
         start = time.perf_counter()
         proc = subprocess.run(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -176,6 +177,7 @@ def main() -> None:
         print(f"  {label:42} p50 {p50:7.2f} ms   p95 {p95:7.2f} ms")
     finally:
         stop(data_dir)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def over_mcp(data_dir: Path) -> tuple[float, float]:

@@ -315,6 +315,8 @@ def run(
     """Run beat in this process until SIGTERM/SIGINT (the lock is released on the way out)."""
     from celery_mcp.app import make_app
 
+    if not 0 < max_interval_s <= 300:
+        raise SystemExit(f"celery-mcp beat: --max-interval {max_interval_s:g} must be in (0, 300]")
     app = make_app(settings, worker=True)  # a daemon: reconnect like a worker does
     configure(app, settings, max_interval_s)
     app.set_current()  # RedBeat decodes schedules without an app: make ours the current one

@@ -837,7 +837,8 @@ def check_beat(cluster: Cluster) -> ComponentHealth:
     return ComponentHealth(
         ok=False,
         latency_ms=latency,
-        detail=f"{scheduled} periodic task(s) scheduled but no beat is running",
+        detail=f"{scheduled} periodic task(s) scheduled but no beat is running; "
+        "start one with `celery-mcp beat`",
     )
 
 

@@ -556,3 +556,10 @@ async def test_stock_redbeat_scheduler_runs_the_same_entries(
     finally:
         stock.stop()
         await call(smcp, "disable_periodic_task", name=name)
+
+
+async def test_health_reports_a_missing_beat(smcp: ClientSession, beats: Beats) -> None:
+    beats.stop_all()
+    await call(smcp, "add_periodic_task", name=unique("orphan"), task_name="demo.noop", every=60)
+    health = await call(smcp, "health", include_workers=False)
+    assert health["beat"]["ok"] is False and "celery-mcp beat" in health["beat"]["detail"]

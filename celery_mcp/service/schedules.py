@@ -401,10 +401,9 @@ class Entry:
         return bool(self.definition.get("enabled", True))
 
     def nominal_next(self) -> datetime | None:
-        """Next due time ignoring `enabled` (never run: now, as RedBeat would); None: no more."""
-        if self.last_run_at is None:
-            return datetime.now(UTC)
-        return next_due(self.schedule, self.last_run_at)
+        """Next due time ignoring `enabled`; None: no more. An entry without last_run_at
+        (written by other tools) counts from now, as `celery-mcp beat` anchors it."""
+        return next_due(self.schedule, self.last_run_at or datetime.now(UTC))
 
     def next_run_at(self) -> datetime | None:
         return self.nominal_next() if self.enabled else None

@@ -107,6 +107,7 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             "last_tick_at": time.time(),
             "started_at": self.started_at,
             "max_interval_s": self.max_interval,
+            "timezone": str(self.app.conf.timezone or "UTC"),
         }
         self.client.hset(self.beats_key, self.node, json.dumps(beat))
 

@@ -815,6 +815,14 @@ def check_beat(cluster: Cluster) -> ComponentHealth:
         b = active[0]
         ago = now - float(b["last_tick_at"])
         standby = len(fresh) - len(active)
+        zone = b.get("timezone", tz_name(cluster.app))
+        if zone != tz_name(cluster.app):
+            return ComponentHealth(
+                ok=False,
+                latency_ms=latency,
+                detail=f"beat {b.get('node')} reads crontabs in {zone}, this server in "
+                f"{tz_name(cluster.app)}: set CELERY_MCP_TIMEZONE the same for both",
+            )
         return ComponentHealth(
             ok=True,
             latency_ms=latency,

@@ -40,6 +40,7 @@ from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.schedules import (
     add_periodic_task,
     beat_heartbeats,
+    check_beat,
     disable_periodic_task,
     get_periodic_task,
     get_store,
@@ -419,6 +420,14 @@ async def test_health_reports_beat_and_store(smcp: ClientSession, beat: Beat) ->
     assert health["beat"]["ok"] is True and "active, last tick" in health["beat"]["detail"]
     assert health["schedule_store"]["ok"] is True
     assert "periodic task(s)" in health["schedule_store"]["detail"]
+
+
+def test_health_flags_a_beat_in_another_timezone(
+    beat: Beat, data_dir: Path, embedded: EmbeddedServer
+) -> None:
+    paris = Cluster(Settings(data_dir=data_dir, timezone="Europe/Paris"))
+    got = check_beat(paris)
+    assert got.ok is False and "CELERY_MCP_TIMEZONE" in got.detail and "UTC" in got.detail
 
 
 def test_entries_survive_embedded_server_restart(tmp_path: Path) -> None:

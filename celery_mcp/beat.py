@@ -1,10 +1,14 @@
 """`celery-mcp beat`: Celery beat with a RedBeat scheduler, tuned to fire on time, never twice.
 
 `Scheduler` is `redbeat.RedBeatScheduler` (same store, same entry format, same lock key, so it
-also excludes a stock RedBeat beat) with four changes:
+also excludes a stock RedBeat beat) with these changes:
 
 - Timing: the loop wakes at least every `max_interval_s` (1 s; RedBeat's default is 300 s), and
   at the exact due time of the next entry, so a new or changed entry fires within about 1 s.
+  Each tick reads every entry due before the next one in one round trip (RedBeat peeks at a
+  single upcoming entry, which let entries due in the same second go out up to 1 s late), and
+  due-ness comes from `service.schedules.next_due` (UTC arithmetic, DST-safe), the same times
+  `get_periodic_task` shows.
 - One run, one send: a due run is claimed with a compare-and-set on the entry's meta (WATCH the
   entry, check last_run_at is still what was loaded, then MULTI: advance it). Only the beat
   whose transaction commits sends the task, so two beats never send the same run, even if a

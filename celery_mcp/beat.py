@@ -312,6 +312,8 @@ def configure(app: Celery, settings: Settings, max_interval_s: float) -> None:
             "health_check_interval": 10,
         }
     conf.beat_max_loop_interval = max_interval_s
+    if not conf.get("redbeat_lock_timeout"):  # RedBeat's 5 loops, but never under 5 s
+        conf.redbeat_lock_timeout = max(5.0, 5 * max_interval_s)
 
 
 def run(

@@ -109,9 +109,9 @@ class WorkerTasks(Model):
     active_count: int = Field(description="Tasks running now.")
     reserved_count: int | None = Field(None, description="Prefetched, waiting for a process.")
     scheduled_count: int | None = Field(None, description="Held until their ETA/countdown.")
-    active: list[TaskOnWorker] = Field(default_factory=list)
-    reserved: list[TaskOnWorker] = Field(default_factory=list)
-    scheduled: list[TaskOnWorker] = Field(default_factory=list)
+    active_tasks: list[TaskOnWorker] = Field(default_factory=list)
+    reserved_tasks: list[TaskOnWorker] = Field(default_factory=list)
+    scheduled_tasks: list[TaskOnWorker] = Field(default_factory=list)
     truncated: list[Truncation] = Field(
         default_factory=list, description="Arguments cut to respect the output cap."
     )
@@ -172,8 +172,8 @@ class Autoscale(Model):
     min: int
 
 
-class WorkerInfo(WorkerTasks):
-    """One worker: identity, pool, totals, queues, registered tasks and tasks held."""
+class WorkerStats(Model):
+    """A worker's process, pool and totals (from `inspect stats`)."""
 
     pid: int | None = None
     uptime_s: float | None = None
@@ -184,6 +184,12 @@ class WorkerInfo(WorkerTasks):
     prefetch_count: int | None = None
     processed: int = Field(0, description="Tasks this worker accepted since it started.")
     processed_by_task: dict[str, int] = Field(default_factory=dict)
+
+
+class WorkerInfo(WorkerTasks):
+    """One worker: stats, queues, registered tasks and tasks held."""
+
+    stats: WorkerStats
     queues: list[str] = Field(default_factory=list, description="Queues it consumes from.")
     registered: list[str] = Field(default_factory=list, description="Task names it can run.")
 

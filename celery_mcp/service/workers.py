@@ -49,6 +49,7 @@ from celery_mcp.models.workers import (
     WorkerPing,
     WorkerRegistered,
     WorkerReply,
+    WorkerStats,
     WorkerTasks,
 )
 from celery_mcp.service import discovery
@@ -157,7 +158,7 @@ def _tasks_of(hostname: str, sections: dict[str, dict[str, Any]], max_tasks: int
     for name, replies in sections.items():
         entries = replies.get(hostname) or []
         fields[f"{name}_count"] = len(entries)
-        fields[name] = [_task(e, fields["truncated"]) for e in entries[:max_tasks]]
+        fields[f"{name}_tasks"] = [_task(e, fields["truncated"]) for e in entries[:max_tasks]]
     return fields
 
 
@@ -218,15 +219,17 @@ def _worker_info(
     processes = pool.get("processes")
     return WorkerInfo(
         **_tasks_of(hostname, sections, max_tasks),
-        pid=stats.get("pid"),
-        uptime_s=stats.get("uptime"),
-        pool=_pool_name(pool.get("implementation")),
-        concurrency=pool.get("max-concurrency"),
-        pool_processes=processes if isinstance(processes, list) else [],
-        autoscale=Autoscale(max=scaler["max"], min=scaler["min"]) if "max" in scaler else None,
-        prefetch_count=stats.get("prefetch_count"),
-        processed=sum(totals.values()),
-        processed_by_task=totals,
+        stats=WorkerStats(
+            pid=stats.get("pid"),
+            uptime_s=stats.get("uptime"),
+            pool=_pool_name(pool.get("implementation")),
+            concurrency=pool.get("max-concurrency"),
+            pool_processes=processes if isinstance(processes, list) else [],
+            autoscale=Autoscale(max=scaler["max"], min=scaler["min"]) if "max" in scaler else None,
+            prefetch_count=stats.get("prefetch_count"),
+            processed=sum(totals.values()),
+            processed_by_task=totals,
+        ),
         queues=sorted(q["name"] for q in replies["active_queues"].get(hostname) or []),
         registered=replies["registered"].get(hostname) or [],
     )
@@ -249,8 +252,8 @@ def inspect_workers(cluster: Cluster, request: InspectWorkersInput) -> InspectWo
         counts=WorkerCounts(
             **_task_counts(workers, ["active", "reserved", "scheduled"]),
             missing=len(roll.missing),
-            processed=sum(w.processed for w in workers),
-            concurrency=sum(w.concurrency or 0 for w in workers),
+            processed=sum(w.stats.processed for w in workers),
+            concurrency=sum(w.stats.concurrency or 0 for w in workers),
         ),
         workers=workers,
         **_roll_fields(roll, start),

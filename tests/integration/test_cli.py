@@ -43,7 +43,7 @@ def test_inspect_workers_lists_the_demo_worker(env: dict[str, str], worker: Work
     code, out = run_cli(env, "--action", "inspect_workers", "--destination", json.dumps([W1]))
     assert code == 0, out
     (info,) = out["workers"]
-    assert info["hostname"] == W1 and info["pool"] == "prefork"
+    assert info["hostname"] == W1 and info["stats"]["pool"] == "prefork"
     assert "demo.add" in info["registered"] and info["active_count"] >= 0
 
 

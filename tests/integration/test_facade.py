@@ -207,7 +207,7 @@ def test_inspect_and_ping_workers(skill: CelerySkill, prefork: Worker) -> None:
     local = by_name[f"skill@{HOST}"]
     assert "facade.multiply" in local["registered"] and skill.local_queue in local["queues"]
     assert by_name[prefork_name()]["queues"] == [PREFORK_QUEUE]
-    assert "active_count" in local and "pool" in local
+    assert "active_count" in local and "pool" in local["stats"]
     pinged = workers.ping_workers(sorted(names))
     assert pinged["answered"] == 2
     assert {w["hostname"] for w in pinged["workers"]} == names
@@ -222,7 +222,7 @@ def test_registered_and_active_tasks(skill: CelerySkill, prefork: Worker) -> Non
 
     def running() -> bool:
         active = workers.get_active_tasks([prefork_name()])
-        return any(t["id"] == tid for w in active["workers"] for t in w["active"])
+        return any(t["id"] == tid for w in active["workers"] for t in w["active_tasks"])
 
     wait_until(running, 20, 0.2, "task listed as active")
     assert tasks.get_result(tid, timeout=15)["success"]

@@ -117,11 +117,11 @@ async def test_ping_and_inspect_describe_both_workers_fast(
     assert out["counts"]["workers"] == 2 and out["counts"]["processed"] >= 1
     wa, wb = out["workers"]
     assert (wa["hostname"], wa["queues"], wb["hostname"], wb["queues"]) == (WA, ["qa"], WB, ["qb"])
-    assert wa["pool"] == wb["pool"] == "prefork"
-    assert wb["concurrency"] == 2 and len(wb["pool_processes"]) == 2
-    assert wa["autoscale"] == {"max": 3, "min": 2}
-    assert wa["processed_by_task"].get("demo.add", 0) >= 1
-    assert "demo.sleep" in wa["registered"] and wb["pid"] == pair[1].proc.pid
+    assert wa["stats"]["pool"] == wb["stats"]["pool"] == "prefork"
+    assert wb["stats"]["concurrency"] == 2 and len(wb["stats"]["pool_processes"]) == 2
+    assert wa["stats"]["autoscale"] == {"max": 3, "min": 2}
+    assert wa["stats"]["processed_by_task"].get("demo.add", 0) >= 1
+    assert "demo.sleep" in wa["registered"] and wb["stats"]["pid"] == pair[1].proc.pid
 
 
 async def test_get_active_tasks_shows_running_and_scheduled(
@@ -135,11 +135,11 @@ async def test_get_active_tasks_shows_running_and_scheduled(
             lambda o: o["workers"][0]["active_count"] and o["workers"][0]["scheduled_count"],
         )
         (w,) = out["workers"]
-        (active,) = [t for t in w["active"] if t["id"] == running.id]
+        (active,) = [t for t in w["active_tasks"] if t["id"] == running.id]
         assert active["name"] == "demo.sleep" and active["args"] == [4]
-        assert active["worker_pid"] in (await info(mcp, WB))["pool_processes"]
+        assert active["worker_pid"] in (await info(mcp, WB))["stats"]["pool_processes"]
         assert datetime.fromisoformat(active["started_at"]).tzinfo is not None
-        (scheduled,) = [t for t in w["scheduled"] if t["id"] == later.id]
+        (scheduled,) = [t for t in w["scheduled_tasks"] if t["id"] == later.id]
         assert scheduled["name"] == "demo.noop" and scheduled["eta"]
         assert out["counts"]["active"] >= 1 and out["counts"]["scheduled"] >= 1
     finally:
@@ -224,18 +224,18 @@ async def test_time_limit_really_stops_a_long_task(
 
 async def test_pool_grow_and_shrink_change_the_pool(mcp: ClientSession, pair: list[Worker]) -> None:
     assert (await control(mcp, WB, "pool_grow", n=1))["ok"] == 1
-    await wait_for(mcp, WB, lambda w: len(w["pool_processes"]) == 3)
+    await wait_for(mcp, WB, lambda w: len(w["stats"]["pool_processes"]) == 3)
     assert (await control(mcp, WB, "pool_shrink", n=1))["ok"] == 1
-    await wait_for(mcp, WB, lambda w: len(w["pool_processes"]) == 2)
+    await wait_for(mcp, WB, lambda w: len(w["stats"]["pool_processes"]) == 2)
 
 
 async def test_pool_restart_needs_confirm_then_replaces_processes(
     mcp: ClientSession, pair: list[Worker], cluster: Cluster
 ) -> None:
-    before = set((await info(mcp, WB))["pool_processes"])
+    before = set((await info(mcp, WB))["stats"]["pool_processes"])
     dry = await call(mcp, "control_workers", command="pool_restart", destination=[WB])
     assert not dry["executed"] and WB in dry["message"] and dry["replies"] == []
-    assert set((await info(mcp, WB))["pool_processes"]) == before
+    assert set((await info(mcp, WB))["stats"]["pool_processes"]) == before
     out = await control(mcp, WB, "pool_restart", confirm=True)
     assert out["ok"] == 1
     # each process is replaced after its next task (Celery wakes one with a no-op task):
@@ -248,7 +248,10 @@ async def test_pool_restart_needs_confirm_then_replaces_processes(
 
     await until(
         busy_then_inspect,
-        lambda w: len(w["pool_processes"]) == 2 and not before & set(w["pool_processes"]),
+        lambda w: (
+            len(w["stats"]["pool_processes"]) == 2
+            and not before & set(w["stats"]["pool_processes"])
+        ),
     )
 
 
@@ -257,7 +260,7 @@ async def test_autoscale_applies_and_unsupported_commands_reply_errors(
 ) -> None:
     out = await control(mcp, WA, "autoscale", max=4, min=2)
     assert out["ok"] == 1 and "max=4" in out["replies"][0]["message"]
-    assert (await info(mcp, WA))["autoscale"] == {"max": 4, "min": 2}
+    assert (await info(mcp, WA))["stats"]["autoscale"] == {"max": 4, "min": 2}
     await control(mcp, WA, "autoscale", max=3, min=2)
     refused = await call(
         mcp, "control_workers", command="autoscale", max=2, min=1, destination=[WB]

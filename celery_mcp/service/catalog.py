@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from celery_mcp.errors import UnknownTask, translate_errors
+from celery_mcp.errors import UnknownTask
 from celery_mcp.models.catalog import (
     DescribeTaskInput,
     ListTaskTypesInput,
@@ -28,6 +28,7 @@ from celery_mcp.models.catalog import (
     TaskTypeList,
     TaskTypeSummary,
 )
+from celery_mcp.service import discovery
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.discovery import expected_workers
 from celery_mcp.service.registry import operation
@@ -68,37 +69,13 @@ def app_spec(cluster: Cluster, name: str) -> TaskSpec | None:
     return spec
 
 
-def _registered_names(replies: dict[str, Any]) -> dict[str, set[str]]:
-    """hostname -> task names, from `registered` replies ('name [rate_limit=..]' -> 'name')."""
-    return {
-        host: {str(item).split(" [", 1)[0] for item in (names or [])}
-        for host, names in replies.items()
-    }
-
-
-def _broadcast(
-    cluster: Cluster, command: str, destination: list[str] | None, limit: int | None
-) -> dict[str, Any]:
-    """Replies to `command` by hostname, returning once `limit` arrived (bounded)."""
-    with translate_errors("broker"):
-        replies = cluster.app.control.broadcast(
-            command,
-            destination=destination,
-            reply=True,
-            limit=limit,
-            timeout=cluster.settings.inspect_timeout_s,
-        )
-    return {host: body for reply in replies or [] for host, body in reply.items()}
-
-
 def _ask_workers(cluster: Cluster) -> WorkerView:
     view = WorkerView(at=time.monotonic())
-    expected = expected_workers(cluster)
-    if expected == 0:
+    if expected_workers(cluster) == 0:
         return view
     plain: list[str] = []
     by_host: dict[str, set[str]] = {}
-    for host, body in _broadcast(cluster, SPECS_COMMAND, None, expected).items():
+    for host, body in discovery.request(cluster, SPECS_COMMAND).by_worker.items():
         tasks = body.get("tasks") if isinstance(body, dict) else None
         if not isinstance(tasks, dict):
             plain.append(host)  # a plain celery worker: "no such command"
@@ -109,7 +86,8 @@ def _ask_workers(cluster: Cluster) -> WorkerView:
                 with contextlib.suppress(ValidationError):  # another version: unknown
                     view.specs[name] = TaskSpec.model_validate(data)
     if plain:
-        by_host |= _registered_names(_broadcast(cluster, "registered", plain, len(plain)))
+        replies = discovery.request(cluster, "registered", destination=plain, alive=True)
+        by_host |= {h: set(n) for h, n in discovery.registered_names(replies.by_worker).items()}
     for host, names in by_host.items():
         for name in names:
             view.hosts.setdefault(name, set()).add(host)

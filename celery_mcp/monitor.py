@@ -544,9 +544,11 @@ class Monitor:
         from redis.lock import Lock
 
         from celery_mcp.app import make_app
+        from celery_mcp.security import json_only
 
         self.settings = settings
         self.app = make_app(settings, worker=True)  # reconnect forever, like a worker
+        json_only(self.app)  # events from a user's pickle-configured app are never unpickled
         self.store = store_for(
             settings, str(self.app.conf.broker_url), str(self.app.conf.result_backend)
         )

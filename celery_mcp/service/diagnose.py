@@ -506,7 +506,7 @@ def check_beat(run: Run) -> str:
         run.add(
             "beat_not_running",
             "warning",
-            f"beat: {beat.detail}; start one with `celery-mcp beat`",
+            f"beat: {beat.detail}",
             {"detail": beat.detail},
             next_tool="list_periodic_tasks",
         )

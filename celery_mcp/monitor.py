@@ -41,7 +41,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery.states import precedence
-from redis.exceptions import LockNotOwnedError
 
 from celery_mcp.config import Settings
 from celery_mcp.errors import Unavailable
@@ -674,6 +673,8 @@ class Monitor:
                 return
 
     def _flush_loop(self) -> None:
+        from redis.exceptions import LockNotOwnedError  # the redis package: not at server start
+
         last_renew = last_enable = last_trim = 0.0
         while not self.lost.is_set():
             self.lost.wait(self.FLUSH_S)

@@ -16,8 +16,6 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
-from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
 from pydantic import TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import to_jsonable_python
@@ -193,6 +191,8 @@ def _merge_defs(into: dict[str, Any], defs: dict[str, Any]) -> bool:
 
 
 def _admits_null(schema: dict[str, Any], defs: dict[str, Any]) -> bool:
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # 70 ms: lazy
+
     return bool(Draft202012Validator({**schema, "$defs": defs}).is_valid(None))
 
 
@@ -328,6 +328,9 @@ def _type_error(spec: TaskSpec, name: str, schema: dict[str, Any], value: Any) -
     """A message for the first way `value` fails `schema` (refs into the spec's $defs)."""
     defs = (spec.parameters_schema or {}).get("$defs")
     full = {**schema, "$defs": defs} if defs else schema
+    from jsonschema import Draft202012Validator  # 70 ms at import: not at server start
+    from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
+
     try:
         error = best_match(Draft202012Validator(full).iter_errors(value))
     except Exception:  # a schema the validator cannot use (odd worker reply): unchecked

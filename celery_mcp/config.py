@@ -25,14 +25,10 @@ TOOLSETS: tuple[str, ...] = (
     "history",
     "health",
 )
-DEFAULT_TOOLSETS: tuple[str, ...] = (
-    "tasks",
-    "workers",
-    "workflows",
-    "catalog",
-    "history",
-    "health",
-)
+#: The default: what an operator needs first (send and read tasks, see and steer workers, know
+#: how to call a task, what happened and what is wrong): 20 tools, under 20 KB of tools/list.
+#: `workflows` (5 tools, about 7 KB of nested step schemas) and `schedules` are opt-in.
+DEFAULT_TOOLSETS: tuple[str, ...] = ("tasks", "workers", "catalog", "history", "health")
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^@/\s]*)@")
 

@@ -7,8 +7,9 @@
   patterns and length limits to the server, which validates every call with the full model
   and answers `invalid_argument`. Unit tests check with jsonschema that the compact schema
   refuses nothing the model accepts.
-- `output_shape`: the output's top level (field names and types). The server validates its own
-  output with the full pydantic model; the agent reads nested details from the result itself.
+- `output_shape`: the output's top level: field names, and types where they are a single
+  JSON type (nullable fields are left open). The server validates its own output with the
+  full pydantic model; the agent reads nested details from the result itself.
 """
 
 from __future__ import annotations
@@ -78,13 +79,10 @@ def _type_of(schema: Any, defs: dict[str, Any]) -> dict[str, Any]:
     if isinstance(ref, str) and ref.startswith("#/$defs/"):
         return _type_of(defs.get(ref[8:], {}), defs)
     if "anyOf" in schema:
-        kinds: list[str] = []
-        for option in schema["anyOf"]:
-            kind = _type_of(option, defs).get("type")
-            for k in kind if isinstance(kind, list) else [kind]:
-                if isinstance(k, str) and k not in kinds:
-                    kinds.append(k)
-        return {"type": kinds} if kinds else {}
+        kinds = {_type_of(option, defs).get("type") for option in schema["anyOf"]}
+        if len(kinds) == 1 and isinstance(only := kinds.pop(), str):
+            return {"type": only}
+        return {}  # nullable or mixed: any (type arrays are not portable, anyOf is long)
     kind = schema.get("type")
     if kind == "array":
         items = _type_of(schema.get("items", {}), defs)

@@ -78,9 +78,9 @@ class ListTaskTypesInput(Model):
     pattern: str = Field(
         "*",
         max_length=255,
-        description="Glob on task names, e.g. 'billing.*'; without * ? [ it matches substrings.",
+        description="Name glob, e.g. 'billing.*' (plain text: substring).",
     )
-    offset: int = Field(0, ge=0, description="Skip this many matches (next_offset of the page).")
+    offset: int = Field(0, ge=0, description="Skip this many (next_offset of the last page).")
     limit: int = Field(100, ge=1, le=MAX_PAGE, description="Most tasks to return.")
 
 

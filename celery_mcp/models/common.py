@@ -13,7 +13,7 @@ TaskId = Annotated[
         min_length=1,
         max_length=255,
         pattern=r"^[A-Za-z0-9_.:\-]+$",
-        description="Task id from send_task or a workflow tool.",
+        description="Id from send_task or a workflow tool.",
     ),
 ]
 TaskName = Annotated[
@@ -22,7 +22,7 @@ TaskName = Annotated[
         min_length=1,
         max_length=255,
         pattern=r"^[A-Za-z_][A-Za-z0-9_.:\-]*$",
-        description="Task name, e.g. 'demo.add' (see list_task_types).",
+        description="Task name, e.g. 'demo.add'.",
     ),
 ]
 QueueName = Annotated[

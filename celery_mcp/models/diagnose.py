@@ -20,8 +20,7 @@ class DiagnoseInput(Model):
     stuck_after_s: float | None = Field(
         None,
         gt=0,
-        description="A running task is stuck after this long. Default: stuck_multiple x its "
-        "p95 runtime in the history (at least 5 s), or 600 s with no history.",
+        description="Stuck after this long, s (default: stuck_multiple x p95 runtime, else 600).",
     )
     stuck_multiple: float = Field(5.0, ge=1, le=1000, description="Multiple of p95 runtime.")
     max_wait_s: float = Field(

@@ -32,7 +32,7 @@ class Target(Model):
         None,
         gt=0,
         le=MAX_TIMEOUT_S,
-        description="Reply wait, s (default 1); only silent workers cost it.",
+        description="Reply wait, s (default 1).",
     )
 
 
@@ -302,8 +302,8 @@ class ControlInput(Target):
     """One remote-control command and the arguments it needs."""
 
     command: ControlCommand = Field(
-        description="Arguments: pool_grow/pool_shrink [n]; autoscale max min; add_consumer/"
-        "cancel_consumer queue; rate_limit task_name rate; time_limit task_name [soft] [hard]."
+        description="Uses: pool_grow/shrink [n]; autoscale max min; add/cancel_consumer queue; "
+        "rate_limit task_name rate; time_limit task_name [soft] [hard]."
     )
     n: int | None = Field(None, ge=1, description="Processes (default 1).")
     max: int | None = Field(None, ge=0)

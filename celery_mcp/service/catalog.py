@@ -141,8 +141,8 @@ def _matcher(pattern: str) -> str:
 
 @operation("catalog", read_only=True)
 def list_task_types(cluster: Cluster, request: ListTaskTypesInput) -> TaskTypeList:
-    """List the task names the cluster can run (imported app and live workers), filtered by a
-    name glob and paged; each with its call signature and docstring summary."""
+    """Task names the cluster can run (app and live workers) by name glob, paged, with signature and
+    summary."""
     view = worker_view(cluster)
     glob = _matcher(request.pattern)
     names = sorted(
@@ -197,8 +197,8 @@ def _note(cluster: Cluster, source: Source, spec: TaskSpec | None, workers: list
 
 @operation("catalog", read_only=True)
 def describe_task(cluster: Cluster, request: DescribeTaskInput) -> TaskDescription:
-    """How to call one task: docstring, parameters as a JSON schema with defaults, queue, rate
-    and time limits, retry policy, acks_late, and the live workers that have it."""
+    """How to call a task: docstring, parameters JSON schema, queue, limits, retry policy, workers
+    that have it."""
     name = request.task_name
     view = worker_view(cluster)
     if name not in view.hosts and name not in cluster.app_task_names():

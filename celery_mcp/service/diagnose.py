@@ -552,8 +552,8 @@ def _run_check(check: Callable[[Run], str], run: Run) -> str:
 
 @operation("health", read_only=True)
 def diagnose(cluster: Cluster, request: DiagnoseInput) -> DiagnoseResult:
-    """Find what is wrong: queues nobody consumes, lost workers, stuck tasks, failure rates,
-    long waits, beat, risky broker settings. Returns findings ranked, each with the next call."""
+    """What is wrong: unconsumed queues, lost workers, stuck tasks, failure rates, beat, risky
+    broker settings; ranked, with next calls."""
     start = time.perf_counter()
     run = Run(cluster, request)
     # Each check is bounded and independent: run at once, on their own Run (findings merged in

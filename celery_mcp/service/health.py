@@ -77,8 +77,8 @@ def check_workers(cluster: Cluster) -> tuple[ComponentHealth, list[str]]:
 
 @operation("health", read_only=True)
 def health(cluster: Cluster, request: HealthInput) -> HealthResult:
-    """Check broker, result backend, workers, beat and schedule store; each check is bounded.
-    Call first when anything fails: the detail of a failing component says what to fix."""
+    """Check broker, backend, workers, beat and schedule store (bounded). Call first when something
+    fails."""
     # The checks are independent and each is bounded: run at once, they take the longest
     # one's time, not the sum (a frozen broker: 1 s instead of 4 s).
     with ThreadPoolExecutor(1 + len(EXTRA_CHECKS)) as pool:

@@ -210,8 +210,8 @@ def recorder_status(store: HistoryStore) -> RecorderStatus:
 
 @operation("history", read_only=True)
 def list_tasks(cluster: Cluster, request: ListTasksInput) -> ListTasksResult:
-    """List recorded tasks newest first, filtered by state, name glob, worker, queue and time;
-    returns a page, next_cursor and counts by state. Use to find what failed and why."""
+    """Recorded tasks newest first, filtered by state, name glob, worker, queue and time; paged,
+    with counts by state."""
     store = history_store(cluster)
     lo, hi = window_bounds(request)
     after = decode_cursor(request.cursor) if request.cursor else None
@@ -304,8 +304,8 @@ def exact_arguments(
 
 @operation("history", read_only=True)
 def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
-    """Everything known about one task: args, state timeline, runtime, worker, queue, retries,
-    result or exception with traceback, parent/root/children and retry links."""
+    """Everything known about one task: args, timeline, worker, result or traceback,
+    parent/children, retry links."""
     tid = request.task_id
     store = history_store(cluster)
     with translate_errors("broker"):
@@ -418,8 +418,8 @@ def _resend(
 
 @operation("history", read_only=False)
 def retry_task(cluster: Cluster, request: RetryTaskInput) -> RetryTaskResult:
-    """Re-send a FAILURE or REVOKED task with its original name, args, kwargs and queue; the
-    new id and the original are linked both ways (get_task shows retry_of / retried_as)."""
+    """Re-send a FAILURE or REVOKED task with its original name, args and queue; the ids are linked
+    both ways."""
     store = history_store(cluster)
     with translate_errors("broker"):
         rec = store.get(request.task_id)
@@ -449,8 +449,8 @@ def _metas(cluster: Cluster, ids: list[str]) -> dict[str, dict[str, Any]]:
 
 @operation("history", read_only=False, destructive=True)
 def retry_failed(cluster: Cluster, request: RetryFailedInput) -> RetryFailedResult:
-    """Re-send recent FAILURE tasks (name glob, time window, max_tasks), skipping ones already
-    retried. Without confirm=true it only lists what it would retry."""
+    """Re-send recent FAILURE tasks (name glob, time window), skipping retried ones. Needs
+    confirm=true, else a dry run."""
     store = history_store(cluster)
     lo, hi = window_bounds(request)
     execute = request.confirm and not request.dry_run

@@ -78,8 +78,8 @@ def _expires_at(opts: TaskOptions, now: datetime) -> datetime | None:
 
 @operation("tasks", read_only=False)
 def send_task(cluster: Cluster, request: SendTaskInput) -> SendTaskResult:
-    """Send a task by name with args/kwargs and options (countdown, eta, expires, queue,
-    priority, retries). Returns the task_id at once; get_result waits for the outcome."""
+    """Send a task by name (args, kwargs, countdown, eta, expires, queue, priority, retries).
+    Returns task_id at once."""
     ensure_sendable(
         cluster, request.task_name, request.args, request.kwargs, validate=request.validate_args
     )
@@ -177,8 +177,8 @@ def task_result(cluster: Cluster, result: AsyncResult, waited_s: float) -> TaskR
 def get_result(
     cluster: Cluster, request: GetResultInput, progress: Progress | None = None
 ) -> TaskResult:
-    """Wait up to timeout_s for a task to finish and return its result or error. Returns at
-    once when it is done; on timeout returns its state with timed_out=true (call again)."""
+    """Wait up to timeout_s for a task's result or error; on timeout returns timed_out=true (call
+    again)."""
     import celery.exceptions
 
     from celery_mcp.service.workflows import saved_group_result
@@ -207,8 +207,8 @@ def get_result(
 
 @operation("tasks", read_only=False, destructive=True, idempotent=True)
 def revoke(cluster: Cluster, request: RevokeInput) -> RevokeResult:
-    """Revoke a task so no worker starts it; with terminate=true also kill it if running
-    (needs confirm=true; without it returns what it would do)."""
+    """Revoke a task; terminate=true also kills it if running (needs confirm=true, else a
+    dry run)."""
     with translate_errors("backend"):
         before = TaskState(AsyncResult(request.task_id, app=cluster.app).state)
     signal = request.signal if request.terminate else None

@@ -237,8 +237,8 @@ def _worker_info(
 
 @operation("workers", read_only=True, wait_field="timeout_s")
 def inspect_workers(cluster: Cluster, request: InspectWorkersInput) -> InspectWorkersResult:
-    """Per worker: pool, concurrency, processed totals, queues, registered and
-    active/reserved/scheduled tasks; totals and missing workers."""
+    """Per worker: stats (pool, concurrency, processed), queues, registered and held tasks; missing
+    workers."""
     start = time.perf_counter()
     roll = _request(cluster, request, "stats")
     methods = ["active", "reserved", "scheduled", "registered", "active_queues"]
@@ -334,8 +334,8 @@ def queue_depths(cluster: Cluster, names: list[str]) -> dict[str, QueueDepth]:
 
 @operation("workers", read_only=True, wait_field="timeout_s")
 def queue_lengths(cluster: Cluster, request: QueueLengthsInput) -> QueueLengthsResult:
-    """Messages waiting per queue on the broker, with the workers consuming each
-    (default: consumed queues + the default queue)."""
+    """Messages waiting per queue and the workers consuming each (default: consumed queues + default
+    queue)."""
     start = time.perf_counter()
     roll = discovery.request(cluster, "active_queues", timeout_s=request.timeout_s)
     consumers: dict[str, list[str]] = {}
@@ -442,8 +442,8 @@ def _arguments(req: ControlInput) -> dict[str, Any]:
 
 @operation("workers", read_only=False, destructive=True, wait_field="timeout_s")
 def control_workers(cluster: Cluster, request: ControlInput) -> ControlResult:
-    """Remote-control workers: pool_restart (needs confirm=true), pool_grow, pool_shrink,
-    autoscale, add_consumer, cancel_consumer, rate_limit, time_limit; per-worker ok/error."""
+    """Remote control: pool_restart (needs confirm=true), pool_grow/shrink, autoscale,
+    add/cancel_consumer, rate_limit, time_limit."""
     start = time.perf_counter()
     command = request.command
     if command == ControlCommand.POOL_RESTART and not request.confirm:
@@ -530,8 +530,8 @@ def _still_registered(cluster: Cluster, names: list[str]) -> list[str]:
 
 @operation("workers", read_only=False, destructive=True, wait_field="wait_s")
 def shutdown_workers(cluster: Cluster, request: ShutdownInput) -> ShutdownResult:
-    """Stop workers (warm: running tasks finish first); no destination stops ALL. Needs
-    confirm=true; else lists who would stop."""
+    """Stop workers (warm); no destination stops ALL. Needs confirm=true, else lists who would
+    stop."""
     start = time.perf_counter()
     roll = _request(cluster, request, "ping")
     targets = list(roll.by_worker)

@@ -21,11 +21,9 @@ async def _tools(session: ClientSession) -> dict[str, object]:
 
 
 def _list_bytes(tools: dict[str, object]) -> int:
-    return len(
-        json.dumps(
-            [t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in tools.values()]  # type: ignore[attr-defined]
-        )
-    )
+    """Bytes of the tools array as JSON on the wire (compact, as the SDK serializes it)."""
+    dumped = [t.model_dump(by_alias=True, exclude_none=True, mode="json") for t in tools.values()]  # type: ignore[attr-defined]
+    return len(json.dumps(dumped, separators=(",", ":")))
 
 
 async def test_default_tool_list_is_small_and_under_20kb(env: dict[str, str]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from celery_mcp.models.health import HealthResult
+from celery_mcp.models.health import ComponentHealth, HealthResult
 from celery_mcp.models.tasks import SendTaskInput, TaskResult
 from celery_mcp.schema_compact import compact_input, output_shape
 
@@ -59,6 +59,9 @@ def test_output_shape_keeps_top_level_names_and_types() -> None:
     assert shape["properties"]["ok"] == {"type": "boolean"}
     assert shape["properties"]["broker"] == {"type": "object"}
     assert shape["properties"]["worker_names"] == {"type": "array", "items": {"type": "string"}}
+    assert ComponentHealth.model_fields["ok"].annotation == bool | None
+    inner = output_shape(ComponentHealth.model_json_schema())
+    assert inner is not None and inner["properties"]["ok"] == {}  # nullable: left open
     assert set(shape["properties"]) == set(HealthResult.model_fields)
 
 

@@ -248,17 +248,17 @@ async def test_pool_process_killed_mid_task_is_requeued_at_once(
     fault_env: dict[str, str], tmp_path: Path
 ) -> None:
     """SIGKILL only the pool process running the task: task_reject_on_worker_lost requeues it."""
-    async with mcp_session(fault_env) as session:
-        with running_worker(fault_env, "survivor@%h", tmp_path, concurrency=1) as worker:
+    # Celery's 1 h visibility timeout: the task can only come back through the requeue.
+    env = {k: v for k, v in fault_env.items() if k != "CELERY_MCP_VISIBILITY_TIMEOUT_S"}
+    async with mcp_session(env) as session:
+        with running_worker(env, "survivor@%h", tmp_path, concurrency=1) as worker:
             sent = await call(session, "send_task", task_name="demo.sleep", args=[1.5])
             await _wait_state(session, sent["task_id"], "STARTED", 20)
             children = psutil.Process(worker.proc.pid).children()
             assert len(children) == 1, children
             os.kill(children[0].pid, signal.SIGKILL)
-            start = time.monotonic()
-            result = await call(session, "get_result", task_id=sent["task_id"], timeout_s=20)
+            result = await call(session, "get_result", task_id=sent["task_id"], timeout_s=30)
             assert result["success"] and result["result"] == 1.5, result
-            assert time.monotonic() - start < VISIBILITY_S * 3  # requeued, not timed out
 
 
 async def test_results_survive_a_broker_restart(fault_env: dict[str, str], tmp_path: Path) -> None:

@@ -73,7 +73,8 @@ def _header(argv: list[str], workers: int) -> str:
         + f"\ndate: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} CPUs, load {load}; "
         f"Python {platform.python_version()}, mcp {version('mcp')}, celery {celery.__version__}"
         f"; embedded Valkey; {workers} prefork workers x 2 processes\n"
-        "times in ms unless noted; MCP = official ClientSession over stdio to celery-mcp serve; "
+        "times in ms unless noted; MCP = official ClientSession over stdio to celery-mcp serve "
+        "--toolsets all (cold start: default toolsets); "
         "raw = Celery in the bench process, same broker, same run\n"
     )
 
@@ -82,7 +83,7 @@ async def _main(quick: bool, workers: int, argv: list[str]) -> int:
     rows: list[Row] = []
     external: list[str] = []
     with bench_env(workers=workers) as env:
-        async with env.session() as session:
+        async with env.session("--toolsets", "all") as session:  # every tool measurable
             tools = {tool.name for tool in (await session.list_tools()).tools}
             run = Run(env=env, session=session, quick=quick, tools=tools)
             for name in (*CORE, *_others(), LAST):

@@ -302,10 +302,11 @@ async def test_shutdown_really_stops_the_worker(
 ) -> None:
     with started_workers(env, data_dir, {"hostname": "wdown@%h", "extra": QUICK}) as (w,):
         host = f"wdown@{HOST}"
-        dry = await call(mcp, "shutdown_workers", destination=[host])
-        assert not dry["executed"] and dry["targets"] == [host]
+        # a generous reply wait: a worker that just started may answer slowly on a loaded box
+        dry = await call(mcp, "shutdown_workers", destination=[host], timeout_s=5)
+        assert not dry["executed"] and dry["targets"] == [host], dry
         assert w.proc.poll() is None
-        out = await call(mcp, "shutdown_workers", destination=[host], confirm=True)
+        out = await call(mcp, "shutdown_workers", destination=[host], confirm=True, timeout_s=5)
         assert out["executed"] and out["stopped"] == [host] and out["stopping"] == []
         code = await anyio.to_thread.run_sync(lambda: w.proc.wait(timeout=20))
         assert code == 0

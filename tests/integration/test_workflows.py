@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -14,11 +14,18 @@ from celery_mcp.errors import InvalidArgument
 from celery_mcp.models.workflows import GroupInput
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.workflows import group_tasks
-from tests.support import call, call_error
+from tests.support import Worker, call, call_error, mcp_session
 
 pytestmark = pytest.mark.anyio
 
 TOOLS = {"chain_tasks", "group_tasks", "chord_workflow", "map_task", "get_workflow"}
+
+
+@pytest.fixture(scope="module")
+async def mcp(env: dict[str, str], worker: Worker) -> AsyncIterator[ClientSession]:
+    """An MCP session with the opt-in workflows toolset (and tasks, for get_result)."""
+    async with mcp_session(env, "--toolsets", "tasks,workflows") as session:
+        yield session
 
 
 def add(x: int, y: int, **options: Any) -> dict[str, Any]:

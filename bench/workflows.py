@@ -90,7 +90,9 @@ async def main(size: int, rounds: int) -> None:
             app = make_app(Settings(data_dir=data))
             app.loader.import_default_modules()
             params = StdioServerParameters(
-                command=sys.executable, args=["-m", "celery_mcp", "serve"], env=env
+                command=sys.executable,
+                args=["-m", "celery_mcp", "serve", "--toolsets", "tasks,workflows"],
+                env=env,
             )
             with open(os.devnull, "w") as devnull:
                 async with (

@@ -250,7 +250,7 @@ def _decode(text: str) -> Any:
 
 
 def cmd_action(ns: argparse.Namespace, extra: list[str]) -> int:
-    from celery_mcp.errors import CeleryMcpError, InvalidArgument
+    from celery_mcp.errors import CeleryMcpError, InvalidArgument, validation_message
     from celery_mcp.service.registry import load_operations
 
     operations = load_operations()
@@ -270,7 +270,7 @@ def cmd_action(ns: argparse.Namespace, extra: list[str]) -> int:
     try:
         request = op.input_model.model_validate(_field_values(extra))
     except ValidationError as exc:
-        msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        msg = validation_message(exc)
         _error(InvalidArgument(msg, hint=f"see `celery-mcp --action {ns.action} --help`"))
         return 2
     except SystemExit as exc:  # a malformed field list

@@ -37,6 +37,7 @@ __all__ = [
     "UnknownTask",
     "WaitTimeout",
     "translate_errors",
+    "validation_message",
 ]
 
 
@@ -143,6 +144,18 @@ def _foreign(exc: BaseException, where: str) -> CeleryMcpError | None:
         # Celery's result consumer gives up reconnecting to the result backend with this.
         return BackendUnavailable(f"result backend unreachable: {exc}", hint=_BROKER_HINT)
     return None
+
+
+def validation_message(exc: Exception) -> str:
+    """A pydantic ValidationError as one line: 'field: problem; other: problem'."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return str(exc)
+    parts = []
+    for err in errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
 
 
 @contextmanager

@@ -48,6 +48,7 @@ from celery_mcp.errors import (
     NotFound,
     Unavailable,
     WaitTimeout,
+    validation_message,
 )
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.registry import Operation, load_operations
@@ -72,14 +73,6 @@ WORKER_STOP_TIMEOUT_S = 15.0
 _LOCAL_WORKER_LOCK = threading.Lock()
 _local_worker: LocalWorker | None = None
 _instances = itertools.count(1)
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "arguments"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
 
 
 def _nameable(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
@@ -649,9 +642,7 @@ class CelerySkill:
         try:
             self.settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
         except ValidationError as exc:
-            raise InvalidArgument(
-                _validation_message(exc), hint="see celery_mcp.Settings"
-            ) from None
+            raise InvalidArgument(validation_message(exc), hint="see celery_mcp.Settings") from None
         self.cluster = Cluster(self.settings)
         self.app: Any = self.cluster.app
         #: Queue for tasks registered here: only this facade's local worker consumes it.
@@ -686,7 +677,7 @@ class CelerySkill:
             )
         except ValidationError as exc:
             raise InvalidArgument(
-                f"{op_name}: {_validation_message(exc)}", hint=f"{op.name}: {op.description}"
+                f"{op_name}: {validation_message(exc)}", hint=f"{op.name}: {op.description}"
             ) from None
         result = op.func(self.cluster, request)
         return result.model_dump(mode="json")
@@ -762,7 +753,7 @@ class CelerySkill:
         try:
             TypeAdapter(TaskName).validate_python(name)
         except ValidationError as exc:
-            raise InvalidArgument(f"task name {name!r}: {_validation_message(exc)}") from None
+            raise InvalidArgument(f"task name {name!r}: {validation_message(exc)}") from None
         if not callable(fn):
             raise InvalidArgument(f"register_task needs a callable, got {type(fn).__name__}")
         fn = _nameable(fn, name)

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from celery_mcp import __version__
 from celery_mcp.config import Settings, redact_url
-from celery_mcp.errors import CeleryMcpError
+from celery_mcp.errors import CeleryMcpError, validation_message
 from celery_mcp.schema_compact import compact_input, output_shape
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.registry import Operation, select
@@ -59,14 +59,6 @@ class LazyCluster:
             if self._cluster is None:
                 self._cluster = Cluster(self.settings)
             return self._cluster
-
-
-def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "arguments"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
 
 
 def _flat_parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
@@ -108,7 +100,7 @@ def _tool_function(op: Operation, clusters: LazyCluster) -> Callable[..., Any]:
         try:
             request = op.input_model.model_validate(arguments)
         except ValidationError as exc:
-            raise ToolError(f"invalid_argument: {_validation_message(exc)}") from None
+            raise ToolError(f"invalid_argument: {validation_message(exc)}") from None
         bound = op.bound_s(settings, request)
         call = partial(_call, op, clusters, request)
         if op.reports_progress:
@@ -189,7 +181,7 @@ class CeleryMcpServer(MCPServer):
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             if isinstance(exc.__cause__, ValidationError):
-                raise ToolError(f"invalid_argument: {_validation_message(exc.__cause__)}") from None
+                raise ToolError(f"invalid_argument: {validation_message(exc.__cause__)}") from None
             raise
 
     async def list_tools(self) -> list[Tool]:

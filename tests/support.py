@@ -36,6 +36,28 @@ def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.05, what:
         time.sleep(interval_s)
 
 
+def stop_process(
+    proc: subprocess.Popen[Any], timeout_s: float = 15.0, *, group: bool = False
+) -> None:
+    """SIGTERM `proc` (its whole process group with `group`), SIGKILL it after `timeout_s`."""
+
+    def send(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+
+    if proc.poll() is not None:
+        return
+    send(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        proc.wait(5)
+
+
 class Worker:
     """A real `celery-mcp worker` process."""
 
@@ -98,13 +120,7 @@ class Worker:
             os.killpg(self.proc.pid, sig)
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            self.kill(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill(signal.SIGKILL)
-                self.proc.wait(5)
+        stop_process(self.proc, timeout_s, group=True)
         self._log.close()
 
 
@@ -226,15 +242,7 @@ class HttpServer:
         return self.out_path.read_text(errors="replace") + self.err_path.read_text(errors="replace")
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_process(self.proc, timeout_s, group=True)
         self._out.close()
         self._err.close()
 
@@ -299,9 +307,4 @@ def started_monitor(env: Mapping[str, str], log_dir: Path) -> Iterator[subproces
         wait_until(ready, 30, 0.1, "monitor recording")
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)

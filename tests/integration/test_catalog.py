@@ -20,7 +20,7 @@ from mcp import ClientSession
 
 from celery_mcp.embedded import EmbeddedServer
 from celery_mcp.service.cluster import Cluster
-from tests.support import Worker, call, call_error, mcp_session, run_cli, wait_until
+from tests.support import Worker, call, call_error, mcp_session, run_cli, stop_process, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -66,12 +66,7 @@ def plain_worker(typed_env: dict[str, str], data_dir: Path) -> Iterator[subproce
         wait_until(lambda: b" ready." in log_path.read_bytes(), 30, 0.1, "plain worker ready")
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module", params=["app", "worker"])

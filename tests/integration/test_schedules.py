@@ -7,10 +7,7 @@ executions than distinct due times.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -46,7 +43,7 @@ from celery_mcp.service.schedules import (
     get_store,
     list_periodic_tasks,
 )
-from tests.support import Worker, call, call_error, mcp_session, wait_until
+from tests.support import Worker, call, call_error, mcp_session, stop_process, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -93,15 +90,7 @@ class Beat:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_process(self.proc, timeout_s, group=True)
         self._log.close()
 
 

@@ -44,6 +44,7 @@ from celery_mcp.service.schedules import (
     list_periodic_tasks,
 )
 from tests.support import Worker, call, call_error, mcp_session, stop_process, wait_until
+from tests.toolset_contract import TOOLSET_TOOLS
 
 pytestmark = pytest.mark.anyio
 
@@ -180,17 +181,8 @@ async def wait_runs(
 
 async def test_schedules_toolset_has_eight_tools(smcp: ClientSession) -> None:
     tools = {t.name: t for t in (await smcp.list_tools()).tools}
-    names = {
-        "add_periodic_task",
-        "list_periodic_tasks",
-        "get_periodic_task",
-        "update_periodic_task",
-        "enable_periodic_task",
-        "disable_periodic_task",
-        "remove_periodic_task",
-        "run_periodic_task_now",
-    }
-    assert names <= set(tools)
+    names = TOOLSET_TOOLS["schedules"]
+    assert len(names) == 8 and names <= set(tools)
     assert tools["remove_periodic_task"].annotations.destructive_hint is True
     assert tools["list_periodic_tasks"].annotations.read_only_hint is True
     props = tools["add_periodic_task"].input_schema["properties"]

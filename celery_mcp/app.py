@@ -128,9 +128,7 @@ def make_app(settings: Settings, *, worker: bool = False) -> Celery:
 
         app.loader.override_backends = {**app.loader.override_backends, **ALIASES}
         app.conf.update(bounded_config(settings))
-        app.conf.accept_content = ["json"]
-        app.conf.result_accept_content = ["json"]
-        json_only(app)  # also a control mailbox or backend the user's app made at import
+        json_only(app)  # accept lists, and a control mailbox or backend made at import
     if settings.visibility_timeout_s is not None:
         app.conf.broker_transport_options = redelivery_options(
             app.conf.broker_transport_options, settings.visibility_timeout_s

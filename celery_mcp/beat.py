@@ -7,7 +7,7 @@ also excludes a stock RedBeat beat) with these changes:
   at the exact due time of the next entry, so a new or changed entry fires within about 1 s.
   Each tick reads every entry due before the next one in one round trip (RedBeat peeks at a
   single upcoming entry, which let entries due in the same second go out up to 1 s late), and
-  due-ness comes from `service.schedules.next_due` (UTC arithmetic, DST-safe), the same times
+  due-ness comes from `service.schedule_rules.next_due` (UTC arithmetic, DST-safe), the same times
   `get_periodic_task` shows.
 - One run, one send: a due run is claimed with a compare-and-set on the entry's meta (WATCH the
   entry, check last_run_at is still what was loaded, then MULTI: advance it). Only the beat
@@ -40,16 +40,8 @@ from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, get_redi
 from redbeat.schedules import rrule
 
 from celery_mcp.config import Settings
-from celery_mcp.service.schedules import (
-    BEATS_SUFFIX,
-    RUN_FIELD,
-    advance,
-    encode,
-    next_due,
-    run_task_id,
-    store_location,
-    to_score,
-)
+from celery_mcp.service.schedule_rules import advance, next_due, run_task_id, to_score
+from celery_mcp.service.schedules import BEATS_SUFFIX, RUN_FIELD, encode, store_location
 
 logger = logging.getLogger("celery_mcp.beat")
 

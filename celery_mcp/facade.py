@@ -429,7 +429,7 @@ class Scheduler:
         month_of_year: str = "*",
     ) -> Any:
         """A validated crontab schedule to pass as `crontab=` (raises InvalidArgument)."""
-        from celery_mcp.service.schedules import crontab
+        from celery_mcp.service.schedule_rules import crontab
 
         return crontab(
             minute=minute,

@@ -16,34 +16,30 @@ seconds (celery `schedule`), crontab (celery `crontab`, read in the app timezone
 no zone per entry), once at a time (RedBeat `rrule`, count=1; after its run our beat disables it
 and it stays, `finished`, until removed). Every write stores `last_run_at` (now, for a new or
 rescheduled entry), so no entry fires at once when a beat starts (RedBeat #79/#154/#192).
+Building schedules and computing due times is pure logic, in `schedule_rules`.
 """
 
 from __future__ import annotations
 
-import calendar
 import fnmatch
 import json
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery
 from celery.schedules import BaseSchedule
-from celery.schedules import crontab as celery_crontab
-from celery.schedules import schedule as every_schedule
 
 from celery_mcp.config import redact_url
 from celery_mcp.errors import CeleryMcpError, InvalidArgument, NotFound, translate_errors
 from celery_mcp.models.health import ComponentHealth
 from celery_mcp.models.schedules import (
     AddPeriodicTaskInput,
-    Crontab,
     EntryNameInput,
     EntryOptions,
     EntryState,
-    Every,
     ListPeriodicTasksInput,
     ListPeriodicTasksResult,
     PeriodicTask,
@@ -51,28 +47,25 @@ from celery_mcp.models.schedules import (
     RemovePeriodicTaskInput,
     RemovePeriodicTaskResult,
     RunPeriodicTaskNowResult,
-    ScheduleFields,
-    ScheduleInfo,
     UpdatePeriodicTaskInput,
 )
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.health import EXTRA_CHECKS
 from celery_mcp.service.registry import operation
+from celery_mcp.service.schedule_rules import (
+    bind,
+    build_schedule,
+    describe,
+    next_due,
+    to_score,
+    tz_name,
+)
 from celery_mcp.service.tasks import ensure_sendable
 
-MIN_EVERY_S = 1.0
-MAX_EVERY_S = 366 * 86_400.0
 EXTRA_FIELD = "celery_mcp"  # written by this module: created/updated times
 RUN_FIELD = "celery_mcp_run"  # written by celery-mcp beat: the last run
 BEATS_SUFFIX = ":celery-mcp:beats"  # hash: beat node -> heartbeat JSON
 HEARTBEAT_STALE_S = 5.0  # a heartbeat older than this (plus 3 loop intervals) is a dead beat
-CRON_FIELDS = (
-    ("minute", "0-59"),
-    ("hour", "0-23"),
-    ("day_of_week", "0-6 (0 = Sunday) or sun-sat"),
-    ("day_of_month", "1-31"),
-    ("month_of_year", "1-12"),
-)
 REDIS_SCHEMES = ("redis://", "rediss://", "valkey://", "valkeys://", "unix://")
 
 
@@ -142,227 +135,6 @@ def get_store(cluster: Cluster) -> Store:
         store = Store(client=client, url=url, prefix=prefix, lock_key=lock_key)
         cluster.cache["schedule_store"] = (0.0, store)
         return store
-
-
-# --- schedules: build, describe, next due time (pure) ----------------------------------------
-
-
-def _crontab_error(field: str, value: str, detail: str) -> InvalidArgument:
-    expected = dict(CRON_FIELDS)[field]
-    return InvalidArgument(
-        f"crontab {field}={value!r} is invalid ({detail}); expected {expected}, "
-        "a list '1,2', a range '1-5' or a step '*/15'",
-        hint="e.g. crontab='*/15 * * * 1-5' (minute hour day_of_month month day_of_week)",
-    )
-
-
-def parse_crontab_string(text: str) -> Crontab:
-    """'m h dom mon dow' -> Crontab fields (raises InvalidArgument on the wrong field count)."""
-    parts = text.split()
-    if len(parts) != 5:
-        raise InvalidArgument(
-            f"crontab {text!r} has {len(parts)} fields; expected 5: "
-            "minute hour day_of_month month_of_year day_of_week",
-            hint="e.g. '*/15 * * * 1-5' (every 15 minutes on weekdays); no seconds, no @macros",
-        )
-    minute, hour, day_of_month, month_of_year, day_of_week = parts
-    try:
-        return Crontab(
-            minute=minute,
-            hour=hour,
-            day_of_month=day_of_month,
-            month_of_year=month_of_year,
-            day_of_week=day_of_week,
-        )
-    except ValueError:
-        bad = next(p for p in parts if not all(c.isalnum() or c in "*/,-" for c in p))
-        raise InvalidArgument(
-            f"crontab {text!r}: field {bad!r} has characters other than digits, names, * / , -",
-            hint="e.g. '*/15 * * * 1-5'",
-        ) from None
-
-
-def crontab_schedule(fields: Crontab, app: Celery | None = None) -> celery_crontab:
-    """Celery's crontab for `fields`, validated field by field (raises InvalidArgument)."""
-    values = fields.model_dump()
-    for field, _ in CRON_FIELDS:
-        try:
-            celery_crontab(**{field: values[field]})
-        except ValueError as exc:
-            raise _crontab_error(field, values[field], str(exc)) from None
-    try:
-        return celery_crontab(**values, app=app)
-    except ValueError as exc:
-        raise InvalidArgument(
-            str(exc), hint="pick a day_of_month that exists in those months"
-        ) from None
-
-
-def crontab(
-    minute: str = "*",
-    hour: str = "*",
-    day_of_week: str = "*",
-    day_of_month: str = "*",
-    month_of_year: str = "*",
-) -> Crontab:
-    """A validated crontab schedule (pass it as `crontab=`); raises InvalidArgument when bad."""
-    try:
-        fields = Crontab(
-            minute=minute,
-            hour=hour,
-            day_of_week=day_of_week,
-            day_of_month=day_of_month,
-            month_of_year=month_of_year,
-        )
-    except ValueError as exc:
-        raise InvalidArgument(
-            f"crontab fields: {exc}", hint="e.g. crontab(minute='*/15')"
-        ) from None
-    crontab_schedule(fields)
-    return fields
-
-
-def every_seconds(every: float | Every) -> float:
-    """Interval in seconds, checked against the allowed range."""
-    if isinstance(every, Every):
-        seconds, shown = every.total_seconds(), json.dumps(every.model_dump(exclude_defaults=True))
-    else:
-        seconds = float(every)
-        shown = f"{seconds:g}"
-    if not MIN_EVERY_S <= seconds <= MAX_EVERY_S:
-        raise InvalidArgument(
-            f"every={shown} is {seconds:g} s; expected {MIN_EVERY_S:g} s to 366 days",
-            hint="e.g. every=30 or every={'minutes': 5}",
-        )
-    return seconds
-
-
-def build_schedule(spec: ScheduleFields, app: Celery, now: datetime) -> BaseSchedule:
-    """The celery/RedBeat schedule object for exactly one of every, crontab, run_at."""
-    given = [k for k in ("every", "crontab", "run_at") if getattr(spec, k) is not None]
-    if len(given) != 1:
-        raise InvalidArgument(
-            f"give exactly one of every, crontab, run_at (got {', '.join(given) or 'none'})",
-            hint="every=60, crontab='0 9 * * 1-5' or run_at='2030-01-01T09:00:00Z'",
-        )
-    if spec.every is not None:
-        return every_schedule(timedelta(seconds=every_seconds(spec.every)), app=app)
-    if spec.crontab is not None:
-        fields = spec.crontab
-        if isinstance(fields, str):
-            fields = parse_crontab_string(fields)
-        return crontab_schedule(fields, app)
-    assert spec.run_at is not None
-    at = spec.run_at.astimezone(UTC)
-    if at.microsecond:  # RedBeat stores whole seconds
-        at = at.replace(microsecond=0) + timedelta(seconds=1)
-    if at <= now:
-        raise InvalidArgument(
-            f"run_at {spec.run_at.isoformat()} is in the past (now {now.isoformat()})",
-            hint="give a future time, or use send_task to run it now",
-        )
-    from redbeat.schedules import rrule  # redbeat imports celery.beat: load it when needed
-
-    return rrule("SECONDLY", dtstart=at, count=1, app=app)
-
-
-def bind(sched: BaseSchedule, app: Celery) -> BaseSchedule:
-    """Make a decoded schedule use `app`'s timezone and clock (RedBeat decodes without app)."""
-    sched.app = app
-    for cached in ("tz", "utc_enabled"):
-        sched.__dict__.pop(cached, None)
-    return sched
-
-
-def _round_s(dt: datetime) -> datetime:
-    return (dt + timedelta(microseconds=500_000)).replace(microsecond=0)
-
-
-def _celery_next(sched: BaseSchedule, after: datetime) -> datetime | None:
-    now = sched.now().astimezone(UTC)  # add in UTC: local wall-clock addition breaks at DST
-    remaining = sched.remaining_estimate(after)
-    if remaining is None:
-        return None
-    due: datetime = _round_s(now + remaining)  # crontab and rrule fall on whole seconds
-    return due
-
-
-def next_due(sched: BaseSchedule, last_run_at: datetime) -> datetime | None:
-    """The first due time after `last_run_at` (UTC), or None when there is none.
-
-    Celery's crontab answers a time before `last_run_at` inside the hour a DST change repeats
-    (it loses the `fold`), which would make beat fire on every tick for that hour; such an
-    answer is replaced by the next one after the repeated hour.
-    """
-    last = last_run_at.astimezone(UTC)
-    if isinstance(sched, every_schedule):
-        step: timedelta = sched.run_every
-        return last + step
-    due = _celery_next(sched, last)
-    if due is not None and due <= last:
-        due = _celery_next(sched, last + timedelta(hours=1))
-    return due
-
-
-def advance(sched: BaseSchedule, last_run_at: datetime, now: datetime) -> tuple[datetime, datetime]:
-    """For a due entry: (the due time being fired, the new last_run_at).
-
-    The new last_run_at is the due time itself (no drift), unless the next one is already past
-    (beat was down): then it is `now`, so missed runs are coalesced into this one.
-    """
-    due = next_due(sched, last_run_at) or now
-    due = min(due, now)
-    following = next_due(sched, due)
-    new_last = due if following is not None and following > now else now
-    return due, new_last
-
-
-def run_task_id(name: str, due: datetime) -> str:
-    """Deterministic task id of a run, e.g. 'report:20261125T090000.000Z' (name:due time)."""
-    stamp = due.astimezone(UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3]
-    return f"{name}:{stamp}Z"
-
-
-def to_score(due: datetime | None) -> float:
-    """Sorted-set score RedBeat uses: whole epoch seconds of the due time; -1 = never."""
-    return -1 if due is None else calendar.timegm(due.utctimetuple())
-
-
-def is_one_off(sched: BaseSchedule) -> bool:
-    """True for the one-run rrule that `run_at` stores."""
-    from redbeat.schedules import rrule
-
-    return isinstance(sched, rrule) and sched.count == 1
-
-
-def tz_name(app: Celery) -> str:
-    return str(app.conf.timezone or "UTC")
-
-
-def describe(sched: BaseSchedule, app: Celery) -> ScheduleInfo:
-    """Agent-facing description of a schedule object."""
-    zone = tz_name(app)
-    if isinstance(sched, every_schedule):
-        secs = sched.run_every.total_seconds()
-        return ScheduleInfo(kind="every", every_s=secs, timezone=zone, text=f"every {secs:g} s")
-    if isinstance(sched, celery_crontab):
-        expr = " ".join(
-            str(v)
-            for v in (
-                sched._orig_minute,
-                sched._orig_hour,
-                sched._orig_day_of_month,
-                sched._orig_month_of_year,
-                sched._orig_day_of_week,
-            )
-        )
-        return ScheduleInfo(
-            kind="crontab", crontab=expr, timezone=zone, text=f"crontab {expr} ({zone})"
-        )
-    if is_one_off(sched):
-        at = sched.dtstart.astimezone(app.timezone)
-        return ScheduleInfo(kind="once", run_at=at, timezone=zone, text=f"once at {at.isoformat()}")
-    return ScheduleInfo(kind="other", timezone=zone, text=repr(sched))
 
 
 # --- reading and writing entries ------------------------------------------------------------

@@ -15,20 +15,19 @@ from hypothesis import strategies as st
 
 from celery_mcp.errors import InvalidArgument
 from celery_mcp.models.schedules import Crontab, Every, ScheduleFields
-from celery_mcp.service.schedules import (
+from celery_mcp.service.schedule_rules import (
     advance,
     bind,
     build_schedule,
     crontab,
-    decode,
     describe,
-    encode,
     every_seconds,
     next_due,
     parse_crontab_string,
     run_task_id,
     to_score,
 )
+from celery_mcp.service.schedules import decode, encode
 
 NOW = datetime(2026, 11, 25, 19, 0, 7, 250_000, tzinfo=UTC)
 

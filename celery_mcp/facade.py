@@ -47,6 +47,7 @@ from celery_mcp.errors import (
     validation_message,
 )
 from celery_mcp.local_worker import LocalWorker, nameable
+from celery_mcp.service import schedule_rules
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.registry import Operation, load_operations
 
@@ -420,24 +421,8 @@ class Scheduler:
     def __init__(self, skill: CelerySkill) -> None:
         self._call: Call = skill._call
 
-    @staticmethod
-    def crontab(
-        minute: str = "*",
-        hour: str = "*",
-        day_of_week: str = "*",
-        day_of_month: str = "*",
-        month_of_year: str = "*",
-    ) -> Any:
-        """A validated crontab schedule to pass as `crontab=` (raises InvalidArgument)."""
-        from celery_mcp.service.schedule_rules import crontab
-
-        return crontab(
-            minute=minute,
-            hour=hour,
-            day_of_week=day_of_week,
-            day_of_month=day_of_month,
-            month_of_year=month_of_year,
-        )
+    #: A validated crontab schedule to pass as `crontab=` (raises InvalidArgument).
+    crontab = staticmethod(schedule_rules.crontab)
 
     def add_periodic_task(
         self,

@@ -37,7 +37,11 @@ WAIT_SLICE_S = 1.0
 
 
 def publish_options(opts: TaskOptions) -> dict[str, Any]:
-    """Celery `apply_async` options for `opts` (bounded publish retry, retry headers)."""
+    """Celery `apply_async` options for `opts`: routing, delays, retry headers.
+
+    `retry=True` applies the app's `task_publish_retry_policy`; client apps set it to no retry
+    (see `app.bounded_config`), so a broker that does not answer fails the call at once.
+    """
     options: dict[str, Any] = {"retry": True}
     for key in ("countdown", "eta", "expires", "queue", "priority"):
         value = getattr(opts, key)
@@ -183,10 +187,13 @@ def get_result(
 
     from celery_mcp.service.workflows import saved_group_result
 
-    group = saved_group_result(cluster, request, progress)
-    if group is not None:  # a saved group id (group_tasks/map_task): wait for all
-        return group
     result = AsyncResult(request.task_id, app=cluster.app)
+    with translate_errors("backend"):
+        pending = result.state == TaskState.PENDING  # cached by the result once it is ready
+    if pending:  # maybe a saved group id (group_tasks/map_task), which has no state of its own
+        group = saved_group_result(cluster, request, progress)
+        if group is not None:
+            return group
     start = time.monotonic()
     deadline = start + min(request.timeout_s, cluster.settings.result_wait_max_s)
     while True:

@@ -48,11 +48,13 @@ class Cluster:
             health_check_interval=0,
         )
 
-    def app_task_names(self) -> set[str]:
+    def app_task_names(self) -> frozenset[str]:
         """Task names registered in the imported app (its includes imported once)."""
         with self.lock:
             if "app_tasks" not in self.cache:
                 self.app.loader.import_default_modules()
-                names = {n for n in self.app.tasks if not n.startswith("celery.")}
+                names = frozenset(n for n in self.app.tasks if not n.startswith("celery."))
                 self.cache["app_tasks"] = (0.0, names)
-            return set(self.cache["app_tasks"][1])
+            names = self.cache["app_tasks"][1]
+            assert isinstance(names, frozenset)
+            return names

@@ -233,19 +233,19 @@ def registered_names(replies: dict[str, Any]) -> dict[str, list[str]]:
     }
 
 
-def worker_task_names(cluster: Cluster, *, max_age_s: float = WORKER_TASKS_TTL_S) -> set[str]:
+def worker_task_names(cluster: Cluster, *, max_age_s: float = WORKER_TASKS_TTL_S) -> frozenset[str]:
     """Task names registered on live workers (cached for `max_age_s`)."""
     now = time.monotonic()
     cached = cluster.cache.get("worker_tasks")
     if cached and now - cached[0] < max_age_s:
-        return set(cached[1])
+        return frozenset(cached[1])  # no copy: it is one already
     replies = registered_names(broadcast_inspect(cluster, "registered"))
-    names = {name for tasks in replies.values() for name in tasks}
+    names = frozenset(name for tasks in replies.values() for name in tasks)
     cluster.cache["worker_tasks"] = (now, names)
     return names
 
 
-def known_task_names(cluster: Cluster) -> set[str]:
+def known_task_names(cluster: Cluster) -> frozenset[str]:
     """Every task name the imported app or a live worker knows."""
     return cluster.app_task_names() | worker_task_names(cluster)
 

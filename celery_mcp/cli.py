@@ -82,15 +82,7 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     monitor = None
     if ns.with_worker:
         monitor = _spawn_monitor(settings)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(settings.data_dir / "worker.log", "ab")  # noqa: SIM115 (lives with the child)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery_mcp", "worker", "--hostname", "demo@%h"],
-            env=_env_for_children(settings),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
+        worker = _spawn_child(settings, ["worker", "--hostname", "demo@%h"], "worker.log")
         print(
             f"celery-mcp: worker pid {worker.pid}, log {settings.data_dir / 'worker.log'}",
             file=sys.stderr,
@@ -108,26 +100,26 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         pass
     finally:
         _stop_child(monitor)
-        if worker is not None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        _stop_child(worker)
     return 0
 
 
-def _spawn_monitor(settings: Any) -> subprocess.Popen[bytes]:
-    """Start `celery-mcp monitor` (the task-history recorder) as a child that exits with us."""
+def _spawn_child(settings: Any, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    """Start `celery-mcp ARGS` on the same settings, its output in the data dir's `log_name`."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    log = open(settings.data_dir / "monitor.log", "ab")  # noqa: SIM115 (lives with the child)
+    log = open(settings.data_dir / log_name, "ab")  # noqa: SIM115 (lives with the child)
     return subprocess.Popen(
-        [sys.executable, "-m", "celery_mcp", "monitor", "--parent-pid", str(os.getpid())],
+        [sys.executable, "-m", "celery_mcp", *args],
         env=_env_for_children(settings),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,
     )
+
+
+def _spawn_monitor(settings: Any) -> subprocess.Popen[bytes]:
+    """Start `celery-mcp monitor` (the task-history recorder) as a child that exits with us."""
+    return _spawn_child(settings, ["monitor", "--parent-pid", str(os.getpid())], "monitor.log")
 
 
 def _stop_child(proc: subprocess.Popen[bytes] | None) -> None:

@@ -78,7 +78,7 @@ def _time(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
 @contextmanager
 def _cluster() -> Iterator[tuple[dict[str, str], Path]]:
     """Env for children (broker on a private embedded Valkey) and the data dir; cleans up."""
-    from celery_mcp.embedded import ensure_running, stop
+    from celery_mcp.runtime.embedded import ensure_running, stop
 
     with tempfile.TemporaryDirectory(prefix="bench-catalog-") as tmp:
         data = Path(tmp)
@@ -153,9 +153,9 @@ async def _mcp_times(env: dict[str, str], repeat: int) -> dict[int, tuple[float,
 def main() -> None:
     from celery_mcp.config import Settings
     from celery_mcp.models.catalog import ListTaskTypesInput
+    from celery_mcp.runtime.worker.commands import task_specs
     from celery_mcp.service.catalog import list_task_types
     from celery_mcp.service.cluster import Cluster
-    from celery_mcp.worker_control import task_specs
 
     rows: list[tuple[str, float, float, str]] = []
     start = time.perf_counter()
@@ -177,7 +177,7 @@ def main() -> None:
             rows.append((f"app, limit {limit}, cached", med, worst, f"{len(page.tasks)} tasks"))
 
             def uncached(r: ListTaskTypesInput = request) -> Any:
-                worker_only.cache.pop("catalog_workers", None)
+                worker_only.worker_view = None
                 return list_task_types(worker_only, r)
 
             med, worst, page = _time(uncached, 10)

@@ -28,7 +28,7 @@ from mcp.types import CallToolResult
 
 from celery_mcp.app import make_app
 from celery_mcp.config import Settings
-from celery_mcp.embedded import EmbeddedServer, ensure_running, stop
+from celery_mcp.runtime.embedded import EmbeddedServer, ensure_running, resolve, stop
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -195,7 +195,7 @@ def bench_env(workers: int = 1, concurrency: int = 2) -> Iterator[BenchEnv]:
         server = ensure_running(data_dir)
         clean = {k: v for k, v in os.environ.items() if not k.startswith("CELERY_MCP_")}
         env = clean | {"CELERY_MCP_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
-        app = make_app(Settings(data_dir=data_dir))
+        app = make_app(resolve(Settings(data_dir=data_dir)))
         bench = BenchEnv(data_dir=data_dir, server=server, env=env, app=app)
         try:
             bench.start_workers(workers, concurrency)

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from celery_mcp.config import Settings
-from celery_mcp.embedded import ensure_running, stop
 from celery_mcp.models.history import ListTasksInput
-from celery_mcp.monitor import HistoryStore
+from celery_mcp.runtime.embedded import ensure_running, resolve, stop
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.history import history_store, list_tasks
+from celery_mcp.stores.history import HistoryStore
 
 N_TASKS = int(os.environ.get("BENCH_HISTORY_TASKS", "100000"))
 RUNS = 50
@@ -119,7 +119,7 @@ def main() -> None:
         settings = Settings(
             data_dir=data_dir, history_max_tasks=N_TASKS, history_max_age_s=30 * 86_400
         )
-        cluster = Cluster(settings)
+        cluster = Cluster(resolve(settings))
         store = history_store(cluster)
         used_before = int(store.r.info("memory")["used_memory"])
         now = time.time()

@@ -23,7 +23,7 @@ from mcp.client.stdio import stdio_client
 from bench.harness import Row, Run, interleaved, p50, percentile, time_async, time_sync
 from celery_mcp.config import Settings
 from celery_mcp.service.cluster import Cluster
-from celery_mcp.service.registry import load_operations
+from celery_mcp.service.registry import OPERATIONS
 
 IDLE_QUEUE = "bench.idle"
 SEND_TARGET_MS = 1.0
@@ -66,7 +66,7 @@ async def send_rows(run: Run) -> list[Row]:
         lambda: run.session.call_tool("send_task", args),
         n,
     )
-    send = load_operations()["send_task"]
+    send = OPERATIONS["send_task"]
     cluster = Cluster(Settings(data_dir=run.env.data_dir), app=app)
     request = send.input_model.model_validate(args)
     service = time_sync(lambda: send.func(cluster, request), n)

@@ -41,7 +41,7 @@ async def main() -> None:
             print(f"{label:<10} {count:>5} {size:>17,}")
         from pathlib import Path
 
-        from celery_mcp.embedded import stop
+        from celery_mcp.runtime.embedded import stop
 
         stop(Path(data))
 

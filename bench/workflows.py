@@ -29,7 +29,7 @@ from mcp.client.stdio import stdio_client
 
 from celery_mcp.app import make_app
 from celery_mcp.config import Settings
-from celery_mcp.embedded import ensure_running, stop
+from celery_mcp.runtime.embedded import ensure_running, resolve, stop
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -87,7 +87,7 @@ async def main(size: int, rounds: int) -> None:
         ensure_running(data)
         worker = start_worker(env, data / "worker.log")
         try:
-            app = make_app(Settings(data_dir=data))
+            app = make_app(resolve(Settings(data_dir=data)))
             app.loader.import_default_modules()
             params = StdioServerParameters(
                 command=sys.executable,

@@ -9,13 +9,13 @@ __all__ = ["CelerySkill", "Settings", "__version__"]
 
 if TYPE_CHECKING:
     from celery_mcp.config import Settings
-    from celery_mcp.facade import CelerySkill
+    from celery_mcp.interfaces.facade import CelerySkill
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: `celery-mcp serve` must not pay for importing the facade (or Celery) up front.
     if name == "CelerySkill":
-        from celery_mcp.facade import CelerySkill
+        from celery_mcp.interfaces.facade import CelerySkill
 
         return CelerySkill
     if name == "Settings":

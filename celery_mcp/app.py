@@ -2,7 +2,8 @@
 
 With `Settings.app` the user's app is imported and keeps its own configuration; this module
 only adds the bounds that keep every call of this process finite, the json-only accept list,
-and (when set) the broker/backend URLs from Settings.
+and (when set) the broker/backend URLs from Settings. Settings must name a broker: front ends
+and processes fill in the embedded server first (`runtime.embedded.resolve`).
 """
 
 from __future__ import annotations
@@ -12,24 +13,43 @@ from typing import Any
 
 from celery import Celery
 
+from celery_mcp.client_backend import ALIASES
 from celery_mcp.config import Settings
 from celery_mcp.errors import InvalidArgument
-from celery_mcp.security import json_only
+from celery_mcp.stores.clients import is_redis_url
 
 DEMO_MODULE = "celery_mcp.demo_tasks"
+#: The only content type this process decodes.
+JSON_ONLY = ["json"]
+
+
+def json_only(app: Celery) -> None:
+    """Make `app` (a client-side or recording Celery app) decode JSON only, on every path.
+
+    The conf covers backends and mailboxes created from now on; the control mailbox and this
+    thread's result backend may already exist (a user's module can touch `app.control` or
+    `app.backend` at import), so their accept lists are reset too. Events are read with
+    `event_serializer` + json, so it becomes json. A pickle planted in the backend is then
+    refused, never unpickled.
+    """
+    app.conf.accept_content = JSON_ONLY
+    app.conf.result_accept_content = JSON_ONLY
+    app.conf.event_serializer = "json"
+    app.control.mailbox.accept = JSON_ONLY
+    app.backend.accept = {"application/json"}  # a backend's accept holds content types
 
 
 def resolve_urls(settings: Settings) -> tuple[str, str]:
-    """(broker_url, result_backend), starting the embedded server when none is configured."""
+    """(broker_url, result_backend) of settings that name a broker (backend: the broker's
+    Redis, else rpc://)."""
     if settings.broker_url is None:
-        from celery_mcp.embedded import ensure_running
-
-        server = ensure_running(settings.data_dir)
-        return server.url_for_db(0), settings.result_backend or server.url_for_db(1)
+        raise InvalidArgument(
+            "no broker URL: the embedded server was not started",
+            hint="set CELERY_MCP_BROKER_URL, or resolve settings with runtime.embedded.resolve",
+        )
     backend = settings.result_backend
     if backend is None:
-        redis_like = settings.broker_url.startswith(("redis://", "rediss://", "valkey://"))
-        backend = settings.broker_url if redis_like else "rpc://"
+        backend = settings.broker_url if is_redis_url(settings.broker_url) else "rpc://"
     return settings.broker_url, backend
 
 
@@ -124,8 +144,6 @@ def make_app(settings: Settings, *, worker: bool = False) -> Celery:
         # the backend to come back instead of failing the task with ConnectionError.
         app.conf.result_backend_always_retry = True
     if not worker:
-        from celery_mcp.client_backend import ALIASES
-
         app.loader.override_backends = {**app.loader.override_backends, **ALIASES}
         app.conf.update(bounded_config(settings))
         json_only(app)  # accept lists, and a control mailbox or backend made at import

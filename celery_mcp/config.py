@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: Every toolset a server can expose; `health` is always on.
@@ -25,9 +25,10 @@ TOOLSETS: tuple[str, ...] = (
     "history",
     "health",
 )
-#: The default: what an operator needs first (send and read tasks, see and steer workers, know
-#: how to call a task, what happened and what is wrong): 20 tools, under 20 KB of tools/list.
-#: `workflows` (5 tools, about 7 KB of nested step schemas) and `schedules` are opt-in.
+#: The MCP server's default: what an operator needs first (send and read tasks, see and steer
+#: workers, know how to call a task, what happened and what is wrong): 20 tools, under 20 KB of
+#: tools/list. `workflows` (5 tools, about 7 KB of nested step schemas) and `schedules` are
+#: opt-in. The Python API and the CLI offer every toolset unless toolsets are set.
 DEFAULT_TOOLSETS: tuple[str, ...] = ("tasks", "workers", "catalog", "history", "health")
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^@/\s]*)@")
@@ -67,8 +68,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Embedded server data, lock and logs."
     )
-    toolsets: Annotated[tuple[str, ...], NoDecode] = Field(
-        DEFAULT_TOOLSETS, description="Toolsets to expose (comma-separated), or 'all'."
+    toolsets: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        None,
+        description="Toolsets to offer (comma-separated), or 'all'. Unset: the MCP server offers "
+        "the default toolsets, the Python API and the CLI all of them.",
     )
     read_only: bool = Field(False, description="Hide every tool that changes state.")
 
@@ -76,7 +79,6 @@ class Settings(BaseSettings):
     call_timeout_s: float = Field(10.0, gt=0, description="Bound on one tool call.")
     broker_timeout_s: float = Field(1.0, gt=0, description="Connect/socket timeout to broker.")
     inspect_timeout_s: float = Field(1.0, gt=0, description="Wait for worker replies.")
-    result_wait_default_s: float = Field(10.0, ge=0, description="get_result default wait.")
     result_wait_max_s: float = Field(300.0, gt=0, description="Largest get_result wait allowed.")
     result_expires_s: int = Field(86_400, gt=0, description="How long results are kept.")
     visibility_timeout_s: float | None = Field(
@@ -126,7 +128,9 @@ class Settings(BaseSettings):
 
     @field_validator("toolsets", mode="before")
     @classmethod
-    def _parse_toolsets(cls, value: object) -> tuple[str, ...]:
+    def _parse_toolsets(cls, value: object) -> tuple[str, ...] | None:
+        if value is None:
+            return None
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         names = tuple(str(v) for v in value)  # type: ignore[attr-defined]
@@ -140,10 +144,20 @@ class Settings(BaseSettings):
             )
         return tuple(dict.fromkeys((*names, "health")))
 
+    _embedded: bool = PrivateAttr(False)
+
     @property
     def embedded(self) -> bool:
-        """True when no broker is configured and the embedded Valkey is used."""
-        return self.broker_url is None
+        """True when the broker is the embedded Valkey (none configured, or filled in)."""
+        return self.broker_url is None or self._embedded
+
+    def with_embedded(self, broker_url: str, result_backend: str) -> Settings:
+        """These settings on the embedded server's URLs (`runtime.embedded.resolve`)."""
+        resolved = self.model_copy(
+            update={"broker_url": broker_url, "result_backend": result_backend}
+        )
+        resolved._embedded = True
+        return resolved
 
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         """repr() (and so tracebacks and log lines) with URL passwords redacted."""

@@ -7,6 +7,8 @@ from typing import Any
 
 from celery import shared_task
 
+from celery_mcp.stores.keys import DEMO_FLAKY_PREFIX
+
 
 @shared_task(name="demo.add")
 def add(x: int, y: int) -> int:
@@ -54,8 +56,8 @@ def noop() -> None:
 def flaky(self: Any, key: str, failures: int = 1) -> str:
     """Fail the first `failures` runs for `key`, then succeed (for retry tests)."""
     client = self.app.backend.client
-    attempt = int(client.incr(f"celery-mcp:demo:flaky:{key}"))
-    client.expire(f"celery-mcp:demo:flaky:{key}", 3600)
+    attempt = int(client.incr(DEMO_FLAKY_PREFIX + key))
+    client.expire(DEMO_FLAKY_PREFIX + key, 3600)
     if attempt <= failures:
         raise RuntimeError(f"flaky {key}: attempt {attempt} of {failures} failing")
     return f"ok after {attempt} attempts"

@@ -10,7 +10,7 @@ import pytest
 from mcp import ClientSession
 
 from celery_mcp.config import Settings
-from celery_mcp.embedded import EmbeddedServer, ensure_running, stop
+from celery_mcp.runtime.embedded import EmbeddedServer, ensure_running, resolve, stop
 from celery_mcp.service.cluster import Cluster
 from tests.support import Worker, mcp_session
 
@@ -47,7 +47,7 @@ def embedded(data_dir: Path) -> Iterator[EmbeddedServer]:
 
 @pytest.fixture(scope="session")
 def settings(data_dir: Path, embedded: EmbeddedServer) -> Settings:
-    return Settings(data_dir=data_dir)
+    return resolve(Settings(data_dir=data_dir))
 
 
 @pytest.fixture(scope="session")

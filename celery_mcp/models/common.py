@@ -46,14 +46,21 @@ class TaskState(StrEnum):
     IGNORED = "IGNORED"
 
 
+#: States after which a task runs no more (Celery's READY_STATES, plus REJECTED and IGNORED,
+#: which are final too): the one ready set of this project.
+READY_STATES: frozenset[str] = frozenset(
+    {TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKED, TaskState.REJECTED, TaskState.IGNORED}
+)
+#: Ready states that are not a success.
+FAILED_STATES: frozenset[str] = frozenset(
+    {TaskState.FAILURE, TaskState.REVOKED, TaskState.REJECTED}
+)
+
+
 class Model(BaseModel):
     """Base of every input and output model: unknown fields are refused."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-class Empty(Model):
-    """No arguments."""
 
 
 Truncation = str

@@ -293,9 +293,6 @@ COMMAND_ARGUMENTS: dict[ControlCommand, tuple[tuple[str, ...], tuple[str, ...]]]
     ControlCommand.TIME_LIMIT: (("task_name",), ("soft", "hard")),
 }
 ARGUMENT_FIELDS = ("n", "max", "min", "queue", "task_name", "rate", "soft", "hard")
-#: The control command `celery-mcp worker` adds so new time limits apply at once
-#: (see celery_mcp.worker_commands).
-TIME_LIMIT_COMMAND = "mcp_time_limit"
 
 
 class ControlInput(Target):

@@ -29,10 +29,10 @@ from celery_mcp.models.catalog import (
     TaskTypeSummary,
 )
 from celery_mcp.service import discovery
-from celery_mcp.service.cluster import Cluster
+from celery_mcp.service.cluster import Cluster, Stamped
 from celery_mcp.service.discovery import expected_workers
-from celery_mcp.service.registry import operation
-from celery_mcp.service.signatures import SPECS_COMMAND, check_call, task_spec
+from celery_mcp.service.signatures import check_call, task_spec
+from celery_mcp.stores.keys import SPECS_COMMAND
 
 log = logging.getLogger("celery_mcp.catalog")
 
@@ -58,15 +58,14 @@ def app_spec(cluster: Cluster, name: str) -> TaskSpec | None:
     """The spec of `name` from the imported app (derived once), or None if it has no such task."""
     if name not in cluster.app_task_names():
         return None
-    cached = cluster.cache.setdefault("catalog_app_specs", (0.0, {}))[1]
+    cached = cluster.app_specs
     if name not in cached:
         try:
             cached[name] = task_spec(cluster.app.tasks[name])
         except Exception:  # an odd task object: listed, its signature unknown
             log.warning("cannot describe task %s", name, exc_info=True)
             cached[name] = TaskSpec(name=name)
-    spec: TaskSpec = cached[name]
-    return spec
+    return cached[name]
 
 
 def _ask_workers(cluster: Cluster) -> WorkerView:
@@ -97,12 +96,11 @@ def _ask_workers(cluster: Cluster) -> WorkerView:
 
 def worker_view(cluster: Cluster, *, max_age_s: float = WORKER_SPECS_TTL_S) -> WorkerView:
     """Live workers' tasks and specs, asked at most every `max_age_s` seconds."""
-    cached = cluster.cache.get("catalog_workers")
-    if cached and time.monotonic() - cached[0] < max_age_s:
-        view: WorkerView = cached[1]
-        return view
+    cached = cluster.worker_view
+    if cached is not None and cached.fresh(max_age_s):
+        return cached.value
     view = _ask_workers(cluster)
-    cluster.cache["catalog_workers"] = (view.at, view)
+    cluster.worker_view = Stamped(view.at, view)
     return view
 
 
@@ -119,7 +117,7 @@ def resolve_spec(cluster: Cluster, name: str, view: WorkerView) -> tuple[TaskSpe
 def check_arguments(cluster: Cluster, name: str, args: Any, kwargs: Any) -> None:
     """Raise InvalidArgument when args/kwargs do not fit `name`'s known signature.
 
-    Called by `tasks.ensure_sendable` before anything is published. A task whose signature
+    Called by `sending.ensure_sendable` before anything is published. A task whose signature
     is unknown (only plain celery workers have it) is not checked.
     """
     spec = app_spec(cluster, name)
@@ -139,10 +137,8 @@ def _matcher(pattern: str) -> str:
     return pattern if _GLOB_CHARS & set(pattern) else f"*{pattern}*"
 
 
-@operation("catalog", read_only=True)
 def list_task_types(cluster: Cluster, request: ListTaskTypesInput) -> TaskTypeList:
-    """Task names the cluster can run (app and live workers) by name glob, paged, with signature and
-    summary."""
+    """A page of the task names the app and live workers know, with signatures."""
     view = worker_view(cluster)
     glob = _matcher(request.pattern)
     names = sorted(
@@ -195,10 +191,8 @@ def _note(cluster: Cluster, source: Source, spec: TaskSpec | None, workers: list
     return ""
 
 
-@operation("catalog", read_only=True)
 def describe_task(cluster: Cluster, request: DescribeTaskInput) -> TaskDescription:
-    """How to call a task: docstring, parameters JSON schema, queue, limits, retry policy, workers
-    that have it."""
+    """One task's spec (app first, then a celery-mcp worker's) and the workers that have it."""
     name = request.task_name
     view = worker_view(cluster)
     if name not in view.hosts and name not in cluster.app_task_names():

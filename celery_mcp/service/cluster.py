@@ -1,26 +1,57 @@
-"""`Cluster`: the one object every service call takes (settings + Celery app + clients)."""
+"""`Cluster`: the one object every service call takes (settings, the Celery app, its clients
+and what this process caches about the workers)."""
 
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from celery import Celery
 
-from celery_mcp.config import Settings
+from celery_mcp.app import make_app
+from celery_mcp.config import Settings, redact_url
+from celery_mcp.errors import InvalidArgument, Unavailable
+from celery_mcp.stores.clients import is_redis_url, redis_client
+from celery_mcp.stores.history import HistoryStore
+from celery_mcp.stores.schedules import ScheduleStore, store_location
+
+if TYPE_CHECKING:  # types only: catalog imports this module
+    from celery_mcp.models.catalog import TaskSpec
+    from celery_mcp.service.catalog import WorkerView
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Stamped(Generic[T]):
+    """A value read at `at` (time.monotonic())."""
+
+    at: float
+    value: T
+
+    def fresh(self, max_age_s: float) -> bool:
+        return time.monotonic() - self.at < max_age_s
 
 
 class Cluster:
     """Settings, the Celery app and the broker/backend clients of one process."""
 
-    def __init__(self, settings: Settings | None = None, app: Celery | None = None) -> None:
-        from celery_mcp.app import make_app
-
-        self.settings = settings or Settings()
-        self.app = app or make_app(self.settings)
+    def __init__(self, settings: Settings, app: Celery | None = None) -> None:
+        self.settings = settings
+        self.app = app or make_app(settings)
         self.lock = threading.Lock()
-        self.cache: dict[str, tuple[float, Any]] = {}
+        #: Hostnames that answered any broadcast of this process (expected on AMQP).
+        self.workers_seen: frozenset[str] = frozenset()
+        #: Task names live workers registered, and when they were asked.
+        self.worker_tasks: Stamped[frozenset[str]] | None = None
+        #: What live workers reported to the catalog, and when.
+        self.worker_view: Stamped[WorkerView] | None = None
+        #: Specs of the imported app's tasks, derived once each.
+        self.app_specs: dict[str, TaskSpec] = {}
+        self._app_tasks: frozenset[str] | None = None
 
     @property
     def broker_url(self) -> str:
@@ -32,29 +63,62 @@ class Cluster:
 
     @property
     def broker_is_redis(self) -> bool:
-        return self.broker_url.startswith(("redis://", "rediss://", "valkey://", "redis+socket"))
+        return is_redis_url(self.broker_url)
 
     @cached_property
     def broker_redis(self) -> Any:
-        """A redis client on the broker's database (Redis/Valkey brokers only), bounded."""
-        import redis
+        """A bounded redis client on the broker's database (Redis/Valkey brokers only)."""
+        return redis_client(self.broker_url, timeout_s=self.settings.broker_timeout_s)
 
-        t = self.settings.broker_timeout_s
-        return redis.Redis.from_url(
-            self.broker_url.replace("valkey://", "redis://"),
-            socket_timeout=t,
-            socket_connect_timeout=t,
-            retry_on_timeout=False,
-            health_check_interval=0,
+    @cached_property
+    def history(self) -> HistoryStore:
+        """The task history store: the broker's Redis, else the result backend's."""
+        url = next((u for u in (self.broker_url, self.backend_url) if is_redis_url(u)), None)
+        if url is None:
+            raise Unavailable(
+                "the task history needs a Redis or Valkey broker or result backend",
+                hint="set CELERY_MCP_RESULT_BACKEND to a redis:// URL",
+            )
+        s = self.settings
+        return HistoryStore(
+            redis_client(url, timeout_s=s.broker_timeout_s, decode=True),
+            max_tasks=s.history_max_tasks,
+            max_age_s=s.history_max_age_s,
+            field_bytes=s.history_field_bytes,
         )
+
+    @cached_property
+    def schedules(self) -> ScheduleStore:
+        """The RedBeat schedule store (the app's `redbeat_redis_url`, else the broker)."""
+        url, prefix, lock_key = store_location(self.app)
+        if url is None:
+            raise InvalidArgument(
+                f"schedules need a Redis/Valkey store; the broker is {redact_url(self.broker_url)}",
+                hint="use a redis:// broker or set redbeat_redis_url in your Celery app",
+            )
+        client = redis_client(url, timeout_s=self.settings.broker_timeout_s, decode=True)
+        return ScheduleStore(client=client, app=self.app, url=url, prefix=prefix, lock_key=lock_key)
 
     def app_task_names(self) -> frozenset[str]:
         """Task names registered in the imported app (its includes imported once)."""
         with self.lock:
-            if "app_tasks" not in self.cache:
+            if self._app_tasks is None:
                 self.app.loader.import_default_modules()
-                names = frozenset(n for n in self.app.tasks if not n.startswith("celery."))
-                self.cache["app_tasks"] = (0.0, names)
-            names = self.cache["app_tasks"][1]
-            assert isinstance(names, frozenset)
-            return names
+                self._app_tasks = frozenset(
+                    n for n in self.app.tasks if not n.startswith("celery.")
+                )
+            return self._app_tasks
+
+    def forget_app_tasks(self) -> None:
+        """Read the app's task list again on next use (a task was registered since)."""
+        with self.lock:
+            self._app_tasks = None
+
+    def close(self) -> None:
+        """Close the clients this cluster opened and the app's connections (best effort)."""
+        for name in ("broker_redis", "history", "schedules"):
+            opened = self.__dict__.pop(name, None)
+            client = getattr(opened, "client", getattr(opened, "r", opened))
+            if client is not None and hasattr(client, "close"):
+                client.close()
+        self.app.close()

@@ -2,8 +2,8 @@
 
 Each check reads what is cheap and bounded: a census and one roll call of the workers
 (`discovery.request`), queue depths on the broker (`workers.queue_depths`), the recorded
-history (`celery_mcp.monitor.HistoryStore`), the beat health check the schedules toolset
-registers, and the broker's INFO. A check that cannot run says why in `checks`, and the
+history (`stores.history`), the beat health check and the schedule store, and the broker's
+INFO. A check that cannot run says why in `checks`, and the
 others still run.
 """
 
@@ -25,7 +25,11 @@ from celery_mcp.models.common import Json
 from celery_mcp.models.diagnose import DiagnoseInput, DiagnoseResult, Finding, Severity
 from celery_mcp.service import discovery
 from celery_mcp.service.cluster import Cluster
-from celery_mcp.service.registry import OPERATIONS, operation
+from celery_mcp.service.health import check_beat as beat_health
+from celery_mcp.service.policy import offers
+from celery_mcp.service.registry import OPERATIONS
+from celery_mcp.service.workers import queue_depths
+from celery_mcp.stores.history import HistoryStore
 
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 DEFAULT_STUCK_S = 600.0
@@ -62,12 +66,8 @@ class Run:
     ) -> None:
         """Record a finding; `weight` orders findings of one severity (larger first)."""
         op = OPERATIONS.get(next_tool or "")
-        settings = self.cluster.settings
-        known = (  # only a tool this server exposes
-            op is not None
-            and op.toolset in settings.toolsets
-            and (op.read_only or not settings.read_only)
-        )
+        # only a tool an agent of this server can call (the MCP server's policy)
+        known = op is not None and offers(self.cluster.settings, op.toolset, op.read_only, "mcp")
         self.findings.append(
             (
                 weight,
@@ -116,10 +116,9 @@ def rank(findings: list[tuple[float, Finding]]) -> list[Finding]:
 # --- checks ----------------------------------------------------------------------------------
 
 
-def _history(run: Run) -> Any:
-    from celery_mcp.service.history import history_store
-
-    return history_store(run.cluster)
+def _history(run: Run) -> HistoryStore:
+    with translate_errors("broker"):
+        return run.cluster.history
 
 
 def check_broker_settings(run: Run) -> str:
@@ -169,13 +168,14 @@ def check_workers(run: Run) -> str:
         lost[miss.hostname] = {"reason": str(miss.reason), "detail": miss.detail}
     try:  # heartbeats are fresh only while a monitor records them
         store = _history(run)
-        beats = store.workers() if store.status()["recording"] else {}
+        with translate_errors("broker"):
+            beats = store.workers() if store.status()["recording"] else {}
     except CeleryMcpError:
         beats = {}
     for host, entry in beats.items():
-        silent_s = run.now - float(entry.get("ts", 0))
-        limit = max(3 * float(entry.get("freq", 2.0)), 6.0)
-        if entry.get("status") == "online" and silent_s > limit and host not in roll.by_worker:
+        silent_s = run.now - entry.ts
+        limit = max(3 * entry.freq, 6.0)
+        if entry.status == "online" and silent_s > limit and host not in roll.by_worker:
             lost.setdefault(host, {})["last_heartbeat_s_ago"] = round(silent_s, 1)
     for host, evidence in sorted(lost.items()):
         gone = evidence.get("reason") == "disconnected" or "last_heartbeat_s_ago" in evidence
@@ -210,13 +210,12 @@ def _runtimes(run: Run, names: set[str]) -> dict[str, list[float]]:
     try:
         store = _history(run)
         with translate_errors("broker"):
-            out: dict[str, list[float]] = {}
-            for name in names:
-                key = store.key("n", "SUCCESS", name)
-                ids = store.r.zrevrange(key, 0, RUNTIME_SAMPLES - 1)
-                recs = store.get_many(list(ids))
-                out[name] = [float(r["runtime"]) for r in recs if r and r.get("runtime")]
-            return out
+            return {
+                name: [
+                    r.runtime for r in store.newest("SUCCESS", name, RUNTIME_SAMPLES) if r.runtime
+                ]
+                for name in names
+            }
     except CeleryMcpError:
         return {}
 
@@ -307,8 +306,6 @@ def _message_eta(raw: Any) -> tuple[str | None, datetime | None]:
 
 def check_queues(run: Run) -> str:
     """Queues with messages and no consumer; messages waiting long; ETAs past visibility."""
-    from celery_mcp.service.workers import queue_depths
-
     cluster = run.cluster
     roll = discovery.request(cluster, "active_queues")
     consumers: dict[str, list[str]] = {}
@@ -371,7 +368,7 @@ def _waiting(run: Run, queues: list[str]) -> int:
     for (q, tid), rec in zip(oldest.items(), recs, strict=True):
         if not rec:
             continue
-        waited = run.now - float(rec.get("sent") or rec["first"])
+        waited = run.now - (rec.sent or rec.first)
         if waited > run.request.max_wait_s:
             found += 1
             run.add(
@@ -441,24 +438,19 @@ def check_failures(run: Run) -> str:
     lo = run.now - run.request.window_s
     with translate_errors("broker"):
         keys = store.name_keys()
-        pipe = store.r.pipeline(transaction=False)
-        for key, _, _ in keys:
-            pipe.zcount(key, lo, "+inf")
+        counts = store.count_each([k for k, _, _ in keys], lo)
         totals: dict[str, Counter[str]] = {}
-        for (_, state, name), n in zip(keys, pipe.execute(), strict=True):
-            totals.setdefault(name, Counter())[state] += int(n)
+        for (_, state, name), n in zip(keys, counts, strict=True):
+            totals.setdefault(name, Counter())[state] += n
         failing = sorted(
             ((c["FAILURE"], name, c) for name, c in totals.items() if c["FAILURE"]), reverse=True
         )
         for failures, name, c in failing[:MAX_FINDINGS_PER_CHECK]:
             finished = c["FAILURE"] + c["SUCCESS"]
             rate = failures / finished if finished else 1.0
-            ids = store.r.zrevrangebyscore(
-                store.key("n", "FAILURE", name), "+inf", lo, start=0, num=FAILURE_SAMPLES
-            )
-            recs = [r for r in store.get_many(list(ids)) if r]
-            top = Counter(exception_type(r.get("exception")) for r in recs).most_common(3)
-            example = next((str(r.get("exception"))[:200] for r in recs), None)
+            recs = store.newest("FAILURE", name, FAILURE_SAMPLES, since=lo)
+            top = Counter(exception_type(r.exception) for r in recs).most_common(3)
+            example = next((str(r.exception)[:200] for r in recs), None)
             severity: Severity = "warning" if rate >= 0.2 and failures >= 3 else "info"
             run.add(
                 "task_failures",
@@ -479,7 +471,8 @@ def check_failures(run: Run) -> str:
                 task_name=name,
                 within_s=run.request.window_s,
             )
-    status = store.status()
+    with translate_errors("broker"):
+        status = store.status()
     if not status["recording"]:
         run.add(
             "history_not_recorded",
@@ -493,13 +486,7 @@ def check_failures(run: Run) -> str:
 
 def check_beat(run: Run) -> str:
     """Beat not running while schedules exist, and periodic tasks overdue."""
-    import celery_mcp.service.schedules  # noqa: F401  (registers the beat health check)
-    from celery_mcp.service.health import EXTRA_CHECKS
-
-    check = EXTRA_CHECKS.get("beat")
-    if check is None:
-        return "skipped: no beat health check is registered"
-    beat = check(run.cluster)
+    beat = beat_health(run.cluster)
     found = 0
     if beat.ok is False:
         found += 1
@@ -510,16 +497,11 @@ def check_beat(run: Run) -> str:
             {"detail": beat.detail},
             next_tool="list_periodic_tasks",
         )
-    from celery_mcp.service.schedules import get_store
-
-    store = get_store(run.cluster)
     with translate_errors("broker"):
-        overdue = store.client.zrangebyscore(
-            store.schedule_key, 1, run.now - OVERDUE_GRACE_S, start=0, num=20, withscores=True
-        )
+        overdue = run.cluster.schedules.overdue(run.now - OVERDUE_GRACE_S, limit=20)
     if overdue:
         found += 1
-        late = {str(k)[len(store.prefix) :]: round(run.now - s, 1) for k, s in overdue}
+        late = {name: round(run.now - due, 1) for name, due in overdue.items()}
         run.add(
             "schedules_overdue",
             "warning" if beat.ok is not False else "info",
@@ -550,10 +532,8 @@ def _run_check(check: Callable[[Run], str], run: Run) -> str:
         return f"skipped: {exc}"
 
 
-@operation("health", read_only=True)
 def diagnose(cluster: Cluster, request: DiagnoseInput) -> DiagnoseResult:
-    """What is wrong: unconsumed queues, lost workers, stuck tasks, failure rates, beat, risky
-    broker settings; ranked, with next calls."""
+    """Every check at once, findings ranked by severity."""
     start = time.perf_counter()
     run = Run(cluster, request)
     # Each check is bounded and independent: run at once, on their own Run (findings merged in

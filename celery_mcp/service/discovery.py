@@ -27,11 +27,9 @@ from typing import Any
 
 from celery_mcp.errors import translate_errors
 from celery_mcp.models.workers import MissingReason, MissingWorker
-from celery_mcp.service.cluster import Cluster
+from celery_mcp.service.cluster import Cluster, Stamped
 
 WORKER_TASKS_TTL_S = 5.0
-#: cluster.cache key: hostnames that ever answered (expected on brokers that cannot count).
-SEEN_KEY = "workers_seen"
 
 
 @dataclass(frozen=True)
@@ -79,11 +77,6 @@ def expected_workers(cluster: Cluster) -> int | None:
     return None if found is None else found.connected
 
 
-def _seen(cluster: Cluster) -> frozenset[str]:
-    """Hostnames that answered any broadcast of this process."""
-    return frozenset(cluster.cache.get(SEEN_KEY, (0.0, frozenset()))[1])
-
-
 def _missing(name: str, reason: MissingReason, timeout_s: float) -> MissingWorker:
     detail = {
         MissingReason.DISCONNECTED: "registered with the broker but not connected: the process "
@@ -109,7 +102,7 @@ def _plan(
     if alive and destination:
         return list(destination), len(destination), []
     if found is None:  # cannot count: expect the named workers, or every worker seen before
-        expected = destination or sorted(_seen(cluster))
+        expected = destination or sorted(cluster.workers_seen)
         return list(expected), len(destination) if destination else None, []
     if destination is None:
         return sorted(found.registered), found.connected, []
@@ -151,8 +144,8 @@ def request(
     latency: dict[str, float] = {}
     if limit != 0:
         replies, latency = _broadcast(cluster, command, arguments, destination, timeout, limit)
-    if replies.keys() - _seen(cluster):  # replaced whole: other threads may be reading it
-        cluster.cache[SEEN_KEY] = (time.monotonic(), _seen(cluster) | replies.keys())
+    if replies.keys() - cluster.workers_seen:  # replaced whole: other threads may be reading it
+        cluster.workers_seen = cluster.workers_seen | replies.keys()
     complete = found is not None and len(replies) >= (limit or 0)
     reason = MissingReason.DISCONNECTED if complete else MissingReason.NO_REPLY
     known = {m.hostname for m in missing}
@@ -235,13 +228,13 @@ def registered_names(replies: dict[str, Any]) -> dict[str, list[str]]:
 
 def worker_task_names(cluster: Cluster, *, max_age_s: float = WORKER_TASKS_TTL_S) -> frozenset[str]:
     """Task names registered on live workers (cached for `max_age_s`)."""
+    cached = cluster.worker_tasks
+    if cached is not None and cached.fresh(max_age_s):
+        return cached.value
     now = time.monotonic()
-    cached = cluster.cache.get("worker_tasks")
-    if cached and now - cached[0] < max_age_s:
-        return frozenset(cached[1])  # no copy: it is one already
     replies = registered_names(broadcast_inspect(cluster, "registered"))
     names = frozenset(name for tasks in replies.values() for name in tasks)
-    cluster.cache["worker_tasks"] = (now, names)
+    cluster.worker_tasks = Stamped(now, names)
     return names
 
 

@@ -5,27 +5,47 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 from celery_mcp.config import redact_url
-from celery_mcp.errors import CeleryMcpError, translate_errors
+from celery_mcp.errors import CeleryMcpError, InvalidArgument, NoWorkers, translate_errors
 from celery_mcp.models.health import ComponentHealth, HealthInput, HealthResult
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.discovery import broadcast_inspect
-from celery_mcp.service.registry import operation
+from celery_mcp.service.schedule_rules import tz_name
+from celery_mcp.stores.keys import HEALTH_PROBE_ID
 
-#: Extra checks other toolsets add (beat, schedule store): name -> check.
-EXTRA_CHECKS: dict[str, Callable[[Cluster], ComponentHealth]] = {}
+#: A heartbeat older than this (plus 3 of its loop intervals) is a dead beat.
+HEARTBEAT_STALE_S = 5.0
+
+
+class Verdict(Exception):
+    """Raised by a check to report a state other than healthy: ok False, or None (n/a)."""
+
+    def __init__(self, detail: str, ok: bool | None = False) -> None:
+        super().__init__(detail)
+        self.detail, self.ok = detail, ok
 
 
 def _timed(check: Callable[[], str]) -> ComponentHealth:
+    """Run one check: healthy with its detail, or the Verdict / typed error it raised.
+
+    A store this deployment has not got (InvalidArgument from the cluster) is not applicable.
+    """
     start = time.perf_counter()
     try:
         detail = check()
+    except Verdict as verdict:
+        return ComponentHealth(ok=verdict.ok, latency_ms=_ms(start), detail=verdict.detail)
+    except InvalidArgument as exc:
+        return ComponentHealth(ok=None, detail=exc.message)
     except CeleryMcpError as exc:
         return ComponentHealth(ok=False, detail=str(exc))
-    return ComponentHealth(
-        ok=True, latency_ms=round((time.perf_counter() - start) * 1e3, 2), detail=detail
-    )
+    return ComponentHealth(ok=True, latency_ms=_ms(start), detail=detail)
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1e3, 2)
 
 
 def check_broker(cluster: Cluster) -> ComponentHealth:
@@ -53,7 +73,7 @@ def check_backend(cluster: Cluster) -> ComponentHealth:
             if client is not None and hasattr(client, "ping"):
                 client.ping()
                 return "PING answered"
-            backend.get_task_meta("celery-mcp-health-probe")
+            backend.get_task_meta(HEALTH_PROBE_ID)
             return "read a probe key"
 
     return _timed(check)
@@ -66,7 +86,7 @@ def check_workers(cluster: Cluster) -> tuple[ComponentHealth, list[str]]:
     def check() -> str:
         names.extend(sorted(broadcast_inspect(cluster, "ping")))
         if not names:
-            raise CeleryMcpError(
+            raise NoWorkers(
                 "no worker answered ping",
                 hint="start one with `celery-mcp worker` (or your own celery worker)",
             )
@@ -75,23 +95,84 @@ def check_workers(cluster: Cluster) -> tuple[ComponentHealth, list[str]]:
     return _timed(check), names
 
 
-@operation("health", read_only=True)
+def check_schedule_store(cluster: Cluster) -> ComponentHealth:
+    """Reach the schedule store and count its entries (bounded by the broker timeout)."""
+
+    def check() -> str:
+        with translate_errors("broker"):
+            store = cluster.schedules
+            total, scheduled = store.counts()
+        return (
+            f"{total} periodic task(s), {scheduled} with a next run; "
+            f"RedBeat store {redact_url(store.url)} prefix {store.prefix!r}"
+        )
+
+    return _timed(check)
+
+
+def check_beat(cluster: Cluster) -> ComponentHealth:
+    """Is a beat alive (fresh heartbeat or held lock) and when did it last tick."""
+
+    def check() -> str:
+        with translate_errors("broker"):
+            store = cluster.schedules
+            beats = list(store.heartbeats().values())
+            lock_ttl_ms = store.lock_ttl_ms()
+            _, scheduled = store.counts()
+        now = time.time()
+        fresh = [
+            b
+            for b in beats
+            if now - float(b.get("last_tick_at", 0))
+            <= HEARTBEAT_STALE_S + 3 * float(b.get("max_interval_s", 1))
+        ]
+        active = [b for b in fresh if b.get("role") == "active"]
+        if active:
+            return _active_beat(cluster, active[0], len(fresh) - len(active), now)
+        if lock_ttl_ms > 0:
+            return (
+                f"beat lock held (expires in {lock_ttl_ms / 1000:.1f}s) by a beat without "
+                "heartbeat (e.g. a stock celery beat with RedBeat)"
+            )
+        if not scheduled:
+            raise Verdict("no beat running (no periodic task to run)", ok=None)
+        raise Verdict(
+            f"{scheduled} periodic task(s) scheduled but no beat is running; "
+            "start one with `celery-mcp beat`"
+        )
+
+    return _timed(check)
+
+
+def _active_beat(cluster: Cluster, beat: dict[str, object], standby: int, now: float) -> str:
+    ticked = float(str(beat["last_tick_at"]))
+    zone, mine = str(beat.get("timezone", tz_name(cluster.app))), tz_name(cluster.app)
+    if zone != mine:
+        raise Verdict(
+            f"beat {beat.get('node')} reads crontabs in {zone}, this server in {mine}: "
+            "set CELERY_MCP_TIMEZONE the same for both"
+        )
+    return (
+        f"beat {beat.get('node')} active, last tick {now - ticked:.1f}s ago "
+        f"(at {datetime.fromtimestamp(ticked, UTC).isoformat()}); {standby} standby"
+    )
+
+
 def health(cluster: Cluster, request: HealthInput) -> HealthResult:
-    """Check broker, backend, workers, beat and schedule store (bounded). Call first when something
-    fails."""
+    """Every component's state, each check bounded, failures as data."""
     # The checks are independent and each is bounded: run at once, they take the longest
     # one's time, not the sum (a frozen broker: 1 s instead of 4 s).
-    with ThreadPoolExecutor(1 + len(EXTRA_CHECKS)) as pool:
+    with ThreadPoolExecutor(3) as pool:
         backend_f = pool.submit(check_backend, cluster)
-        extra_f = {name: pool.submit(check, cluster) for name, check in EXTRA_CHECKS.items()}
+        beat_f = pool.submit(check_beat, cluster)
+        store_f = pool.submit(check_schedule_store, cluster)
         broker = check_broker(cluster)
         if request.include_workers and broker.ok:
             workers, names = check_workers(cluster)
         else:
             workers, names = ComponentHealth(ok=None, detail="not checked"), []
         backend = backend_f.result()
-        extra = {name: future.result() for name, future in extra_f.items()}
-    unknown = ComponentHealth(ok=None, detail="not checked")
+        beat, store = beat_f.result(), store_f.result()
     return HealthResult(
         ok=bool(broker.ok and backend.ok and workers.ok is not False),
         broker_url=redact_url(cluster.broker_url),
@@ -101,6 +182,6 @@ def health(cluster: Cluster, request: HealthInput) -> HealthResult:
         backend=backend,
         workers=workers,
         worker_names=names,
-        beat=extra.get("beat", unknown),
-        schedule_store=extra.get("schedule_store", unknown),
+        beat=beat,
+        schedule_store=store,
     )

@@ -1,8 +1,8 @@
 """History: list and inspect recorded tasks, re-run failed ones.
 
-The history is written by `celery-mcp monitor` (see `celery_mcp.monitor` for why and how) and
-read here; `get_task` and `retry_task` also read the result backend (`result_extended`), which
-knows the exact args/kwargs of a finished task.
+The history is written by `celery-mcp monitor` (see `runtime.monitor` for why and how) in the
+format `stores.history` owns, and read here; `get_task` and `retry_task` also read the result
+backend (`result_extended`), which knows the exact args/kwargs of a finished task.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ import heapq
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
 from celery_mcp.errors import CeleryMcpError, InvalidArgument, NotFound, translate_errors
-from celery_mcp.models.common import TaskState, Truncation
+from celery_mcp.models.common import READY_STATES, TaskState, Truncation
 from celery_mcp.models.history import (
     GetTaskInput,
     ListTasksInput,
@@ -33,28 +34,16 @@ from celery_mcp.models.history import (
     Window,
 )
 from celery_mcp.models.tasks import TaskOptions
-from celery_mcp.monitor import READY, STATES, HistoryStore, backend_lookup, store_for
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.limits import cap_json, cap_text
-from celery_mcp.service.registry import operation
-from celery_mcp.service.tasks import ensure_sendable, publish_options
+from celery_mcp.service.results import error_text, known_meta, known_metas
+from celery_mcp.service.sending import ensure_sendable, publish_options
+from celery_mcp.stores.history import STATES, HistoryStore, TaskRecord
 
 SCAN_BUDGET = 20_000
 RETRYABLE = ("FAILURE", "REVOKED")
-FINISH_KINDS = ("succeeded", "failed", "revoked", "rejected")
 MAX_CHILDREN = 100
 ERROR_CHARS = 200
-
-
-def history_store(cluster: Cluster) -> HistoryStore:
-    """The history store of this cluster (one per process)."""
-    cached = cluster.cache.get("history_store")
-    if cached is None:
-        with translate_errors("broker"):
-            store = store_for(cluster.settings, cluster.broker_url, cluster.backend_url)
-        cached = cluster.cache["history_store"] = (0.0, store)
-    store_: HistoryStore = cached[1]
-    return store_
 
 
 def window_bounds(window: Window, now: float | None = None) -> tuple[float, float]:
@@ -91,11 +80,6 @@ def _ts(value: Any) -> datetime | None:
     return datetime.fromtimestamp(float(value), UTC) if value is not None else None
 
 
-def _finished(rec: dict[str, Any]) -> float | None:
-    times = [rec[k] for k in FINISH_KINDS if rec.get(k) is not None]
-    return float(max(times)) if times else None
-
-
 def _short(text: Any) -> str | None:
     if text is None:
         return None
@@ -103,29 +87,19 @@ def _short(text: Any) -> str | None:
     return out if len(out) <= ERROR_CHARS else out[: ERROR_CHARS - 1] + "…"
 
 
-def runtime_s(rec: dict[str, Any]) -> float | None:
-    """Run time: the worker's own figure, else started -> finished."""
-    if rec.get("runtime") is not None:
-        return float(rec["runtime"])
-    finished = _finished(rec)
-    if rec.get("started") and finished and finished >= float(rec["started"]):
-        return round(finished - float(rec["started"]), 6)
-    return None
-
-
-def summary(rec: dict[str, Any]) -> TaskSummary:
+def summary(rec: TaskRecord) -> TaskSummary:
     """A listing row of one record."""
     return TaskSummary(
-        task_id=rec["id"],
-        task_name=rec.get("name"),
-        state=TaskState(rec["state"]),
-        first_seen=datetime.fromtimestamp(float(rec["first"]), UTC),
-        finished=_ts(_finished(rec)),
-        runtime_s=runtime_s(rec),
-        worker=rec.get("worker"),
-        queue=rec.get("queue"),
-        retries=rec.get("retries"),
-        error=_short(rec.get("exception")) if rec.get("state") in ("FAILURE", "RETRY") else None,
+        task_id=rec.id,
+        task_name=rec.name,
+        state=TaskState(rec.state or "PENDING"),
+        first_seen=datetime.fromtimestamp(rec.first, UTC),
+        finished=_ts(rec.finished),
+        runtime_s=rec.run_time_s,
+        worker=rec.worker,
+        queue=rec.queue,
+        retries=rec.retries,
+        error=_short(rec.exception) if rec.state in ("FAILURE", "RETRY") else None,
     )
 
 
@@ -152,12 +126,12 @@ def iter_matching(
     lo: float,
     hi: float,
     after: tuple[float, str] | None,
-    keep: Callable[[dict[str, Any]], bool],
+    keep: Callable[[TaskRecord], bool],
     *,
     chunk: int = 100,
     budget: int = SCAN_BUDGET,
     stats: dict[str, int] | None = None,
-) -> Iterator[tuple[float, str, dict[str, Any] | None]]:
+) -> Iterator[tuple[float, str, TaskRecord | None]]:
     """(score, id, record) newest first from several indexes, filtered by `keep`.
 
     When the scan budget runs out it yields one last (score, id, None): where the scan stopped.
@@ -208,22 +182,26 @@ def recorder_status(store: HistoryStore) -> RecorderStatus:
     )
 
 
-@operation("history", read_only=True)
+def history_store(cluster: Cluster) -> HistoryStore:
+    """The cluster's history store (Unavailable when there is no Redis to keep it in)."""
+    with translate_errors("broker"):
+        return cluster.history
+
+
 def list_tasks(cluster: Cluster, request: ListTasksInput) -> ListTasksResult:
-    """Recorded tasks newest first, filtered by state, name glob, worker, queue and time; paged,
-    with counts by state."""
+    """A page of recorded tasks, newest first, with counts by state."""
     store = history_store(cluster)
     lo, hi = window_bounds(request)
     after = decode_cursor(request.cursor) if request.cursor else None
     states = [s.value for s in request.state] if request.state else None
     worker, queue = request.worker, request.queue
 
-    def keep(rec: dict[str, Any]) -> bool:
-        if worker and not fnmatchcase(str(rec.get("worker") or ""), worker):
+    def keep(rec: TaskRecord) -> bool:
+        if worker and not fnmatchcase(rec.worker or "", worker):
             return False
-        return not (queue and not fnmatchcase(str(rec.get("queue") or ""), queue))
+        return not (queue and not fnmatchcase(rec.queue or "", queue))
 
-    page: list[tuple[float, dict[str, Any]]] = []
+    page: list[tuple[float, TaskRecord]] = []
     next_cursor: str | None = None
     complete = True
     stats: dict[str, int] = {}
@@ -238,7 +216,7 @@ def list_tasks(cluster: Cluster, request: ListTasksInput) -> ListTasksResult:
                 next_cursor, complete = encode_cursor(score, tid), False
                 break
             if len(page) == request.limit:
-                next_cursor = encode_cursor(page[-1][0], page[-1][1]["id"])
+                next_cursor = encode_cursor(page[-1][0], page[-1][1].id)
                 break
             page.append((score, rec))
         recorder = recorder_status(store)
@@ -250,25 +228,6 @@ def list_tasks(cluster: Cluster, request: ListTasksInput) -> ListTasksResult:
         complete=complete,
         recorder=recorder,
     )
-
-
-def backend_meta(cluster: Cluster, task_id: str) -> dict[str, Any]:
-    """What the result backend knows of a task ({} when nothing)."""
-    with translate_errors("backend"):
-        meta = dict(cluster.app.backend.get_task_meta(task_id))
-    if meta.get("status", "PENDING") == "PENDING" and not meta.get("name"):
-        return {}
-    return meta
-
-
-def _error_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, BaseException):
-        return f"{type(value).__name__}: {value}"
-    if isinstance(value, dict) and "exc_type" in value:
-        return f"{value['exc_type']}: {value.get('exc_message')}"
-    return str(value)
 
 
 def _child_ids(children: Any) -> list[str]:
@@ -283,112 +242,142 @@ def _child_ids(children: Any) -> list[str]:
     return ids
 
 
-def _state(rec: dict[str, Any] | None, meta: dict[str, Any]) -> str:
+def _state(rec: TaskRecord | None, meta: dict[str, Any]) -> str:
     """The best-known state: the backend's when it is final, else the history's."""
-    if meta.get("status") in READY or rec is None:
+    if meta.get("status") in READY_STATES or rec is None or rec.state is None:
         return str(meta.get("status", "PENDING"))
-    return str(rec["state"])
+    return rec.state
 
 
 def exact_arguments(
-    rec: dict[str, Any] | None, meta: dict[str, Any]
+    rec: TaskRecord | None, meta: dict[str, Any]
 ) -> tuple[list[Any], dict[str, Any]] | None:
     """The task's args and kwargs when known exactly (backend or enriched history), else None."""
-    for source in (meta, rec or {}):
-        args, kwargs = source.get("args"), source.get("kwargs")
-        exact = source is meta or bool(source.get("exact"))
-        if exact and isinstance(args, list) and isinstance(kwargs, dict):
-            return args, kwargs
+    args, kwargs = meta.get("args"), meta.get("kwargs")
+    if isinstance(args, list) and isinstance(kwargs, dict):
+        return args, kwargs
+    if (
+        rec is not None
+        and rec.exact
+        and isinstance(rec.args, list)
+        and isinstance(rec.kwargs, dict)
+    ):
+        return rec.args, rec.kwargs
     return None
 
 
-@operation("history", read_only=True)
-def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
-    """Everything known about one task: args, timeline, worker, result or traceback,
-    parent/children, retry links."""
-    tid = request.task_id
-    store = history_store(cluster)
-    with translate_errors("broker"):
-        rec = store.get(tid)
-        rel = store.relations(tid)
-    meta = backend_meta(cluster, tid)
-    if rec is None and not meta and not rel:
-        raise NotFound(
-            f"no history and no result for task {tid!r}",
-            hint="check the id with list_tasks; tasks run while no monitor was recording "
-            "are known only until their result expires",
-        )
-    r = rec or {}
-    state = _state(rec, meta)
-    cap = cluster.settings.max_output_bytes // 4
-    cuts: list[Truncation] = []
+@dataclass
+class _Capper:
+    """Caps output fields to one share of the output cap, noting every cut."""
 
-    def capped(field: str, value: Any) -> Any:
-        out, cut = cap_json(field, value, cap)
-        cuts.extend([cut] if cut else [])
+    cap: int
+    cuts: list[Truncation]
+
+    def json(self, field: str, value: Any) -> Any:
+        out, cut = cap_json(field, value, self.cap)
+        self.cuts.extend([cut] if cut else [])
         return out
 
-    exact = exact_arguments(rec, meta)
-    args, kwargs = exact if exact else (r.get("args"), r.get("kwargs"))
+    def text(self, field: str, value: str | None) -> str | None:
+        out, cut = cap_text(field, value, self.cap)
+        self.cuts.extend([cut] if cut else [])
+        return out
+
+
+def _timeline(rec: TaskRecord, meta: dict[str, Any]) -> Timeline:
+    finished = rec.finished
+    return Timeline(
+        sent=_ts(rec.sent),
+        received=_ts(rec.received),
+        started=_ts(rec.started),
+        retried=_ts(rec.retried),
+        succeeded=_ts(rec.succeeded),
+        failed=_ts(rec.failed),
+        revoked=_ts(rec.revoked),
+        rejected=_ts(rec.rejected),
+        finished=_ts(finished) if finished else meta.get("date_done"),
+    )
+
+
+def _outcome(
+    state: str, rec: TaskRecord, meta: dict[str, Any], capper: _Capper
+) -> tuple[Any, str | None, str | None]:
+    """(result, exception, traceback): the backend's when it has this state, else the history's."""
+    from_meta = meta.get("status") == state
     result = None
     if state == "SUCCESS":
-        result = meta["result"] if meta.get("status") == "SUCCESS" else r.get("result")
+        result = capper.json("result", meta["result"] if from_meta else rec.result)
     exception = None
     if state in ("FAILURE", "RETRY", "REVOKED", "REJECTED"):
-        from_meta = meta.get("status") == state and meta.get("result") is not None
-        exception = _error_text(meta["result"]) if from_meta else r.get("exception")
-    trace, tcut = cap_text("traceback", meta.get("traceback") or r.get("traceback"), cap)
-    exception, ecut = cap_text("exception", exception, cap)
-    cuts.extend([c for c in (tcut, ecut) if c])
-    finished = _finished(r)
-    done = meta.get("date_done")
-    timeline = Timeline(
-        sent=_ts(r.get("sent")),
-        received=_ts(r.get("received")),
-        started=_ts(r.get("started")),
-        retried=_ts(r.get("retried")),
-        succeeded=_ts(r.get("succeeded")),
-        failed=_ts(r.get("failed")),
-        revoked=_ts(r.get("revoked")),
-        rejected=_ts(r.get("rejected")),
-        finished=_ts(finished) if finished else done,
-    )
+        has = from_meta and meta.get("result") is not None
+        exception = capper.text("exception", error_text(meta["result"]) if has else rec.exception)
+    trace = capper.text("traceback", meta.get("traceback") or rec.traceback)
+    return result, exception, trace
+
+
+def _relations(rel: dict[str, str], meta: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(children, retried_as) from the history's relations and the backend's children."""
     children = [k.split(":", 1)[1] for k in rel if k.startswith("child:")]
     children += [c for c in _child_ids(meta.get("children")) if c not in children]
     retried_as = sorted(
         (k.split(":", 1)[1] for k in rel if k.startswith("retried_as:")),
         key=lambda k: float(rel[f"retried_as:{k}"]),
     )
+    return children, retried_as
+
+
+def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
+    """Everything the history and the result backend know of one task."""
+    tid = request.task_id
+    store = history_store(cluster)
+    with translate_errors("broker"):
+        found = store.get(tid)
+        rel = store.relations(tid)
+    meta = known_meta(cluster, tid)
+    if found is None and not meta and not rel:
+        raise NotFound(
+            f"no history and no result for task {tid!r}",
+            hint="check the id with list_tasks; tasks run while no monitor was recording "
+            "are known only until their result expires",
+        )
+    rec = found or TaskRecord(id=tid)
+    state = _state(found, meta)
+    capper = _Capper(cluster.settings.max_output_bytes // 4, [])
+    exact = exact_arguments(found, meta)
+    args, kwargs = exact if exact else (rec.args, rec.kwargs)
+    result, exception, trace = _outcome(state, rec, meta, capper)
+    children, retried_as = _relations(rel, meta)
+    retries = meta.get("retries")
     return TaskDetail(
         task_id=tid,
-        task_name=meta.get("name") or r.get("name"),
+        task_name=meta.get("name") or rec.name,
         state=TaskState(state),
-        args=capped("args", args),
-        kwargs=capped("kwargs", kwargs),
+        args=capper.json("args", args),
+        kwargs=capper.json("kwargs", kwargs),
         args_exact=exact is not None,
-        timeline=timeline,
-        runtime_s=runtime_s(r),
-        worker=meta.get("worker") or r.get("worker"),
-        queue=meta.get("queue") or r.get("queue"),
-        retries=meta.get("retries") if meta.get("retries") is not None else r.get("retries"),
-        eta=r.get("eta"),
-        expires=r.get("expires"),
-        result=capped("result", result),
+        timeline=_timeline(rec, meta),
+        runtime_s=rec.run_time_s,
+        worker=meta.get("worker") or rec.worker,
+        queue=meta.get("queue") or rec.queue,
+        retries=retries if retries is not None else rec.retries,
+        eta=rec.eta,
+        expires=rec.expires,
+        result=result,
         exception=exception,
         traceback=trace,
-        parent_id=meta.get("parent_id") or r.get("parent"),
-        root_id=r.get("root"),
+        parent_id=meta.get("parent_id") or rec.parent,
+        root_id=rec.root,
         children=children[:MAX_CHILDREN],
         children_count=len(children),
         retry_of=rel.get("retry_of"),
         retried_as=retried_as,
-        sources=[s for s, known in (("history", rec), ("backend", meta)) if known],
-        truncated=cuts,
+        sources=[s for s, known in (("history", found), ("backend", meta)) if known],
+        truncated=capper.cuts,
     )
 
 
 def _resend(
-    cluster: Cluster, store: HistoryStore, tid: str, rec: dict[str, Any] | None, meta: Any
+    cluster: Cluster, store: HistoryStore, tid: str, rec: TaskRecord | None, meta: dict[str, Any]
 ) -> tuple[str, str, str | None]:
     """Re-send a FAILURE/REVOKED task with its original name, args, kwargs and queue."""
     state = _state(rec, meta)
@@ -397,7 +386,7 @@ def _resend(
             f"task {tid!r} is {state}; retry_task re-sends only FAILURE or REVOKED tasks",
             hint="get_task shows its state; send_task sends a new task",
         )
-    name = meta.get("name") or (rec or {}).get("name")
+    name = meta.get("name") or (rec.name if rec else None)
     arguments = exact_arguments(rec, meta)
     if not name or arguments is None:
         raise InvalidArgument(
@@ -406,7 +395,7 @@ def _resend(
             hint="send it again with send_task if you know its arguments",
         )
     args, kwargs = arguments
-    queue = meta.get("queue") or (rec or {}).get("queue")
+    queue = meta.get("queue") or (rec.queue if rec else None)
     ensure_sendable(cluster, name, args, kwargs)
     with translate_errors("broker"):
         sent = cluster.app.send_task(
@@ -416,14 +405,12 @@ def _resend(
     return str(sent.id), str(name), queue
 
 
-@operation("history", read_only=False)
 def retry_task(cluster: Cluster, request: RetryTaskInput) -> RetryTaskResult:
-    """Re-send a FAILURE or REVOKED task with its original name, args and queue; the ids are linked
-    both ways."""
+    """Re-send one failed or revoked task and link the two ids."""
     store = history_store(cluster)
     with translate_errors("broker"):
         rec = store.get(request.task_id)
-    meta = backend_meta(cluster, request.task_id)
+    meta = known_meta(cluster, request.task_id)
     if rec is None and not meta:
         raise NotFound(
             f"no history and no result for task {request.task_id!r}",
@@ -439,22 +426,12 @@ def retry_task(cluster: Cluster, request: RetryTaskInput) -> RetryTaskResult:
     )
 
 
-def _metas(cluster: Cluster, ids: list[str]) -> dict[str, dict[str, Any]]:
-    lookup = backend_lookup(cluster.app)
-    with translate_errors("backend"):
-        if lookup is not None:
-            return lookup(ids)
-        return {i: m for i in ids if (m := backend_meta(cluster, i))}
-
-
-@operation("history", read_only=False, destructive=True)
 def retry_failed(cluster: Cluster, request: RetryFailedInput) -> RetryFailedResult:
-    """Re-send recent FAILURE tasks (name glob, time window), skipping retried ones. Needs
-    confirm=true, else a dry run."""
+    """Re-send recent failed tasks in bulk (a dry run unless confirmed)."""
     store = history_store(cluster)
     lo, hi = window_bounds(request)
     execute = request.confirm and not request.dry_run
-    picked: list[tuple[str, dict[str, Any]]] = []
+    picked: list[tuple[str, TaskRecord]] = []
     skipped: list[RetryCandidate] = []
     more = False
     with translate_errors("broker"):
@@ -467,19 +444,17 @@ def retry_failed(cluster: Cluster, request: RetryFailedInput) -> RetryFailedResu
             if retried:
                 if len(skipped) < request.max_tasks:
                     reason = f"already retried as {retried[-1].split(':', 1)[1]}"
-                    skipped.append(
-                        RetryCandidate(task_id=tid, task_name=rec.get("name"), skipped=reason)
-                    )
+                    skipped.append(RetryCandidate(task_id=tid, task_name=rec.name, skipped=reason))
                 continue
             if len(picked) == request.max_tasks:
                 more = True
                 break
             picked.append((tid, rec))
-    metas = _metas(cluster, [t for t, _ in picked]) if picked else {}
+    found = known_metas(cluster, [t for t, _ in picked]) if picked else {}
     candidates: list[RetryCandidate] = []
     for tid, rec in picked:
-        meta = metas.get(tid, {})
-        row = RetryCandidate(task_id=tid, task_name=meta.get("name") or rec.get("name"))
+        meta = found.get(tid, {})
+        row = RetryCandidate(task_id=tid, task_name=meta.get("name") or rec.name)
         if exact_arguments(rec, meta) is None:
             row.skipped = "original arguments unknown (result expired or no result_extended)"
         elif execute:

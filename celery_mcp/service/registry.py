@@ -1,33 +1,57 @@
-"""The operation registry: one entry per service call, read by the server, facade and CLI.
+"""The operations, and the one funnel every front end calls them through.
 
-An operation is a sync function `(cluster, request) -> response` whose request and response are
-pydantic models; `@operation(...)` records it with its toolset and safety flags, and its
-docstring becomes the tool description. The MCP server turns each into a tool, the CLI into an
-`--action`, the facade into a method: one schema, three front ends.
+`OPERATIONS` lists every operation: its name (the MCP tool, the CLI `--action`, the facade
+method), toolset, input and output models, safety flags and the description agents read. The
+implementation is the function of the same name in `celery_mcp.service.<module>`, a plain sync
+function `(cluster, request[, progress]) -> response`.
+
+`prepare(name, settings, fields, front_end)` is the funnel: it finds the operation, applies the
+policy (read-only, toolsets; see `policy`) and validates the fields with the input model, raising
+a typed error; the returned `Call` runs it. The MCP server prepares on its event loop and runs
+in a worker thread; the facade and the CLI `invoke` (prepare + run) directly.
+
+The table imports only models, so a front end can list the operations (the MCP server answers
+`tools/list`) without importing the implementations, which import Celery: importing them all
+took 95 ms at server start (they load on first call; `load_all` warms them).
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, get_type_hints
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from celery_mcp.config import Settings
+from celery_mcp.errors import InvalidArgument, validation_message
+from celery_mcp.models import catalog as cat
+from celery_mcp.models import diagnose as dia
+from celery_mcp.models import health as hea
+from celery_mcp.models import history as his
+from celery_mcp.models import schedules as sch
+from celery_mcp.models import tasks as tsk
+from celery_mcp.models import workers as wrk
+from celery_mcp.models import workflows as wfl
+from celery_mcp.service.policy import FrontEnd, check_operation, offers
 
-#: Service modules that define operations; each registers on import.
-MODULES: tuple[str, ...] = (
-    "celery_mcp.service.tasks",
-    "celery_mcp.service.workers",
-    "celery_mcp.service.workflows",
-    "celery_mcp.service.catalog",
-    "celery_mcp.service.schedules",
-    "celery_mcp.service.history",
-    "celery_mcp.service.diagnose",
-    "celery_mcp.service.health",
-)
+if TYPE_CHECKING:  # types only: the cluster module imports Celery
+    from celery_mcp.service.cluster import Cluster
+
+#: Where each toolset's operations are implemented (module of celery_mcp.service).
+MODULES = {
+    "tasks": "tasks",
+    "workers": "workers",
+    "workflows": "workflows",
+    "catalog": "catalog",
+    "schedules": "schedules",
+    "history": "history",
+    "health": "health",
+}
 
 
 class Progress(Protocol):
@@ -38,19 +62,33 @@ class Progress(Protocol):
 
 @dataclass(frozen=True)
 class Operation:
-    """One service call and what front ends need to know about it."""
+    """One operation and what every front end needs to know about it."""
 
     name: str
     toolset: str
-    func: Callable[..., BaseModel]
     input_model: type[BaseModel]
     output_model: type[BaseModel]
     description: str
-    read_only: bool
-    destructive: bool
-    idempotent: bool
-    reports_progress: bool
-    wait_field: str | None  # input field holding a wait in seconds, added to the call's bound
+    read_only: bool = False
+    destructive: bool = False
+    idempotent: bool = False
+    #: input field holding a wait in seconds, added to the call's bound
+    wait_field: str | None = None
+    #: the implementation takes a `progress` callback
+    progress: bool = False
+    module: str = field(default="", compare=False)
+
+    @property
+    def implemented_in(self) -> str:
+        return f"celery_mcp.service.{self.module or MODULES[self.toolset]}"
+
+    @cached_property
+    def func(self) -> Callable[..., BaseModel]:
+        """The implementation (its module imported on first use)."""
+        impl: Callable[..., BaseModel] = getattr(
+            importlib.import_module(self.implemented_in), self.name
+        )
+        return impl
 
     def bound_s(self, settings: Settings, request: BaseModel) -> float:
         """Upper bound on one call: the call timeout plus any wait the caller asked for."""
@@ -58,54 +96,299 @@ class Operation:
         return settings.call_timeout_s + extra
 
 
-OPERATIONS: dict[str, Operation] = {}
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def operation(
-    toolset: str,
-    *,
-    read_only: bool,
-    destructive: bool = False,
-    idempotent: bool = False,
-    wait_field: str | None = None,
-) -> Callable[[F], F]:
-    """Register `func(cluster, request[, progress]) -> response` as an operation."""
-
-    def register(func: F) -> F:
-        hints = get_type_hints(func)
-        params = [p for p in hints if p != "return"]
-        doc = " ".join((func.__doc__ or "").split())
-        OPERATIONS[func.__name__] = Operation(
-            name=func.__name__,
-            toolset=toolset,
-            func=func,
-            input_model=hints[params[1]],
-            output_model=hints["return"],
-            description=doc,
-            read_only=read_only,
-            destructive=destructive,
-            idempotent=idempotent or read_only,
-            reports_progress="progress" in params,
-            wait_field=wait_field,
-        )
-        return func
-
-    return register
+def _ops(*ops: Operation) -> dict[str, Operation]:
+    return {op.name: op for op in ops}
 
 
-def load_operations() -> dict[str, Operation]:
-    """Import every service module (registering its operations) and return the registry."""
-    for module in MODULES:
-        importlib.import_module(module)
+_W = "timeout_s"
+
+OPERATIONS: dict[str, Operation] = _ops(
+    # -- tasks
+    Operation(
+        "send_task", "tasks", tsk.SendTaskInput, tsk.SendTaskResult,
+        "Send a task by name (args, kwargs, countdown, eta, expires, queue, priority, "
+        "retries). Returns task_id at once.",
+    ),
+    Operation(
+        "get_status", "tasks", tsk.TaskIdInput, tsk.TaskStatus,
+        "A task's current state and metadata (name, args, worker, retries), without waiting.",
+        read_only=True,
+    ),
+    Operation(
+        "get_result", "tasks", tsk.GetResultInput, tsk.TaskResult,
+        "Wait up to timeout_s for a task's result or error; on timeout returns timed_out=true "
+        "(call again).",
+        read_only=True, wait_field=_W, progress=True,
+    ),
+    Operation(
+        "revoke", "tasks", tsk.RevokeInput, tsk.RevokeResult,
+        "Revoke a task; terminate=true also kills it if running (needs confirm=true, else a "
+        "dry run).",
+        destructive=True, idempotent=True,
+    ),
+    # -- workers: inspect
+    Operation(
+        "ping_workers", "workers", wrk.PingInput, wrk.PingResult,
+        "Ping workers: who answers (with latency) and who is missing.",
+        read_only=True, wait_field=_W,
+    ),
+    Operation(
+        "get_active_tasks", "workers", wrk.ActiveTasksInput, wrk.ActiveTasksResult,
+        "Tasks running on each worker, plus reserved (prefetched) and scheduled (ETA) ones.",
+        read_only=True, wait_field=_W,
+    ),
+    Operation(
+        "get_registered_tasks", "workers", wrk.RegisteredTasksInput, wrk.RegisteredTasksResult,
+        "Task names each worker can run, and their union.",
+        read_only=True, wait_field=_W,
+    ),
+    Operation(
+        "inspect_workers", "workers", wrk.InspectWorkersInput, wrk.InspectWorkersResult,
+        "Per worker: stats (pool, concurrency, processed), queues, registered and held tasks; "
+        "missing workers.",
+        read_only=True, wait_field=_W,
+    ),
+    Operation(
+        "queue_lengths", "workers", wrk.QueueLengthsInput, wrk.QueueLengthsResult,
+        "Messages waiting per queue and the workers consuming each (default: consumed queues "
+        "+ default queue).",
+        read_only=True, wait_field=_W,
+    ),
+    # -- workers: control
+    Operation(
+        "control_workers", "workers", wrk.ControlInput, wrk.ControlResult,
+        "Remote control: pool_restart (needs confirm=true), pool_grow/shrink, autoscale, "
+        "add/cancel_consumer, rate_limit, time_limit.",
+        destructive=True, wait_field=_W,
+    ),
+    Operation(
+        "purge_queue", "workers", wrk.PurgeQueueInput, wrk.PurgeQueueResult,
+        "Delete all waiting messages of a queue. Needs confirm=true; else says how many it "
+        "would delete.",
+        destructive=True,
+    ),
+    Operation(
+        "shutdown_workers", "workers", wrk.ShutdownInput, wrk.ShutdownResult,
+        "Stop workers (warm); no destination stops ALL. Needs confirm=true, else lists who "
+        "would stop.",
+        destructive=True, wait_field="wait_s",
+    ),
+    # -- workflows
+    Operation(
+        "chain_tasks", "workflows", wfl.ChainInput, wfl.WorkflowResult,
+        "Run tasks in sequence, each getting the previous result as first argument (unless "
+        "immutable); a failed step stops the chain. Returns one id (the last step's).",
+    ),
+    Operation(
+        "group_tasks", "workflows", wfl.GroupInput, wfl.WorkflowResult,
+        "Run tasks in parallel. Returns one group id; get_result on it waits for all and "
+        "returns the list of results.",
+    ),
+    Operation(
+        "chord_workflow", "workflows", wfl.ChordInput, wfl.WorkflowResult,
+        "Run header tasks in parallel, then the callback on the list of their results. "
+        "Returns the callback's id; a failed header task makes it FAILURE.",
+    ),
+    Operation(
+        "map_task", "workflows", wfl.MapInput, wfl.WorkflowResult,
+        "Run one task once per argument list in items, optionally in chunks and with a "
+        "chord_callback on all results. Returns one id (the callback's, else the group's).",
+    ),
+    Operation(
+        "get_workflow", "workflows", wfl.GetWorkflowInput, wfl.WorkflowTree,
+        "A workflow's tree: each task's name, id, state and result or error, counts by state, "
+        "and where it failed. Filter with states, page with offset/limit.",
+        read_only=True,
+    ),
+    # -- catalog
+    Operation(
+        "list_task_types", "catalog", cat.ListTaskTypesInput, cat.TaskTypeList,
+        "Task names the cluster can run (app and live workers) by name glob, paged, with "
+        "signature and summary.",
+        read_only=True,
+    ),
+    Operation(
+        "describe_task", "catalog", cat.DescribeTaskInput, cat.TaskDescription,
+        "How to call a task: docstring, parameters JSON schema, queue, limits, retry policy, "
+        "workers that have it.",
+        read_only=True,
+    ),
+    # -- health
+    Operation(
+        "health", "health", hea.HealthInput, hea.HealthResult,
+        "Check broker, backend, workers, beat and schedule store (bounded). Call first when "
+        "something fails.",
+        read_only=True,
+    ),
+    Operation(
+        "diagnose", "health", dia.DiagnoseInput, dia.DiagnoseResult,
+        "What is wrong: unconsumed queues, lost workers, stuck tasks, failure rates, beat, "
+        "risky broker settings; ranked, with next calls.",
+        read_only=True, module="diagnose",
+    ),
+    # -- schedules
+    Operation(
+        "add_periodic_task", "schedules", sch.AddPeriodicTaskInput, sch.PeriodicTask,
+        "Add a periodic task: every N seconds, a crontab, or once at run_at. Needs a running "
+        "`celery-mcp beat`; it first runs at its next due time. Returns the entry and "
+        "next_run_at.",
+    ),
+    Operation(
+        "list_periodic_tasks", "schedules", sch.ListPeriodicTasksInput,
+        sch.ListPeriodicTasksResult,
+        "List periodic tasks sorted by name, filtered by enabled and task_name (glob), one "
+        "page at a time (offset/limit). Returns schedule, next and last run, run count.",
+        read_only=True,
+    ),
+    Operation(
+        "get_periodic_task", "schedules", sch.EntryNameInput, sch.PeriodicTask,
+        "One periodic task: schedule, args, enabled, last and next run, total run count and "
+        "the last run's task_id (pass it to get_result).",
+        read_only=True,
+    ),
+    Operation(
+        "update_periodic_task", "schedules", sch.UpdatePeriodicTaskInput, sch.PeriodicTask,
+        "Change a periodic task's task, args, kwargs, schedule or options; fields left out "
+        "stay. A new schedule starts counting from now (and revives a finished one-off). "
+        "Returns the updated entry.",
+        idempotent=True,
+    ),
+    Operation(
+        "enable_periodic_task", "schedules", sch.EntryNameInput, sch.PeriodicTask,
+        "Enable a periodic task; it runs at its next due time (runs missed while disabled are "
+        "not replayed). Returns the entry.",
+        idempotent=True,
+    ),
+    Operation(
+        "disable_periodic_task", "schedules", sch.EntryNameInput, sch.PeriodicTask,
+        "Disable a periodic task without removing it (enable_periodic_task resumes it).",
+        idempotent=True,
+    ),
+    Operation(
+        "remove_periodic_task", "schedules", sch.RemovePeriodicTaskInput,
+        sch.RemovePeriodicTaskResult,
+        "Delete a periodic task from the store (needs confirm=true; without it returns what "
+        "it would remove). Runs already sent are not revoked.",
+        destructive=True, idempotent=True,
+    ),
+    Operation(
+        "run_periodic_task_now", "schedules", sch.EntryNameInput, sch.RunPeriodicTaskNowResult,
+        "Send one extra run of a periodic task now, with its args and options; its schedule "
+        "and run count do not change. Returns the task_id for get_result.",
+    ),
+    # -- history
+    Operation(
+        "list_tasks", "history", his.ListTasksInput, his.ListTasksResult,
+        "Recorded tasks newest first, filtered by state, name glob, worker, queue and time; "
+        "paged, with counts by state.",
+        read_only=True,
+    ),
+    Operation(
+        "get_task", "history", his.GetTaskInput, his.TaskDetail,
+        "Everything known about one task: args, timeline, worker, result or traceback, "
+        "parent/children, retry links.",
+        read_only=True,
+    ),
+    Operation(
+        "retry_task", "history", his.RetryTaskInput, his.RetryTaskResult,
+        "Re-send a FAILURE or REVOKED task with its original name, args and queue; the ids "
+        "are linked both ways.",
+    ),
+    Operation(
+        "retry_failed", "history", his.RetryFailedInput, his.RetryFailedResult,
+        "Re-send recent FAILURE tasks (name glob, time window), skipping retried ones. Needs "
+        "confirm=true, else a dry run.",
+        destructive=True,
+    ),
+)  # fmt: skip
+
+
+def load_all() -> dict[str, Operation]:
+    """Import every implementation (a server warms up with this after it starts listening)."""
+    for op in OPERATIONS.values():
+        _ = op.func
     return OPERATIONS
 
 
-def select(settings: Settings) -> list[Operation]:
-    """The operations exposed under `settings` (toolsets, read-only), in registration order."""
+def offered(settings: Settings, front_end: FrontEnd) -> list[Operation]:
+    """The operations `front_end` offers under `settings`, in table order."""
     return [
-        op
-        for op in load_operations().values()
-        if op.toolset in settings.toolsets and (op.read_only or not settings.read_only)
+        op for op in OPERATIONS.values() if offers(settings, op.toolset, op.read_only, front_end)
     ]
+
+
+def find(name: str) -> Operation:
+    """The operation `name`, or InvalidArgument naming the closest ones."""
+    op = OPERATIONS.get(name)
+    if op is None:
+        close = difflib.get_close_matches(name, OPERATIONS, n=3)
+        guess = f"did you mean {' or '.join(close)}? " if close else ""
+        raise InvalidArgument(
+            f"unknown operation {name!r}",
+            hint=f"{guess}the operations are: {', '.join(OPERATIONS)}",
+        )
+    return op
+
+
+@dataclass(frozen=True)
+class Call:
+    """A validated, allowed call of one operation, ready to run."""
+
+    op: Operation
+    request: BaseModel
+
+    def bound_s(self, settings: Settings) -> float:
+        return self.op.bound_s(settings, self.request)
+
+    def run(self, cluster: Cluster, progress: Progress | None = None) -> BaseModel:
+        if self.op.progress and progress is not None:
+            return self.op.func(cluster, self.request, progress=progress)
+        return self.op.func(cluster, self.request)
+
+
+def parse(op: Operation, fields: Mapping[str, Any] | BaseModel) -> BaseModel:
+    """`fields` as the operation's input model, or InvalidArgument saying what is wrong."""
+    if isinstance(fields, op.input_model):
+        return fields
+    try:
+        return op.input_model.model_validate(fields)
+    except ValidationError as exc:
+        raise InvalidArgument(
+            f"{op.name}: {validation_message(exc)}", hint=f"{op.name}: {op.description}"
+        ) from None
+
+
+def prepare(
+    name: str,
+    settings: Settings,
+    fields: Mapping[str, Any] | BaseModel,
+    front_end: FrontEnd,
+) -> Call:
+    """The funnel: find `name`, check the policy for `front_end`, validate `fields`."""
+    op = find(name)
+    check_operation(settings, op.name, op.toolset, op.read_only, front_end)
+    return Call(op, parse(op, fields))
+
+
+def invoke(
+    name: str,
+    cluster: Cluster,
+    fields: Mapping[str, Any] | BaseModel,
+    front_end: FrontEnd,
+    progress: Progress | None = None,
+) -> BaseModel:
+    """Prepare and run one operation (the facade and the CLI call this)."""
+    return prepare(name, cluster.settings, fields, front_end).run(cluster, progress)
+
+
+def signature_matches(op: Operation) -> bool:
+    """True when the implementation takes (cluster, request[, progress]) with the table's
+    models (a unit test checks every operation)."""
+    params = list(inspect.signature(op.func).parameters)
+    hints = inspect.get_annotations(op.func, eval_str=True)
+    return (
+        params[:2] == ["cluster", "request"]
+        and hints.get("request") is op.input_model
+        and hints.get("return") is op.output_model
+        and ("progress" in params) == op.progress
+    )

@@ -23,8 +23,6 @@ from pydantic_core import to_jsonable_python
 from celery_mcp.errors import InvalidArgument
 from celery_mcp.models.catalog import ParamInfo, ParamKind, TaskSpec
 
-#: The remote-control command a `celery-mcp worker` answers with its task specs.
-SPECS_COMMAND = "mcp_task_specs"
 DOC_MAX_CHARS = 2000
 SUMMARY_MAX_CHARS = 160
 TYPE_MAX_CHARS = 120

@@ -21,7 +21,6 @@ from typing import Any
 from celery_mcp.errors import InvalidArgument, NotFound, translate_errors
 from celery_mcp.models.common import Truncation
 from celery_mcp.models.workers import (
-    TIME_LIMIT_COMMAND,
     ActiveTasksInput,
     ActiveTasksResult,
     Autoscale,
@@ -56,7 +55,7 @@ from celery_mcp.service import discovery
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.discovery import Replies
 from celery_mcp.service.limits import cap_json
-from celery_mcp.service.registry import operation
+from celery_mcp.stores.keys import TIME_LIMIT_COMMAND
 
 #: Bytes kept of one task's args (and of its kwargs) in task lists.
 TASK_ARGS_CAP_BYTES = 2_000
@@ -110,7 +109,6 @@ def _follow_up(cluster: Cluster, roll: Replies, methods: list[str]) -> dict[str,
     return replies
 
 
-@operation("workers", read_only=True, wait_field="timeout_s")
 def ping_workers(cluster: Cluster, request: PingInput) -> PingResult:
     """Ping workers: who answers (with latency) and who is missing."""
     start = time.perf_counter()
@@ -169,7 +167,6 @@ def _task_counts(workers: Sequence[WorkerTasks], sections: list[str]) -> dict[st
     }
 
 
-@operation("workers", read_only=True, wait_field="timeout_s")
 def get_active_tasks(cluster: Cluster, request: ActiveTasksInput) -> ActiveTasksResult:
     """Tasks running on each worker, plus reserved (prefetched) and scheduled (ETA) ones."""
     start = time.perf_counter()
@@ -186,7 +183,6 @@ def get_active_tasks(cluster: Cluster, request: ActiveTasksInput) -> ActiveTasks
     )
 
 
-@operation("workers", read_only=True, wait_field="timeout_s")
 def get_registered_tasks(cluster: Cluster, request: RegisteredTasksInput) -> RegisteredTasksResult:
     """Task names each worker can run, and their union."""
     start = time.perf_counter()
@@ -235,7 +231,6 @@ def _worker_info(
     )
 
 
-@operation("workers", read_only=True, wait_field="timeout_s")
 def inspect_workers(cluster: Cluster, request: InspectWorkersInput) -> InspectWorkersResult:
     """Per worker: stats (pool, concurrency, processed), queues, registered and held tasks; missing
     workers."""
@@ -332,7 +327,6 @@ def queue_depths(cluster: Cluster, names: list[str]) -> dict[str, QueueDepth]:
         }
 
 
-@operation("workers", read_only=True, wait_field="timeout_s")
 def queue_lengths(cluster: Cluster, request: QueueLengthsInput) -> QueueLengthsResult:
     """Messages waiting per queue and the workers consuming each (default: consumed queues + default
     queue)."""
@@ -440,7 +434,6 @@ def _arguments(req: ControlInput) -> dict[str, Any]:
     return {f: getattr(req, f) for f in fields if getattr(req, f) is not None}
 
 
-@operation("workers", read_only=False, destructive=True, wait_field="timeout_s")
 def control_workers(cluster: Cluster, request: ControlInput) -> ControlResult:
     """Remote control: pool_restart (needs confirm=true), pool_grow/shrink, autoscale,
     add/cancel_consumer, rate_limit, time_limit."""
@@ -488,7 +481,6 @@ def _check_purgeable(queue: str) -> None:
         )
 
 
-@operation("workers", read_only=False, destructive=True)
 def purge_queue(cluster: Cluster, request: PurgeQueueInput) -> PurgeQueueResult:
     """Delete all waiting messages of a queue. Needs confirm=true; else says how many it
     would delete."""
@@ -528,7 +520,6 @@ def _still_registered(cluster: Cluster, names: list[str]) -> list[str]:
     return list(discovery.request(cluster, "ping", destination=names).by_worker)
 
 
-@operation("workers", read_only=False, destructive=True, wait_field="wait_s")
 def shutdown_workers(cluster: Cluster, request: ShutdownInput) -> ShutdownResult:
     """Stop workers (warm); no destination stops ALL. Needs confirm=true, else lists who would
     stop."""

@@ -1,9 +1,9 @@
 """Workflows: chain, group, chord and map as one trackable id, and the tree behind that id.
 
 Every task id is assigned here before anything is published, so the whole tree is known up
-front. A small JSON record of it (kind, node ids and names, group and callback ids) is stored in
-the result backend under `celery-mcp-workflow-<workflow id>`, with the backend's own expiry
-(`result_expires`); `get_workflow` reads it and the nodes' states (MGETs of 1,000 keys). The id
+front. Its record (stores.workflows: kind, node ids and names, group and callback ids) is stored
+in the result backend with the backend's own expiry (`result_expires`); `get_workflow` reads it
+and the nodes' states (MGETs of 1,000 keys). The id
 is what `get_status`/`get_result` accept: a chain's last step, a chord's callback, or a group
 saved with `GroupResult.save()` (those two tools resolve a saved group to its aggregate).
 
@@ -23,11 +23,10 @@ from typing import Any
 
 from celery import chain, chord, group
 from celery.canvas import Signature, xstarmap
-from celery.result import AsyncResult, GroupResult
 from celery.utils import uuid
 
 from celery_mcp.errors import InvalidArgument, NotFound, translate_errors
-from celery_mcp.models.common import Json, TaskState, Truncation
+from celery_mcp.models.common import FAILED_STATES, READY_STATES, Json, TaskState, Truncation
 from celery_mcp.models.tasks import GetResultInput, TaskOptions, TaskResult, TaskStatus
 from celery_mcp.models.workflows import (
     NOT_RUN,
@@ -43,15 +42,16 @@ from celery_mcp.models.workflows import (
     WorkflowStep,
     WorkflowTree,
 )
+from celery_mcp.service.catalog import app_spec, worker_view
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.limits import cap_json
-from celery_mcp.service.registry import Progress, operation
-from celery_mcp.service.tasks import ensure_sendable, publish_options
+from celery_mcp.service.registry import Progress
+from celery_mcp.service.results import MGET_BATCH, error_text, kv_backend, metas
+from celery_mcp.service.sending import ensure_sendable, publish_options
+from celery_mcp.service.signatures import check_call
+from celery_mcp.stores import workflows as records
+from celery_mcp.stores.workflows import NodeRecord, WorkflowRecord
 
-RECORD_PREFIX = "celery-mcp-workflow-"
-READY = {"SUCCESS", "FAILURE", "REVOKED", "REJECTED", "IGNORED"}
-FAILED = {"FAILURE", "REVOKED", "REJECTED"}
-MGET_BATCH = 1000
 #: Stands for the previous step's result when a chained step's args are checked.
 PREVIOUS_RESULT = None
 MIN_NODE_BYTES = 256
@@ -134,11 +134,6 @@ def _check_with_previous_result(
 ) -> None:
     """The signature check of a step whose first argument is a result not known yet: arity,
     keywords and the types of the given arguments; the first parameter accepts anything."""
-    try:
-        from celery_mcp.service.catalog import app_spec, worker_view
-        from celery_mcp.service.signatures import check_call
-    except ImportError:  # no catalog: the name and caps were checked, nothing more to do
-        return
     spec = app_spec(cluster, name) or worker_view(cluster).specs.get(name)
     if spec is None or spec.parameters_schema is None:
         return
@@ -169,11 +164,11 @@ def _step(cluster: Cluster, step: WorkflowStep) -> Signature:
     return _signature(cluster, step.task_name, step.args, step.kwargs, step)
 
 
-def _node(sig: Signature, items: int | None = None) -> list[Any]:
+def _node(sig: Signature, items: int | None = None) -> NodeRecord:
     name = sig.task
     if name == "celery.starmap":
         name = sig.kwargs["task"]["task"]
-    return [sig.id, name, items]
+    return NodeRecord(task_id=sig.id, task_name=name, items=items)
 
 
 def _canvas_json(cluster: Cluster, canvas: Signature) -> tuple[Json, list[Truncation]]:
@@ -189,9 +184,9 @@ class Plan:
     kind: WorkflowKind
     workflow_id: str
     canvas: Signature
-    nodes: list[list[Any]]  # [task_id, task_name, items or None] in order
+    nodes: list[NodeRecord]
     group_id: str | None = None
-    callback: list[Any] | None = None
+    callback: NodeRecord | None = None
     save_group: bool = False
     sent_here: tuple[Signature, ...] = ()  # what this process publishes (the rest: workers)
 
@@ -199,15 +194,9 @@ class Plan:
     def task_count(self) -> int:
         return len(self.nodes) + (1 if self.callback else 0)
 
-    def record(self) -> str:
-        return json.dumps(
-            {
-                "kind": self.kind,
-                "group_id": self.group_id,
-                "nodes": self.nodes,
-                "callback": self.callback,
-            },
-            separators=(",", ":"),
+    def record(self) -> WorkflowRecord:
+        return WorkflowRecord(
+            kind=self.kind, nodes=self.nodes, group_id=self.group_id, callback=self.callback
         )
 
 
@@ -235,7 +224,7 @@ def _chord_plan(
 def _publish(cluster: Cluster, plan: Plan, dry_run: bool) -> WorkflowResult:
     """Store the record (and saved group), then publish; or describe it on a dry run."""
     if plan.kind != "chain":  # a chain publishes its first step; the worker sends the rest
-        items = sum(n[2] or 1 for n in plan.nodes)
+        items = sum(n.items or 1 for n in plan.nodes)
         budget = cluster.settings.call_timeout_s
         check_publish_budget(plan.kind, len(plan.nodes), items, budget)
     _check_celery_typing(cluster, plan.sent_here)
@@ -248,12 +237,11 @@ def _publish(cluster: Cluster, plan: Plan, dry_run: bool) -> WorkflowResult:
             canvas=canvas,
             message=f"dry run: {plan.task_count} task(s) validated, nothing was published{cut}",
         )
-    backend = _kv_backend(cluster)
+    backend = kv_backend(cluster)
     with translate_errors("backend"):
-        backend.set(RECORD_PREFIX + plan.workflow_id, plan.record())
+        records.save(backend, plan.workflow_id, plan.record())
         if plan.save_group:
-            members = [AsyncResult(n[0], app=cluster.app) for n in plan.nodes]
-            GroupResult(plan.workflow_id, members, app=cluster.app).save()
+            records.save_group(cluster.app, plan.workflow_id, [n.task_id for n in plan.nodes])
     with translate_errors("broker"):
         result = plan.canvas.apply_async()
     if result.id != plan.workflow_id:  # ids are assigned above; Celery keeps them
@@ -266,10 +254,8 @@ def _publish(cluster: Cluster, plan: Plan, dry_run: bool) -> WorkflowResult:
     )
 
 
-@operation("workflows", read_only=False)
 def chain_tasks(cluster: Cluster, request: ChainInput) -> WorkflowResult:
-    """Run tasks in sequence, each getting the previous result as first argument (unless
-    immutable); a failed step stops the chain. Returns one id (the last step's)."""
+    """Publish a chain; its id is the last step's."""
     check_size(len(request.steps), "steps", cluster.settings.max_workflow_size)
     for i, step in enumerate(request.steps):
         _check_step(cluster, step, after_result=i > 0)
@@ -279,10 +265,8 @@ def chain_tasks(cluster: Cluster, request: ChainInput) -> WorkflowResult:
     return _publish(cluster, plan, request.dry_run)
 
 
-@operation("workflows", read_only=False)
 def group_tasks(cluster: Cluster, request: GroupInput) -> WorkflowResult:
-    """Run tasks in parallel. Returns one group id; get_result on it waits for all and
-    returns the list of results."""
+    """Publish a group, saved so its id resolves to the members."""
     check_size(len(request.tasks), "tasks", cluster.settings.max_workflow_size)
     for step in request.tasks:
         _check_step(cluster, step, after_result=False)
@@ -291,10 +275,8 @@ def group_tasks(cluster: Cluster, request: GroupInput) -> WorkflowResult:
     return _publish(cluster, plan, request.dry_run)
 
 
-@operation("workflows", read_only=False)
 def chord_workflow(cluster: Cluster, request: ChordInput) -> WorkflowResult:
-    """Run header tasks in parallel, then the callback on the list of their results. Returns
-    the callback's id; a failed header task makes it FAILURE."""
+    """Publish a chord; its id is the callback's."""
     check_size(len(request.header), "header", cluster.settings.max_workflow_size)
     for step in request.header:
         _check_step(cluster, step, after_result=False)
@@ -304,10 +286,8 @@ def chord_workflow(cluster: Cluster, request: ChordInput) -> WorkflowResult:
     return _publish(cluster, plan, request.dry_run)
 
 
-@operation("workflows", read_only=False)
 def map_task(cluster: Cluster, request: MapInput) -> WorkflowResult:
-    """Run one task once per argument list in items, optionally in chunks and with a
-    chord_callback on all results. Returns one id (the callback's, else the group's)."""
+    """Publish one task per item (or per chunk), as a group or a chord."""
     check_size(len(request.items), "items", cluster.settings.max_workflow_size)
     for item in request.items:
         ensure_sendable(cluster, request.task_name, item, {}, validate=request.validate_args)
@@ -337,53 +317,16 @@ def map_task(cluster: Cluster, request: MapInput) -> WorkflowResult:
 # --- reading states -----------------------------------------------------------------------
 
 
-def _kv_backend(cluster: Cluster) -> Any:
-    from celery.backends.base import BaseKeyValueStoreBackend
-
-    backend = cluster.app.backend
-    if not isinstance(backend, BaseKeyValueStoreBackend):
-        raise InvalidArgument(
-            f"workflows need a key-value result backend (Redis/Valkey); this one is "
-            f"{type(backend).__name__}",
-            hint="set CELERY_MCP_RESULT_BACKEND to a redis:// URL",
-        )
-    return backend
-
-
-def _metas(cluster: Cluster, ids: Sequence[str]) -> list[dict[str, Any]]:
-    """Task metas of `ids` in order, in batched MGETs; unknown ids read as PENDING."""
-    backend = _kv_backend(cluster)
-    out: list[dict[str, Any]] = []
-    with translate_errors("backend"):
-        for start in range(0, len(ids), MGET_BATCH):
-            batch = ids[start : start + MGET_BATCH]
-            raws = backend.mget([backend.get_key_for_task(i) for i in batch])
-            for raw in raws:
-                meta = backend.decode_result(raw) if raw else None
-                out.append(dict(meta) if meta else {"status": "PENDING", "result": None})
-    return out
-
-
-def _error_text(value: Any) -> str:
-    if isinstance(value, BaseException):
-        return f"{type(value).__name__}: {value}"
-    return str(value)
-
-
 def _saved_group_ids(cluster: Cluster, group_id: str) -> list[str] | None:
-    """Member ids of a group saved with GroupResult.save(), or None."""
     with translate_errors("backend"):
-        saved = cluster.app.backend.restore_group(group_id)
-    if saved is None:
-        return None
-    return [r.id for r in saved.results]
+        return records.saved_group_ids(cluster.app, group_id)
 
 
 def parallel_state(states: Sequence[str]) -> tuple[str, bool]:
     """(state, ready) of tasks run in parallel: ready when all are, SUCCESS only if all
     succeeded, FAILURE if any failed, else PENDING until one starts, then STARTED."""
-    if all(s in READY for s in states):
-        return ("FAILURE" if any(s in FAILED for s in states) else "SUCCESS"), True
+    if all(s in READY_STATES for s in states):
+        return ("FAILURE" if any(s in FAILED_STATES for s in states) else "SUCCESS"), True
     return ("PENDING" if all(s == "PENDING" for s in states) else "STARTED"), False
 
 
@@ -393,22 +336,22 @@ def chain_states(states: Sequence[str]) -> tuple[list[str], int | None]:
     Celery marks the steps after a failed one FAILURE with the same error without running
     them (so the chain's last id does not hang); here they read NOT_RUN.
     """
-    failed_at = next((i for i, s in enumerate(states) if s in FAILED), None)
+    failed_at = next((i for i, s in enumerate(states) if s in FAILED_STATES), None)
     if failed_at is None:
         return list(states), None
-    tail = [NOT_RUN if s == "PENDING" or s in FAILED else s for s in states[failed_at + 1 :]]
+    tail = [NOT_RUN if s == "PENDING" or s in FAILED_STATES else s for s in states[failed_at + 1 :]]
     return [*states[: failed_at + 1], *tail], failed_at
 
 
 def overall_state(kind: str, states: Sequence[str], callback: str | None) -> tuple[str, bool]:
     """(state, ready) of a whole workflow from its nodes' states (chain: after chain_states)."""
     if callback is not None:  # chord, or map with a callback: the callback decides
-        if callback in READY:
+        if callback in READY_STATES:
             return ("SUCCESS" if callback == "SUCCESS" else "FAILURE"), True
         state, _ = parallel_state(states)
         return ("PENDING" if state == "PENDING" else "STARTED"), False
     if kind == "chain":
-        if any(s in FAILED for s in states):
+        if any(s in FAILED_STATES for s in states):
             return "FAILURE", True
         if states[-1] == "SUCCESS":
             return "SUCCESS", True
@@ -429,19 +372,19 @@ class Aggregate:
 
 def aggregate(cluster: Cluster, ids: Sequence[str]) -> Aggregate:
     """A saved group's state (see parallel_state) and its results in order."""
-    metas = _metas(cluster, ids)
-    states = [m.get("status", "PENDING") for m in metas]
+    found = metas(cluster, ids)
+    states = [m.get("status", "PENDING") for m in found]
     state, ready = parallel_state(states)
-    failed = [i for i, s in enumerate(states) if s in FAILED]
+    failed = [i for i, s in enumerate(states) if s in FAILED_STATES]
     error = None
     if failed:
         first = failed[0]
         error = (
             f"{len(failed)} of {len(ids)} tasks failed; first: #{first} "
-            f"({ids[first]}): {_error_text(metas[first].get('result'))}"
+            f"({ids[first]}): {error_text(found[first].get('result'))}"
         )
     results = [
-        m.get("result") if s == "SUCCESS" else None for m, s in zip(metas, states, strict=True)
+        m.get("result") if s == "SUCCESS" else None for m, s in zip(found, states, strict=True)
     ]
     return Aggregate(TaskState(state), ready, dict(Counter(states)), results, error)
 
@@ -452,7 +395,7 @@ def saved_group_status(cluster: Cluster, group_id: str) -> TaskStatus | None:
     if ids is None:
         return None
     agg = aggregate(cluster, ids)
-    done = sum(n for s, n in agg.counts.items() if s in READY)
+    done = sum(n for s, n in agg.counts.items() if s in READY_STATES)
     return TaskStatus(
         task_id=group_id,
         state=agg.state,
@@ -496,7 +439,7 @@ def saved_group_result(
             return _group_result(cluster, request.task_id, agg, now - start)
         if progress is not None and now - reported >= 1.0:
             reported = now
-            done = sum(n for s, n in agg.counts.items() if s in READY)
+            done = sum(n for s, n in agg.counts.items() if s in READY_STATES)
             progress(done, len(ids), f"{done}/{len(ids)} tasks done")
         time.sleep(min(interval, max(0.0, deadline - now)))
         interval = min(interval * 1.5, longest)
@@ -505,15 +448,16 @@ def saved_group_result(
 # --- the tree -----------------------------------------------------------------------------
 
 
-def _load_record(cluster: Cluster, workflow_id: str) -> dict[str, Any]:
-    backend = _kv_backend(cluster)
+def _load_record(cluster: Cluster, workflow_id: str) -> WorkflowRecord:
+    backend = kv_backend(cluster)
     with translate_errors("backend"):
-        raw = backend.get(RECORD_PREFIX + workflow_id)
-    if raw:
-        return dict(json.loads(raw))
+        record = records.load(backend, workflow_id)
+    if record is not None:
+        return record
     ids = _saved_group_ids(cluster, workflow_id)
     if ids is not None:  # a group saved by someone else: names come from the metas
-        return {"kind": "group", "group_id": workflow_id, "nodes": [[i, "", None] for i in ids]}
+        nodes = [NodeRecord(task_id=i) for i in ids]
+        return WorkflowRecord(kind="group", group_id=workflow_id, nodes=nodes)
     raise NotFound(
         f"no workflow {workflow_id!r}: not made by a workflow tool, or expired "
         f"(kept {cluster.settings.result_expires_s}s)",
@@ -522,21 +466,21 @@ def _load_record(cluster: Cluster, workflow_id: str) -> dict[str, Any]:
 
 
 def _view(
-    index: int, node: list[Any], meta: dict[str, Any], state: str, cap: int, prior: str | None
+    index: int, node: NodeRecord, meta: dict[str, Any], state: str, cap: int, prior: str | None
 ) -> tuple[WorkflowNode, Truncation | None]:
     value, cut = cap_json(f"nodes[{index}].result", meta.get("result"), cap)
     error = None
     if state == NOT_RUN:
         error = f"not run: {prior}"
-    elif state in FAILED or state == "RETRY":
-        error = _error_text(meta.get("result"))
+    elif state in FAILED_STATES or state == "RETRY":
+        error = error_text(meta.get("result"))
     return (
         WorkflowNode(
             index=index,
-            task_id=node[0],
-            task_name=node[1] or meta.get("name") or "?",
+            task_id=node.task_id,
+            task_name=node.task_name or meta.get("name") or "?",
             state=state,
-            items=node[2],
+            items=node.items,
             result=value if state == "SUCCESS" else None,
             error=error,
         ),
@@ -544,28 +488,25 @@ def _view(
     )
 
 
-@operation("workflows", read_only=True)
 def get_workflow(cluster: Cluster, request: GetWorkflowInput) -> WorkflowTree:
-    """A workflow's tree: each task's name, id, state and result or error, counts by state,
-    and where it failed. Filter with states, page with offset/limit."""
+    """A workflow's tree with each node's state, a page of nodes at a time."""
     record = _load_record(cluster, request.workflow_id)
-    kind = record["kind"]
-    nodes: list[list[Any]] = record["nodes"]
-    callback: list[Any] | None = record.get("callback")
-    ids = [n[0] for n in nodes] + ([callback[0]] if callback else [])
-    metas = _metas(cluster, ids)
-    raw = [m.get("status", "PENDING") for m in metas]
+    kind, nodes, callback = record.kind, record.nodes, record.callback
+    ids = record.task_ids()
+    found = metas(cluster, ids)
+    raw = [m.get("status", "PENDING") for m in found]
     states = raw[: len(nodes)]
     if kind == "chain":
         states, failed_at = chain_states(states)
     else:
-        failed_at = next((i for i, s in enumerate(states) if s in FAILED), None)
+        failed_at = next((i for i, s in enumerate(states) if s in FAILED_STATES), None)
     cb_state = raw[-1] if callback else None
     state, ready = overall_state(kind, states, cb_state)
     cap = max(MIN_NODE_BYTES, cluster.settings.max_output_bytes // (request.limit + 2))
     prior = None
     if failed_at is not None:
-        prior = f"step {failed_at} ({nodes[failed_at][1] or metas[failed_at].get('name')}) failed"
+        failed_name = nodes[failed_at].task_name or found[failed_at].get("name")
+        prior = f"step {failed_at} ({failed_name}) failed"
     wanted = set(request.states or [])
     chosen = [i for i, s in enumerate(states) if not wanted or s in wanted]
     page = chosen[request.offset : request.offset + request.limit]
@@ -573,7 +514,7 @@ def get_workflow(cluster: Cluster, request: GetWorkflowInput) -> WorkflowTree:
     views: list[WorkflowNode] = []
     room = cluster.settings.max_output_bytes // 2  # the nodes' share of the output cap
     for i in page:
-        view, cut = _view(i, nodes[i], metas[i], states[i], cap, prior)
+        view, cut = _view(i, nodes[i], found[i], states[i], cap, prior)
         room -= len(view.model_dump_json())
         if room < 0 and views:
             cuts.append(f"nodes: {len(page) - len(views)} of this page left for the next call")
@@ -582,21 +523,21 @@ def get_workflow(cluster: Cluster, request: GetWorkflowInput) -> WorkflowTree:
         cuts += [cut] if cut else []
     cb_view = None
     if callback and cb_state:
-        cb_view, cut = _view(len(nodes), callback, metas[-1], cb_state, cap, None)
+        cb_view, cut = _view(len(nodes), callback, found[-1], cb_state, cap, None)
         cuts += [cut] if cut else []
     result: Any = None
     error = None
     if state == "SUCCESS":
         if callback:
-            result = metas[-1].get("result")
+            result = found[-1].get("result")
         elif kind == "chain":
-            result = metas[len(nodes) - 1].get("result")
+            result = found[len(nodes) - 1].get("result")
         else:
-            result = [m.get("result") for m in metas]
-    elif callback and cb_state in FAILED:
-        error = _error_text(metas[-1].get("result"))
+            result = [m.get("result") for m in found]
+    elif callback and cb_state in FAILED_STATES:
+        error = error_text(found[-1].get("result"))
     elif failed_at is not None:
-        error = f"{prior}: {_error_text(metas[failed_at].get('result'))}"
+        error = f"{prior}: {error_text(found[failed_at].get('result'))}"
         if kind != "chain":
             error = error.replace("step", "task", 1)
     payload, cut = cap_json("result", result, cluster.settings.max_output_bytes // 2)
@@ -611,7 +552,7 @@ def get_workflow(cluster: Cluster, request: GetWorkflowInput) -> WorkflowTree:
         failed_at=failed_at,
         result=payload,
         error=error,
-        group_id=record.get("group_id"),
+        group_id=record.group_id,
         nodes=views,
         callback=cb_view,
         more=len(chosen) > request.offset + len(views),

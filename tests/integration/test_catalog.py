@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from mcp import ClientSession
 
-from celery_mcp.embedded import EmbeddedServer
+from celery_mcp.runtime.embedded import EmbeddedServer
 from celery_mcp.service.cluster import Cluster
 from tests.support import Worker, call, call_error, mcp_session, run_cli, stop_process, wait_until
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from celery_mcp import cli
-from celery_mcp.embedded import EmbeddedServer
-from celery_mcp.service.registry import load_operations
+from celery_mcp.interfaces import cli
+from celery_mcp.runtime.embedded import EmbeddedServer
+from celery_mcp.service.registry import OPERATIONS
 from tests.support import Worker, run_cli
 
 W1 = f"w1@{socket.gethostname()}"
@@ -119,7 +119,7 @@ def test_bad_setting_is_a_json_error(env: dict[str, str]) -> None:
 def test_help_documents_every_action(env: dict[str, str]) -> None:
     code, text = run_cli(env, "--help")
     assert code == 0 and isinstance(text, str)
-    for name in load_operations():
+    for name in OPERATIONS:
         assert f"  {name}" in text, name
     assert "alias: ping" in text
     for sub in ("serve", "worker", "broker"):
@@ -129,8 +129,8 @@ def test_help_documents_every_action(env: dict[str, str]) -> None:
 def test_action_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--action", "help"]) == 0
     listing = capsys.readouterr().out
-    assert all(name in listing for name in load_operations())
-    for name, op in load_operations().items():
+    assert all(name in listing for name in OPERATIONS)
+    for name, op in OPERATIONS.items():
         assert cli.main(["--action", name, "--help"]) == 0
         text = capsys.readouterr().out
         assert text.startswith(f"celery-mcp --action {name}")
@@ -218,6 +218,6 @@ def test_every_action_runs(main_json: Any, worker: Worker) -> None:
     ok("list_tasks", "--limit", "3")
     assert ok("retry_task", "--task-id", failed)["original_id"] == failed
     assert not ok("retry_failed", "--task-name", "demo.fail")["executed"]
-    if "diagnose" in load_operations():
+    if "diagnose" in OPERATIONS:
         ok("diagnose")
-    assert done == set(load_operations()), set(load_operations()) - done
+    assert done == set(OPERATIONS), set(OPERATIONS) - done

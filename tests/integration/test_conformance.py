@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from celery_mcp.embedded import EmbeddedServer
+from celery_mcp.runtime.embedded import EmbeddedServer
 from tests.support import ROOT, HttpServer, Worker, http_server
 
 TOOLS_DIR = ROOT / ".cache" / "npm-tools"

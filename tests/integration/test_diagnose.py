@@ -13,9 +13,9 @@ import anyio
 import pytest
 from mcp import ClientSession
 
-from celery_mcp.embedded import EmbeddedServer
+from celery_mcp.runtime.embedded import EmbeddedServer
 from celery_mcp.service.cluster import Cluster
-from tests.support import call, started_monitor, started_workers
+from tests.support import call, started_monitor, started_workers, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -92,7 +92,9 @@ async def test_sigkilled_worker_is_reported_within_10s(
     with started_workers(env, data_dir, {"hostname": f"{name}@%h", "queues": queue}) as [w]:
         hostname = w.hostname.replace("%h", socket.gethostname())
         try:
-            time.sleep(2.5)  # at least one heartbeat reaches the monitor
+            wait_until(  # a heartbeat reached the monitor
+                lambda: hostname in cluster.history.workers(), 15, 0.1, "worker heartbeat"
+            )
             w.kill()
             start = time.monotonic()
             finding, _ = await until_found(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from celery_mcp import embedded as emb
+from celery_mcp.runtime import embedded as emb
 from tests.support import Worker, call, mcp_session, wait_until
 
 pytestmark = pytest.mark.anyio

@@ -21,7 +21,7 @@ import psutil
 import pytest
 from mcp import ClientSession
 
-from celery_mcp import embedded as emb
+from celery_mcp.runtime import embedded as emb
 from tests.support import Worker, call, error_text, mcp_session, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

@@ -15,10 +15,10 @@ import anyio
 import pytest
 from mcp import ClientSession
 
-from celery_mcp.embedded import EmbeddedServer
-from celery_mcp.monitor import HistoryStore
+from celery_mcp.runtime.embedded import EmbeddedServer
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.history import history_store
+from celery_mcp.stores.history import HistoryStore
 from tests.support import (
     Worker,
     call,
@@ -80,10 +80,10 @@ def test_tasks_finished_while_no_monitor_ran_are_backfilled_from_the_backend(
     with started_monitor(env, data_dir):
         wait_until(lambda: store.get(bad.id), 15, 0.2, "backfill")
     rec = store.get(ok.id)
-    assert rec and rec["state"] == "SUCCESS" and rec["args"] == [2, 2] and rec["exact"]
-    failed = store.get(bad.id) or {}
-    assert failed["state"] == "FAILURE" and "nobody watched" in failed["exception"]
-    assert failed["worker"].startswith("w1@") and failed["queue"] == "celery"
+    assert rec and rec.state == "SUCCESS" and rec.args == [2, 2] and rec.exact
+    failed = store.get(bad.id)
+    assert failed and failed.state == "FAILURE" and "nobody watched" in str(failed.exception)
+    assert str(failed.worker).startswith("w1@") and failed.queue == "celery"
 
 
 def test_a_standby_monitor_takes_over_when_the_recorder_is_killed(
@@ -100,14 +100,14 @@ def test_a_standby_monitor_takes_over_when_the_recorder_is_killed(
                 stderr=subprocess.STDOUT,
             )
         try:
-            time.sleep(1)
-            assert b"recording" not in log.read_bytes()  # the lock is taken: it stands by
+            wait_until(lambda: b"standing by" in log.read_bytes(), 20, 0.1, "standby")
+            assert b"recording task history" not in log.read_bytes()  # the lock is taken
             active.kill()
             active.wait(5)
             wait_until(lambda: b"Connected to" in log.read_bytes(), 20, 0.2, "takeover")
             sent = cluster.app.send_task("demo.add", args=[3, 4])
             assert sent.get(timeout=15) == 7
-            wait_until(lambda: (store.get(sent.id) or {}).get("state") == "SUCCESS", 10, 0.1)
+            wait_until(lambda: getattr(store.get(sent.id), "state", None) == "SUCCESS", 10, 0.1)
         finally:
             standby.terminate()
             standby.wait(15)
@@ -228,10 +228,8 @@ async def test_retry_failed_lists_without_confirm_and_resends_with_it(
 
 def test_retention_stays_bounded_after_50k_events(cluster: Cluster) -> None:
     """The recorder's write path, fed directly: count and age caps hold, no key leaks."""
-    from celery_mcp.monitor import history_client
-
     prefix = f"test-history-{uuid.uuid4().hex[:8]}:"
-    client = history_client(cluster.settings, cluster.broker_url, cluster.backend_url)
+    client = cluster.history.r
     store = HistoryStore(client, max_tasks=1_000, max_age_s=3_600, field_bytes=256, prefix=prefix)
     now = time.time()
     kinds = ("task-sent", "task-received", "task-started", "task-succeeded")
@@ -271,7 +269,7 @@ def test_retention_stays_bounded_after_50k_events(cluster: Cluster) -> None:
         assert len(keys) - len(records) <= 30  # indexes, nkeys, workers, meta
         assert sum(client.zcard(k) for k in keys if k.startswith(prefix + "s:")) == kept
         rec = store.get(f"t{12_499:06d}")
-        assert rec is not None and rec["state"] == "SUCCESS" and len(rec["result"]) <= 257
+        assert rec is not None and rec.state == "SUCCESS" and len(str(rec.result)) <= 257
         store.max_age_s = 60  # age cap alone now removes everything older than a minute
         store.maybe_trim(now=now + 60)
         assert client.zcard(store.key("idx")) == 0

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-from celery_mcp.embedded import EmbeddedServer
+from celery_mcp.runtime.embedded import EmbeddedServer
 from tests.support import HttpServer, call, free_port, http_server, http_session, wait_until
 
 pytestmark = pytest.mark.anyio

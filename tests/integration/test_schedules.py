@@ -25,19 +25,18 @@ from mcp import ClientSession
 from redbeat.schedulers import RedBeatSchedulerEntry
 
 from celery_mcp.app import make_app
-from celery_mcp.beat import Scheduler, configure
 from celery_mcp.config import Settings
-from celery_mcp.embedded import EmbeddedServer, ensure_running, stop
 from celery_mcp.models.schedules import (
     AddPeriodicTaskInput,
     EntryNameInput,
     ListPeriodicTasksInput,
 )
+from celery_mcp.runtime.beat import Scheduler, configure
+from celery_mcp.runtime.embedded import EmbeddedServer, ensure_running, resolve, stop
 from celery_mcp.service.cluster import Cluster
+from celery_mcp.service.health import check_beat
 from celery_mcp.service.schedules import (
     add_periodic_task,
-    beat_heartbeats,
-    check_beat,
     disable_periodic_task,
     get_periodic_task,
     get_store,
@@ -69,7 +68,7 @@ class Beat:
         )
 
     def role(self, cluster: Cluster) -> str | None:
-        for beat in beat_heartbeats(cluster):
+        for beat in cluster.schedules.heartbeats().values():
             if beat.get("pid") == self.proc.pid:
                 return str(beat.get("role"))
         return None
@@ -233,7 +232,7 @@ async def test_crontab_next_run_matches_croniter(smcp: ClientSession) -> None:
 def test_crontab_is_read_in_the_configured_timezone(
     data_dir: Path, embedded: EmbeddedServer
 ) -> None:
-    paris = Cluster(Settings(data_dir=data_dir, timezone="Europe/Paris"))
+    paris = Cluster(resolve(Settings(data_dir=data_dir, timezone="Europe/Paris")))
     name = unique("paris")
     added = add_periodic_task(
         paris, AddPeriodicTaskInput(name=name, task_name="demo.noop", crontab="30 9 * * *")
@@ -406,7 +405,7 @@ async def test_health_reports_beat_and_store(smcp: ClientSession, beat: Beat) ->
 def test_health_flags_a_beat_in_another_timezone(
     beat: Beat, data_dir: Path, embedded: EmbeddedServer
 ) -> None:
-    paris = Cluster(Settings(data_dir=data_dir, timezone="Europe/Paris"))
+    paris = Cluster(resolve(Settings(data_dir=data_dir, timezone="Europe/Paris")))
     got = check_beat(paris)
     assert got.ok is False and "CELERY_MCP_TIMEZONE" in got.detail and "UTC" in got.detail
 
@@ -415,7 +414,7 @@ def test_entries_survive_embedded_server_restart(tmp_path: Path) -> None:
     data = tmp_path / "own-valkey"
     ensure_running(data)
     try:
-        cluster = Cluster(Settings(data_dir=data))
+        cluster = Cluster(resolve(Settings(data_dir=data)))
         for name, spec in (
             ("keep-every", {"every": 30}),
             ("keep-cron", {"crontab": "0 9 * * 1-5"}),
@@ -427,9 +426,13 @@ def test_entries_survive_embedded_server_restart(tmp_path: Path) -> None:
         before = list_periodic_tasks(cluster, ListPeriodicTasksInput())
         stop(data)
         ensure_running(data)
-        after = list_periodic_tasks(Cluster(Settings(data_dir=data)), ListPeriodicTasksInput())
+        after = list_periodic_tasks(
+            Cluster(resolve(Settings(data_dir=data))), ListPeriodicTasksInput()
+        )
         assert after == before and after.total == 2
-        got = get_periodic_task(Cluster(Settings(data_dir=data)), EntryNameInput(name="keep-cron"))
+        got = get_periodic_task(
+            Cluster(resolve(Settings(data_dir=data))), EntryNameInput(name="keep-cron")
+        )
         assert got.enabled is False and got.schedule.crontab == "0 9 * * 1-5"
     finally:
         stop(data)
@@ -505,7 +508,9 @@ def test_two_schedulers_claim_one_due_run_once(cluster: Cluster, settings: Setti
     key = get_store(own).key(name)
     assert key.startswith("claim-test:")
     try:
-        time.sleep(1.1)  # now due
+        due = get_periodic_task(own, EntryNameInput(name=name)).next_run_at
+        assert due is not None
+        wait_until(lambda: datetime.now(UTC) >= due, 5, 0.02, "the entry is due")
         loaded = [RedBeatSchedulerEntry.from_key(key, app=app) for _ in range(2)]
         claims = [first.claim(loaded[0], fire=True), second.claim(loaded[1], fire=True)]
         assert claims[0] is not None and claims[1] is None
@@ -520,8 +525,9 @@ def test_two_schedulers_claim_one_due_run_once(cluster: Cluster, settings: Setti
 STOCK_BEAT = (
     "from celery_mcp.config import Settings\n"
     "from celery_mcp.app import make_app\n"
-    "from celery_mcp.beat import configure\n"
-    "settings = Settings()\n"
+    "from celery_mcp.runtime.beat import configure\n"
+    "from celery_mcp.runtime.embedded import resolve\n"
+    "settings = resolve(Settings())\n"
     "app = make_app(settings, worker=True)\n"
     "configure(app, settings, 1.0)\n"
     "app.set_current()\n"

@@ -24,8 +24,8 @@ from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult
 
 from celery_mcp.config import Settings
-from celery_mcp.embedded import EmbeddedServer
-from celery_mcp.service.registry import select
+from celery_mcp.runtime.embedded import EmbeddedServer
+from celery_mcp.service.registry import offered
 from tests.support import Worker, error_text, http_server, http_session
 
 pytestmark = pytest.mark.anyio
@@ -337,7 +337,7 @@ def test_client_side_app_decodes_json_only(
 async def test_read_only_mode_hides_every_state_changing_tool(
     transport: str, env: dict[str, str], embedded: EmbeddedServer, data_dir: Path
 ) -> None:
-    everything = {op.name: op for op in select(Settings(toolsets="all"))}
+    everything = {op.name: op for op in offered(Settings(toolsets="all"), "mcp")}
     changing = {name for name, op in everything.items() if not op.read_only}
     assert {"send_task", "revoke"} <= changing
     ro_env = env | {"CELERY_MCP_TOOLSETS": "all"}

@@ -139,16 +139,21 @@ async def test_long_wait_does_not_delay_other_calls(mcp: ClientSession) -> None:
 
 async def test_get_result_reports_progress(mcp: ClientSession) -> None:
     sent = await call(mcp, "send_task", task_name="demo.sleep", args=[2.5])
-    seen: list[float] = []
+    seen: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        seen.append(progress)
+        seen.append((progress, total, message))
 
     result = await mcp.call_tool(
         "get_result", {"task_id": sent["task_id"], "timeout_s": 10}, progress_callback=on_progress
     )
-    assert not result.is_error
-    assert len(seen) >= 1
+    assert not result.is_error and result.structured_content
+    assert result.structured_content["result"] == 2.5
+    # one report per second of waiting, seconds waited out of the timeout, with the state
+    waited = [p for p, _, _ in seen]
+    assert len(seen) >= 2 and waited == sorted(waited) and 1.0 <= waited[-1] <= 3.0, seen
+    assert all(total == 10 for _, total, _ in seen), seen
+    assert all(m and m.split()[0] in ("PENDING", "STARTED") for _, _, m in seen), seen
 
 
 async def test_retries_with_backoff_rerun_a_failing_task(mcp: ClientSession) -> None:

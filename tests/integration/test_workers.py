@@ -24,6 +24,7 @@ from celery.result import AsyncResult
 from mcp import ClientSession
 
 from celery_mcp.config import Settings
+from celery_mcp.runtime.embedded import resolve
 from celery_mcp.service.cluster import Cluster
 from tests.support import (
     Worker,
@@ -414,7 +415,7 @@ async def test_amqp_queue_lengths_purge_and_targeted_inspect(
     spec = {"hostname": "wamqp@%h", "queues": "qamqp", "extra": QUICK}
     with started_workers(amqp_env, data_dir, spec):
         host = f"wamqp@{HOST}"
-        app = Cluster(Settings(data_dir=data_dir, broker_url=rabbit)).app
+        app = Cluster(resolve(Settings(data_dir=data_dir, broker_url=rabbit))).app
         for _ in range(3):
             app.send_task("demo.noop", queue="qamqp_idle")
         async with mcp_session(amqp_env) as session:

@@ -9,20 +9,20 @@ import pytest
 from celery_mcp.errors import InvalidArgument
 from celery_mcp.models.diagnose import DiagnoseInput, Finding
 from celery_mcp.models.history import ListTasksInput
-from celery_mcp.monitor import (
-    apply_backend_meta,
-    apply_event,
-    cap_value,
-    record_from_meta,
-    worker_entry,
-)
 from celery_mcp.service.diagnose import exception_type, p95, rank, stuck_threshold
 from celery_mcp.service.history import (
     decode_cursor,
     encode_cursor,
     exact_arguments,
-    runtime_s,
     window_bounds,
+)
+from celery_mcp.stores.history import (
+    TaskRecord,
+    apply_backend_meta,
+    apply_event,
+    cap_value,
+    record_from_meta,
+    worker_entry,
 )
 
 
@@ -31,45 +31,45 @@ def event(kind: str, ts: float, **fields: object) -> dict[str, object]:
 
 
 def test_events_in_order_build_the_timeline_and_final_state() -> None:
-    rec: dict[str, object] = {}
+    rec = TaskRecord()
     apply_event(rec, event("sent", 1.0, name="demo.add", args="(1, 2)", queue="q"), 100)
     apply_event(rec, event("received", 1.1, hostname="w1@h"), 100)
     apply_event(rec, event("started", 1.2, hostname="w1@h"), 100)
     apply_event(rec, event("succeeded", 1.5, result="3", runtime=0.3), 100)
-    assert rec["state"] == "SUCCESS" and rec["first"] == 1.0
-    assert (rec["sent"], rec["received"], rec["started"], rec["succeeded"]) == (1.0, 1.1, 1.2, 1.5)
-    assert rec["worker"] == "w1@h" and rec["queue"] == "q" and rec["result"] == "3"
+    assert rec.state == "SUCCESS" and rec.first == 1.0
+    assert (rec.sent, rec.received, rec.started, rec.succeeded) == (1.0, 1.1, 1.2, 1.5)
+    assert rec.worker == "w1@h" and rec.queue == "q" and rec.result == "3"
 
 
 def test_a_late_event_fills_gaps_but_does_not_move_the_state_back() -> None:
-    rec: dict[str, object] = {}
+    rec = TaskRecord()
     apply_event(rec, event("started", 2.0, hostname="w1@h"), 100)
     apply_event(rec, event("failed", 2.5, exception="KeyError('x')"), 100)
     apply_event(rec, event("sent", 1.9, name="demo.fail", queue="celery"), 100)
-    assert rec["state"] == "FAILURE" and rec["name"] == "demo.fail"
-    assert rec["first"] == 1.9 and rec["exception"] == "KeyError('x')"
+    assert rec.state == "FAILURE" and rec.name == "demo.fail"
+    assert rec.first == 1.9 and rec.exception == "KeyError('x')"
 
 
 def test_retry_then_success_clears_the_old_exception() -> None:
-    rec: dict[str, object] = {}
+    rec = TaskRecord()
     apply_event(rec, event("started", 1.0), 100)
     apply_event(rec, event("retried", 1.1, exception="E()", traceback="tb"), 100)
-    assert rec["state"] == "RETRY"
+    assert rec.state == "RETRY"
     apply_event(rec, event("received", 2.0, retries=1), 100)
     apply_event(rec, event("started", 2.1), 100)
     apply_event(rec, event("succeeded", 2.2, runtime=0.1), 100)
-    assert rec["state"] == "SUCCESS" and rec["retries"] == 1
-    assert "exception" not in rec and "traceback" not in rec
+    assert rec.state == "SUCCESS" and rec.retries == 1
+    assert rec.exception is None and rec.traceback is None
 
 
 def test_exact_arguments_from_the_backend_are_not_overwritten_by_reprs() -> None:
-    rec: dict[str, object] = {}
+    rec = TaskRecord()
     apply_event(rec, event("failed", 1.0), 100)
     apply_backend_meta(rec, {"args": [1, "a"], "kwargs": {"k": None}, "queue": "q"}, 100)
     apply_event(rec, event("received", 0.9, args="(1, 'a')"), 100)
-    assert rec["args"] == [1, "a"] and rec["exact"] is True and rec["queue"] == "q"
+    assert rec.args == [1, "a"] and rec.exact is True and rec.queue == "q"
     assert exact_arguments(rec, {}) == ([1, "a"], {"k": None})
-    assert exact_arguments({"args": "(1,)", "kwargs": "{}"}, {}) is None
+    assert exact_arguments(TaskRecord(args="(1,)", kwargs="{}"), {}) is None
 
 
 def test_fields_are_capped_and_tracebacks_keep_their_end() -> None:
@@ -81,8 +81,8 @@ def test_fields_are_capped_and_tracebacks_keep_their_end() -> None:
 
 def test_worker_events_become_online_or_offline_entries() -> None:
     beat = worker_entry({"type": "worker-heartbeat", "timestamp": 5.0, "freq": 2.0, "active": 1})
-    assert beat["status"] == "online" and beat["ts"] == 5.0 and beat["freq"] == 2.0
-    assert worker_entry({"type": "worker-offline", "timestamp": 6.0})["status"] == "offline"
+    assert beat.status == "online" and beat.ts == 5.0 and beat.freq == 2.0
+    assert worker_entry({"type": "worker-offline", "timestamp": 6.0}).status == "offline"
 
 
 def test_cursor_round_trips_and_bad_cursors_are_refused() -> None:
@@ -100,9 +100,9 @@ def test_window_bounds_combine_within_since_and_until() -> None:
 
 
 def test_runtime_falls_back_to_started_until_finished() -> None:
-    assert runtime_s({"runtime": 0.5}) == 0.5
-    assert runtime_s({"started": 10.0, "failed": 12.5}) == 2.5
-    assert runtime_s({"started": 10.0}) is None
+    assert TaskRecord(runtime=0.5).run_time_s == 0.5
+    assert TaskRecord(started=10.0, failed=12.5).run_time_s == 2.5
+    assert TaskRecord(started=10.0).run_time_s is None
 
 
 def test_stuck_threshold_uses_explicit_then_p95_then_default() -> None:
@@ -148,9 +148,9 @@ def test_backfill_builds_a_record_from_a_finished_backend_meta() -> None:
         "worker": "w1@h",
         "retries": 0,
     }
-    rec = record_from_meta({"id": "t1"}, meta, 100)
-    assert rec is not None and rec["state"] == "FAILURE" and rec["exact"] is True
-    assert rec["failed"] == rec["first"] == datetime(2026, 1, 1, 0, 0, 10, tzinfo=UTC).timestamp()
-    assert rec["exception"].startswith("ValueError") and rec["name"] == "demo.fail"
-    assert record_from_meta({"id": "t1", "state": "SUCCESS"}, meta, 100) is None  # has its end
-    assert record_from_meta({"id": "t1"}, {"status": "STARTED"}, 100) is None  # not finished
+    rec = record_from_meta(TaskRecord(id="t1"), meta, 100)
+    assert rec is not None and rec.state == "FAILURE" and rec.exact is True
+    assert rec.failed == rec.first == datetime(2026, 1, 1, 0, 0, 10, tzinfo=UTC).timestamp()
+    assert str(rec.exception).startswith("ValueError") and rec.name == "demo.fail"
+    assert record_from_meta(TaskRecord(id="t1", state="SUCCESS"), meta, 100) is None  # has its end
+    assert record_from_meta(TaskRecord(id="t1"), {"status": "STARTED"}, 100) is None  # not finished

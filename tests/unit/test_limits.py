@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from celery_mcp.errors import InvalidArgument
-from celery_mcp.retry_policy import backoff_s
+from celery_mcp.runtime.worker.retry import backoff_s
 from celery_mcp.service.limits import cap_json, cap_text, check_payload, json_depth
 
 

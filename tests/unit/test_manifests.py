@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 import celery_mcp
-from celery_mcp.cli import build_parser
-from celery_mcp.config import TOOLSETS, Settings
-from celery_mcp.service.registry import load_operations
+from celery_mcp.config import DEFAULT_TOOLSETS, TOOLSETS, Settings
+from celery_mcp.interfaces.cli import build_parser
+from celery_mcp.service.policy import enabled_toolsets
+from celery_mcp.service.registry import OPERATIONS
 from tests.support import ROOT
 
 MANIFESTS = ROOT / "manifests"
@@ -56,7 +57,7 @@ def _settings_from_env(env: dict[str, str]) -> Settings:
 def _tool_count(settings: Settings) -> int:
     return sum(
         1
-        for op in load_operations().values()
+        for op in OPERATIONS.values()
         if op.toolset in settings.toolsets and (op.read_only or not settings.read_only)
     )
 
@@ -98,8 +99,13 @@ def test_server_json_env_vars_are_settings() -> None:
         assert var.get("isSecret", False) == (var["name"] in SECRETS), var
         if "default" in var:  # the default it documents is the real one
             field = var["name"].removeprefix("CELERY_MCP_").lower()
-            assert _settings_from_env({var["name"]: var["default"]}) == Settings(), field
-            real = Settings.model_fields[field].default
+            given = _settings_from_env({var["name"]: var["default"]})
+            if field == "toolsets":  # unset: the MCP server's default toolsets
+                assert enabled_toolsets(given, "mcp") == enabled_toolsets(Settings(), "mcp")
+                real = DEFAULT_TOOLSETS
+            else:
+                assert given == Settings(), field
+                real = Settings.model_fields[field].default
             shown = var["default"]
             if isinstance(real, tuple):
                 assert tuple(shown.split(",")) == tuple(t for t in real if t != "health")

@@ -17,7 +17,6 @@ from celery_mcp.errors import InvalidArgument
 from celery_mcp.models.schedules import Crontab, Every, ScheduleFields
 from celery_mcp.service.schedule_rules import (
     advance,
-    bind,
     build_schedule,
     crontab,
     describe,
@@ -25,9 +24,8 @@ from celery_mcp.service.schedule_rules import (
     next_due,
     parse_crontab_string,
     run_task_id,
-    to_score,
 )
-from celery_mcp.service.schedules import decode, encode
+from celery_mcp.stores.schedules import bind, decode, encode, to_score
 
 NOW = datetime(2026, 11, 25, 19, 0, 7, 250_000, tzinfo=UTC)
 

@@ -7,9 +7,9 @@ from typing import Any
 import jsonschema
 import pytest
 
+from celery_mcp.interfaces.mcp.schema_compact import compact_input, output_shape
 from celery_mcp.models.health import ComponentHealth, HealthResult
 from celery_mcp.models.tasks import SendTaskInput, TaskResult
-from celery_mcp.schema_compact import compact_input, output_shape
 
 SAMPLES: list[Any] = [
     {"task_name": "demo.add"},

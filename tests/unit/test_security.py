@@ -9,15 +9,14 @@ import pytest
 
 from celery_mcp.config import Settings
 from celery_mcp.errors import Forbidden
-from celery_mcp.security import (
+from celery_mcp.interfaces.mcp.http_security import (
     BearerTokenMiddleware,
     allowed_hosts,
     allowed_origins,
     check_bind,
-    check_task_allowed,
     is_loopback,
-    task_allowed,
 )
+from celery_mcp.service.policy import check_task_allowed, task_allowed
 
 TOKEN = "s3cret-token-0123456789"
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from celery_mcp.errors import InvalidArgument
 from celery_mcp.models.catalog import TaskSpec
+from celery_mcp.runtime.worker.commands import task_specs
 from celery_mcp.service.signatures import (
     DOC_MAX_CHARS,
     SUMMARY_MAX_CHARS,
@@ -23,7 +24,6 @@ from celery_mcp.service.signatures import (
     task_spec,
     type_text,
 )
-from celery_mcp.worker_control import task_specs
 
 if TYPE_CHECKING:
     from decimal import Decimal  # only for type checkers: unresolvable at run time

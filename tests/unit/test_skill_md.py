@@ -9,9 +9,9 @@ from functools import cache
 from pydantic import BaseModel
 
 from celery_mcp import errors
-from celery_mcp.config import TOOLSETS, Settings
+from celery_mcp.config import DEFAULT_TOOLSETS, TOOLSETS, Settings
 from celery_mcp.models.workers import ControlCommand
-from celery_mcp.service.registry import load_operations
+from celery_mcp.service.registry import OPERATIONS
 from tests.support import ROOT
 
 SKILL = ROOT / "SKILL.md"
@@ -56,7 +56,7 @@ def _known_words() -> set[str]:
     """Every snake_case word SKILL.md may use in backticks that is not a tool name."""
     seen: set[type[BaseModel]] = set()
     words: set[str] = set()
-    for op in load_operations().values():
+    for op in OPERATIONS.values():
         words |= _model_fields(op.input_model, seen) | _model_fields(op.output_model, seen)
     words |= set(Settings.model_fields) | set(TOOLSETS) | {c.value for c in ControlCommand}
     words |= {cls.code for cls in _subclasses(errors.CeleryMcpError)}
@@ -84,20 +84,20 @@ def test_front_matter_has_name_and_description() -> None:
 
 
 def test_every_tool_named_exists() -> None:
-    tools = set(load_operations())
+    tools = set(OPERATIONS)
     unknown = sorted(_tool_mentions() - tools - _known_words())
     assert not unknown, f"SKILL.md names tools that do not exist: {unknown}"
 
 
 def test_every_tool_is_documented() -> None:
     text = _text()
-    missing = [name for name in load_operations() if f"`{name} " not in text]
+    missing = [name for name in OPERATIONS if f"`{name} " not in text]
     assert not missing, f"SKILL.md has no example call (`name {{...}}`) for: {missing}"
 
 
 def test_json_examples_are_valid_tool_arguments() -> None:
     """Every `tool {...}` example is JSON that validates against the tool's input model."""
-    operations = load_operations()
+    operations = OPERATIONS
     checked = 0
     for span in SPAN.findall(_text()):
         name, _, arguments = span.partition(" ")
@@ -111,19 +111,18 @@ def test_json_examples_are_valid_tool_arguments() -> None:
 
 def test_toolset_table_counts_match_the_registry() -> None:
     counts: dict[str, int] = {}
-    for op in load_operations().values():
+    for op in OPERATIONS.values():
         counts[op.toolset] = counts.get(op.toolset, 0) + 1
     rows = dict(re.findall(r"^\| (\w+) \| (\d+) \|", _text(), re.M))
     assert {k: int(v) for k, v in rows.items()} == counts
-    default = sum(counts[t] for t in Settings().toolsets)
-    assert (
-        f"Default (`{','.join(t for t in Settings().toolsets if t != 'health')}`): {default}"
-        in (_text())
+    default = sum(counts[t] for t in DEFAULT_TOOLSETS)
+    assert f"Default (`{','.join(t for t in DEFAULT_TOOLSETS if t != 'health')}`): {default}" in (
+        _text()
     )
     assert f"Everything (`all`): {sum(counts.values())} tools" in _text()
 
 
 def test_detects_a_misspelled_tool() -> None:
     # the check itself: a tool that does not exist is caught
-    assert "retry_tasks" not in _known_words() | set(load_operations())
+    assert "retry_tasks" not in _known_words() | set(OPERATIONS)
     assert IDENT.match("retry_tasks")

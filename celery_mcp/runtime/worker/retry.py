@@ -1,11 +1,12 @@
-"""Caller-chosen retries: message headers on the client side, a `run` wrapper on the worker.
+"""Caller-chosen retries, the worker side: a `run` wrapper that honours the retry headers.
 
-`send_task(retries=N, retry_delay_s=D, retry_delay_max_s=M)` adds three headers to the message:
-`x_mcp_retries`, `x_mcp_retry_delay_s`, `x_mcp_retry_delay_max_s`. Workers started with
-`celery-mcp worker` wrap every task's `run` (the way Celery's own `autoretry_for` does): when the
-task raises and `request.retries < N`, it calls `task.retry(countdown=min(D * 2**retries, M))`,
-so the state goes RETRY and the same task id runs again; the headers travel with the retry.
-Workers started otherwise ignore the headers: the task then runs once.
+`send_task(retries=N, retry_delay_s=D, retry_delay_max_s=M)` adds three headers to the message
+(`keys.RETRIES_HEADER` and the two delays; see `service.sending.retry_headers`). Workers started
+with `celery-mcp worker` wrap every task's `run` (the way Celery's own `autoretry_for` does):
+when the task raises and `request.retries < N`, it calls
+`task.retry(countdown=min(D * 2**retries, M))`, so the state goes RETRY and the same task id
+runs again; the headers travel with the retry. Workers started otherwise ignore the headers:
+the task then runs once.
 """
 
 from __future__ import annotations
@@ -13,14 +14,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-RETRIES = "x_mcp_retries"
-DELAY = "x_mcp_retry_delay_s"
-DELAY_MAX = "x_mcp_retry_delay_max_s"
+from celery.exceptions import Ignore, Retry
 
-
-def retry_headers(retries: int, delay_s: float, delay_max_s: float) -> dict[str, Any]:
-    """Message headers asking a celery-mcp worker for up to `retries` retries with backoff."""
-    return {RETRIES: retries, DELAY: delay_s, DELAY_MAX: delay_max_s}
+from celery_mcp.stores.keys import RETRIES_HEADER, RETRY_DELAY_HEADER, RETRY_DELAY_MAX_HEADER
 
 
 def backoff_s(attempt: int, delay_s: float, delay_max_s: float) -> float:
@@ -37,8 +33,6 @@ def wrap_task(task: Any) -> None:
     """Make `task` honour the retry headers (idempotent)."""
     if getattr(task, "_mcp_retry_wrapped", False):
         return
-    from celery.exceptions import Ignore, Retry
-
     original = task.run
 
     @functools.wraps(original)
@@ -49,14 +43,14 @@ def wrap_task(task: Any) -> None:
             raise
         except Exception as exc:
             request = task.request
-            limit = _header(request, RETRIES)
+            limit = _header(request, RETRIES_HEADER)
             attempt = int(request.retries or 0)
             if not limit or attempt >= int(limit):
                 raise
             delay = backoff_s(
                 attempt,
-                float(_header(request, DELAY) or 1.0),
-                float(_header(request, DELAY_MAX) or 600),
+                float(_header(request, RETRY_DELAY_HEADER) or 1.0),
+                float(_header(request, RETRY_DELAY_MAX_HEADER) or 600),
             )
             raise task.retry(exc=exc, countdown=delay, max_retries=int(limit)) from exc
 

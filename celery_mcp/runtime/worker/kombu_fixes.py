@@ -18,16 +18,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis.exceptions
+from kombu.transport import redis as kombu_redis
+
 _MARK = "_celery_mcp_closed_channel_check"
 
 
 def install() -> None:
-    """Patch kombu's Redis channel once (idempotent); a no-op without the Redis transport."""
-    try:
-        import redis.exceptions
-        from kombu.transport import redis as kombu_redis
-    except ImportError:  # pragma: no cover - redis extra not installed
-        return
+    """Patch kombu's Redis channel once (idempotent)."""
     original: Any = kombu_redis.Channel._connparams
     if getattr(original, _MARK, False):
         return

@@ -1,7 +1,12 @@
-"""Command line: `celery-mcp serve | worker | beat | broker ...` and `--action NAME [--field V]`.
+"""Command line: `celery-mcp serve | worker | beat | monitor | broker` and `--action NAME ...`.
 
-`--action` runs one service operation (the same ones the MCP tools call) and prints its output
-model as JSON; on failure it prints `{"error": {"code", "message", "hint"}}` and exits non-zero.
+`--action` runs one operation through the same funnel as the MCP tools (`registry.invoke`:
+read-only mode, toolsets, validation) and prints its output model as JSON; on failure it prints
+`{"error": {"code", "message", "hint"}}` and exits non-zero.
+
+The heavy modules are imported by the command that runs them: the MCP SDK (0.5 s) by `serve`
+only, Celery, kombu and redis (about 0.2 s) by the commands that talk to a broker, so `serve`
+answers `initialize` before Celery is loaded and `--help` loads neither.
 """
 
 from __future__ import annotations
@@ -15,6 +20,15 @@ import sys
 import textwrap
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
+
+from celery_mcp.config import Settings, redact_url
+from celery_mcp.errors import CeleryMcpError, Forbidden, InvalidArgument
+from celery_mcp.interfaces.mcp.http_security import check_bind
+from celery_mcp.logs import setup_logging
+from celery_mcp.runtime import embedded
+from celery_mcp.service import registry
 
 #: `--action` names that are not operation names (the seed's spelling).
 ACTION_ALIASES = {"ping": "ping_workers"}
@@ -40,11 +54,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-level", dest="log_level", default=argparse.SUPPRESS)
 
 
-def _settings(ns: argparse.Namespace, **extra: Any) -> Any:
-    from pydantic import ValidationError
-
-    from celery_mcp.config import Settings
-
+def _settings(ns: argparse.Namespace, **extra: Any) -> Settings:
     keys = [*SETTING_FLAGS.values(), "read_only", "log_level"]
     overrides = {k: getattr(ns, k) for k in keys if getattr(ns, k, None) is not None}
     overrides.update({k: v for k, v in extra.items() if v is not None})
@@ -55,10 +65,14 @@ def _settings(ns: argparse.Namespace, **extra: Any) -> Any:
         raise SystemExit(f"celery-mcp: invalid setting {first['loc'][0]}: {first['msg']}") from None
 
 
-def _env_for_children(settings: Any) -> dict[str, str]:
-    """Environment that makes a child `celery-mcp` use the same settings."""
+def _env_for_children(settings: Settings) -> dict[str, str]:
+    """Environment that makes a child `celery-mcp` use the same settings.
+
+    On the embedded server the child finds it itself (the URLs hold its password).
+    """
     env = {k: v for k, v in os.environ.items() if k != "CELERY_MCP_AUTH_TOKEN"}  # HTTP only
-    for key in ("broker_url", "result_backend", "app", "data_dir"):
+    urls = () if settings.embedded else ("broker_url", "result_backend")
+    for key in (*urls, "app", "data_dir"):
         value = getattr(settings, key)
         if value is not None:
             env[f"CELERY_MCP_{key.upper()}"] = str(value)
@@ -66,14 +80,9 @@ def _env_for_children(settings: Any) -> dict[str, str]:
 
 
 def cmd_serve(ns: argparse.Namespace) -> int:
-    from celery_mcp.logs import setup_logging
-
     settings = _settings(ns, host=ns.host, port=ns.port)
     setup_logging(settings.log_level)
     if ns.transport == "http":
-        from celery_mcp.errors import Forbidden
-        from celery_mcp.security import check_bind
-
         try:
             check_bind(settings)
         except Forbidden as exc:
@@ -92,7 +101,7 @@ def cmd_serve(ns: argparse.Namespace) -> int:
             f"celery-mcp: MCP over HTTP at http://{settings.host}:{settings.port}/mcp",
             file=sys.stderr,
         )
-    from celery_mcp.server import run
+    from celery_mcp.interfaces.mcp.server import run
 
     try:
         run(settings, "http" if ns.transport == "http" else "stdio")
@@ -104,7 +113,7 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _spawn_child(settings: Any, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+def _spawn_child(settings: Settings, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
     """Start `celery-mcp ARGS` on the same settings, its output in the data dir's `log_name`."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log = open(settings.data_dir / log_name, "ab")  # noqa: SIM115 (lives with the child)
@@ -117,7 +126,7 @@ def _spawn_child(settings: Any, args: list[str], log_name: str) -> subprocess.Po
     )
 
 
-def _spawn_monitor(settings: Any) -> subprocess.Popen[bytes]:
+def _spawn_monitor(settings: Settings) -> subprocess.Popen[bytes]:
     """Start `celery-mcp monitor` (the task-history recorder) as a child that exits with us."""
     return _spawn_child(settings, ["monitor", "--parent-pid", str(os.getpid())], "monitor.log")
 
@@ -133,28 +142,21 @@ def _stop_child(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 def cmd_monitor(ns: argparse.Namespace) -> int:
-    from celery_mcp.logs import setup_logging
-    from celery_mcp.monitor import run
+    from celery_mcp.runtime.monitor import run
 
     settings = _settings(ns)
     setup_logging(settings.log_level)
-    run(settings, parent_pid=ns.parent_pid)
+    run(embedded.resolve(settings), parent_pid=ns.parent_pid)
     return 0
 
 
 def cmd_worker(ns: argparse.Namespace, extra: list[str]) -> int:
-    from celery_mcp import kombu_fixes, retry_policy
     from celery_mcp.app import make_app
+    from celery_mcp.runtime.worker import setup
 
     settings = _settings(ns)
-    app = make_app(settings, worker=True)
-    app.conf.worker_pool_restarts = True  # lets the pool_restart control command work
-    retry_policy.install(app)
-    kombu_fixes.install()  # survive a broker restart while holding acks_late tasks
-    import celery_mcp.worker_commands  # noqa: F401 (registers mcp_time_limit)
-    from celery_mcp import worker_control  # registers the mcp_task_specs control command
-
-    worker_control.task_specs(app)  # derive the task signatures once, before serving
+    app = make_app(embedded.resolve(settings), worker=True)
+    setup.prepare(app)
     hostname = ns.hostname or "celery@%h"
     state_name = hostname.replace("%h", "host").replace("@", "_")
     argv = [
@@ -177,15 +179,13 @@ def cmd_worker(ns: argparse.Namespace, extra: list[str]) -> int:
 
 
 def cmd_beat(ns: argparse.Namespace) -> int:
-    from celery_mcp.beat import run
+    from celery_mcp.runtime.beat import run
 
-    run(_settings(ns), max_interval_s=ns.max_interval, loglevel=ns.loglevel)
+    run(embedded.resolve(_settings(ns)), max_interval_s=ns.max_interval, loglevel=ns.loglevel)
     return 0
 
 
 def cmd_broker(ns: argparse.Namespace) -> int:
-    from celery_mcp import embedded
-
     settings = _settings(ns)
     data_dir = Path(settings.data_dir)
     server: embedded.EmbeddedServer | None
@@ -242,47 +242,32 @@ def _decode(text: str) -> Any:
 
 
 def cmd_action(ns: argparse.Namespace, extra: list[str]) -> int:
-    from celery_mcp.errors import CeleryMcpError, InvalidArgument, validation_message
-    from celery_mcp.service.registry import load_operations
-
-    operations = load_operations()
     name = ACTION_ALIASES.get(ns.action, ns.action)
-    op = operations.get(name)
-    if op is None:
-        _error(
-            InvalidArgument(
-                f"unknown action {ns.action!r}",
-                hint=f"one of {', '.join([*operations, *ACTION_ALIASES])}; "
-                "`celery-mcp --action help` describes them",
-            )
-        )
-        return 2
-    from pydantic import ValidationError
-
-    try:
-        request = op.input_model.model_validate(_field_values(extra))
-    except ValidationError as exc:
-        msg = validation_message(exc)
-        _error(InvalidArgument(msg, hint=f"see `celery-mcp --action {ns.action} --help`"))
-        return 2
-    except SystemExit as exc:  # a malformed field list
-        _error(InvalidArgument(str(exc.code), hint=f"see `celery-mcp --action {ns.action} --help`"))
-        return 2
+    help_hint = f"see `celery-mcp --action {ns.action} --help`"
     try:
         settings = _settings(ns)
     except SystemExit as exc:
         _error(InvalidArgument(str(exc.code), hint="see `celery-mcp --help` for the settings"))
         return 2
     try:
+        call = registry.prepare(name, settings, _field_values(extra), "cli")
+    except SystemExit as exc:  # a malformed field list
+        _error(InvalidArgument(str(exc.code), hint=help_hint))
+        return 2
+    except InvalidArgument as exc:
+        _error(exc)
+        return 2
+    except CeleryMcpError as exc:  # refused by policy
+        _error(exc)
+        return 1
+    try:
         from celery_mcp.service.cluster import Cluster
 
-        result = op.func(Cluster(settings), request)
+        result = call.run(Cluster(embedded.resolve(settings)))
     except CeleryMcpError as exc:
         _error(exc)
         return 1
     except Exception as exc:  # still JSON on stdout, never a bare traceback
-        from celery_mcp.config import redact_url
-
         _print(
             {
                 "error": {
@@ -308,12 +293,10 @@ def _first_sentence(text: str) -> str:
 
 def _action_list() -> str:
     """Every action with its first sentence and its fields (`--action help`, `--help`)."""
-    from celery_mcp.service.registry import load_operations
-
     aliases = {target: alias for alias, target in ACTION_ALIASES.items()}
     lines = ["actions (`celery-mcp --action NAME --field-name VALUE ...`; JSON for lists/objects;"]
     lines.append("`celery-mcp --action NAME --help` details one):")
-    for op in load_operations().values():
+    for op in registry.OPERATIONS.values():
         alias = f" (alias: {aliases[op.name]})" if op.name in aliases else ""
         flags = " ".join(
             f"--{f.replace('_', '-')}" + ("" if field.is_required() else "?")
@@ -329,9 +312,7 @@ def _action_list() -> str:
 
 def _action_help(name: str) -> str:
     """One action: description, safety flags and each field's type, default and description."""
-    from celery_mcp.service.registry import load_operations
-
-    op = load_operations().get(ACTION_ALIASES.get(name, name))
+    op = registry.OPERATIONS.get(ACTION_ALIASES.get(name, name))
     if op is None:
         return _action_list()
     flags = ["read-only" if op.read_only else "changes state"]

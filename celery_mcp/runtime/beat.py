@@ -20,28 +20,30 @@ also excludes a stock RedBeat beat) with these changes:
   An entry that has no last_run_at (written by other tools) is anchored to now instead of
   firing at once on start (RedBeat #79/#154/#192). A one-off (rrule, count=1) is disabled in
   the same transaction that claims its run.
-- Liveness: every tick writes a heartbeat (node, role, last tick) to `<prefix>:celery-mcp:beats`,
-  read by the `health` tool. Store errors are logged and retried; they do not stop beat.
+- Liveness: every tick writes a heartbeat (node, role, last tick) to the store's heartbeat
+  hash (stores.schedules), read by the `health` tool. Store errors are logged and retried;
+  they do not stop beat.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import time
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from celery import Celery
-from redbeat.decoder import RedBeatJSONDecoder
 from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, get_redis
 from redbeat.schedules import rrule
+from redis.exceptions import LockError, RedisError
 
+from celery_mcp.app import make_app
 from celery_mcp.config import Settings
-from celery_mcp.service.schedule_rules import advance, next_due, run_task_id, to_score
-from celery_mcp.service.schedules import BEATS_SUFFIX, RUN_FIELD, encode, store_location
+from celery_mcp.service.schedule_rules import advance, next_due, run_task_id
+from celery_mcp.stores.schedules import Entry, ScheduleStore, Write, store_location, to_score
 
 logger = logging.getLogger("celery_mcp.beat")
 
@@ -71,14 +73,15 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
     def client(self) -> Any:
         return get_redis(self.app)
 
-    @property
-    def beats_key(self) -> str:
-        return str(self.app.redbeat_conf.key_prefix) + BEATS_SUFFIX
+    @cached_property
+    def store(self) -> ScheduleStore:
+        url, prefix, lock_key = store_location(self.app)  # (before __init__ sets lock_name)
+        return ScheduleStore(
+            client=self.client, app=self.app, url=str(url), prefix=prefix, lock_key=lock_key
+        )
 
     def hold_lock(self) -> bool:
         """Extend the lock if held, else try to take it (no wait). True when this beat leads."""
-        from redis.exceptions import LockError
-
         if self._lock is None:
             self._lock = self.client.lock(
                 self.lock_name, timeout=self.lock_timeout, thread_local=False
@@ -96,26 +99,28 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         return False
 
     def heartbeat(self) -> None:
-        beat = {
-            "node": self.node,
-            "pid": os.getpid(),
-            "role": self.role,
-            "last_tick_at": time.time(),
-            "started_at": self.started_at,
-            "max_interval_s": self.max_interval,
-            "timezone": str(self.app.conf.timezone or "UTC"),
-        }
-        self.client.hset(self.beats_key, self.node, json.dumps(beat))
+        self.store.write_heartbeat(
+            self.node,
+            {
+                "node": self.node,
+                "pid": os.getpid(),
+                "role": self.role,
+                "last_tick_at": time.time(),
+                "started_at": self.started_at,
+                "max_interval_s": self.max_interval,
+                "timezone": str(self.app.conf.timezone or "UTC"),
+            },
+        )
 
     def prune_heartbeats(self) -> None:
         now = time.time()
-        for node, raw in self.client.hgetall(self.beats_key).items():
+        for node, beat in self.store.heartbeats().items():
             try:
-                stale = now - float(json.loads(raw)["last_tick_at"]) > HEARTBEAT_PRUNE_S
-            except (ValueError, KeyError, TypeError):
+                stale = now - float(beat["last_tick_at"]) > HEARTBEAT_PRUNE_S
+            except (KeyError, TypeError, ValueError):
                 stale = True
             if stale:
-                self.client.hdel(self.beats_key, node)
+                self.store.remove_heartbeat(node)
 
     # --- schedule ---------------------------------------------------------------------------
 
@@ -131,35 +136,27 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         by key name, so with several entries due in the same second beat could sleep past the
         earliest one and send it up to a second late.
         """
-        client = self.client
-        conf = self.app.redbeat_conf
         horizon = time.time() + self.max_interval + 1  # scores are whole seconds, rounded down
-        keys = client.zrangebyscore(conf.schedule_key, 0, horizon)
-        with client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hmget(key, ["definition", "meta"])
-            raws = pipe.execute()
-        entries = {}
-        for key, (definition, meta) in zip(keys, raws, strict=True):
-            if not definition:
-                client.zrem(conf.schedule_key, key)  # as RedBeat does for a vanished entry
-                continue
-            try:
-                fields = {
-                    **self.Entry.decode_definition(definition),
-                    **self.Entry.decode_meta(meta),
-                }
-                entry = self.Entry(app=self.app, **fields)
-            except Exception:
-                logger.exception("beat: cannot read entry %s; skipping it", key)
-                continue
-            entry.last_run_at = fields.get("last_run_at")  # as RedBeat's from_key does
-            entries[entry.name] = entry
-        return entries
+        entries, vanished = self.store.read_due(horizon)
+        self.store.forget(vanished)  # as RedBeat does for a vanished entry
+        return {e.name: self._redbeat_entry(e) for e in entries}
+
+    def _redbeat_entry(self, entry: Entry) -> RedBeatSchedulerEntry:
+        d = entry.definition
+        return self.Entry(
+            app=self.app,
+            name=entry.name,
+            task=d.get("task"),
+            schedule=entry.schedule,
+            args=d.get("args"),
+            kwargs=d.get("kwargs"),
+            options=d.get("options") or {},
+            enabled=entry.enabled,
+            last_run_at=entry.last_run_at,
+            total_run_count=entry.total_run_count,
+        )
 
     def tick(self, min: Any = min, **kwargs: Any) -> float:
-        from redis.exceptions import RedisError
-
         try:
             active = self.hold_lock()
             role = "active" if active else "standby"
@@ -220,8 +217,6 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
 
         Returns (due time, task id, next due time), or None when it was not this beat's to send.
         """
-        from redis.exceptions import WatchError
-
         now = datetime.now(UTC)
         sched = entry.schedule
         if fire:
@@ -229,46 +224,29 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             count = entry.total_run_count + 1
         else:
             due, new_last, count = now, now, entry.total_run_count
-        key = entry.key
-        with self.client.pipeline() as pipe:
-            try:
-                pipe.watch(key)
-                raw_definition, raw_meta = pipe.hmget(key, ["definition", "meta"])
-                if not raw_definition:
-                    return None
-                definition = json.loads(raw_definition, cls=RedBeatJSONDecoder)
-                meta = json.loads(raw_meta, cls=RedBeatJSONDecoder) if raw_meta else {}
-                if (
-                    not definition.get("enabled", True)
-                    or meta.get("last_run_at") != entry.last_run_at
-                ):
-                    return None
-                task_id = run_task_id(entry.name, due)
-                following = next_due(sched, new_last)
-                fields = {"meta": encode({"last_run_at": new_last, "total_run_count": count})}
-                if fire:
-                    delay_ms = round((now - due).total_seconds() * 1e3, 1)
-                    run = {"task_id": task_id, "due_at": due.isoformat(), "delay_ms": delay_ms}
-                    fields[RUN_FIELD] = json.dumps(run)
-                if fire and following is None and isinstance(sched, rrule):
-                    definition["enabled"] = False  # a one-off that ran: keep it, disabled
-                    fields["definition"] = encode(definition)
-                pipe.multi()
-                pipe.hset(key, mapping=fields)
-                score = to_score(following) if definition.get("enabled", True) else -1
-                pipe.zadd(self.app.redbeat_conf.schedule_key, {key: score})
-                pipe.execute()
-            except WatchError:
+        task_id = run_task_id(entry.name, due)
+        following = next_due(sched, new_last)
+
+        def change(stored: Entry | None) -> Write | None:
+            if stored is None or not stored.enabled or stored.last_run_at != entry.last_run_at:
                 return None
+            stored.last_run_at, stored.total_run_count = new_last, count
+            if fire:
+                delay_ms = round((now - due).total_seconds() * 1e3, 1)
+                stored.run = {"task_id": task_id, "due_at": due.isoformat(), "delay_ms": delay_ms}
+                if following is None and isinstance(sched, rrule):
+                    stored.definition["enabled"] = False  # a one-off that ran: keep it, disabled
+            return stored, to_score(following) if stored.enabled else -1
+
+        if self.store.update(entry.name, change) is None:
+            return None
         return due, task_id, following
 
     # --- shutdown ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        from redis.exceptions import RedisError
-
         try:
-            self.client.hdel(self.beats_key, self.node)
+            self.store.remove_heartbeat(self.node)
             if self._lock is not None and self._lock.local.token is not None and self._lock.owned():
                 self._lock.release()
                 logger.info("beat: released the lock")
@@ -312,8 +290,6 @@ def run(
     settings: Settings, *, max_interval_s: float = DEFAULT_MAX_INTERVAL_S, loglevel: str = "INFO"
 ) -> None:
     """Run beat in this process until SIGTERM/SIGINT (the lock is released on the way out)."""
-    from celery_mcp.app import make_app
-
     if not 0 < max_interval_s <= 300:
         raise SystemExit(f"celery-mcp beat: --max-interval {max_interval_s:g} must be in (0, 300]")
     app = make_app(settings, worker=True)  # a daemon: reconnect like a worker does

@@ -15,6 +15,11 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from celery import _state
+from celery.app import trace
+from celery.result import _set_task_join_will_block
+from celery.worker import state
+
 from celery_mcp.errors import Unavailable
 
 WORKER_START_TIMEOUT_S = 30.0
@@ -58,11 +63,6 @@ class LocalWorker:
 
     def start(self, timeout_s: float = WORKER_START_TIMEOUT_S) -> None:
         """Start consuming; return once the worker is ready (raise `Unavailable` if it is not)."""
-        from celery import _state
-        from celery.app import trace
-        from celery.result import _set_task_join_will_block
-        from celery.worker import state
-
         state.should_stop = None
         state.should_terminate = None
         # Pool threads start without a current app and would run tasks on Celery's default app
@@ -103,10 +103,6 @@ class LocalWorker:
 
     def stop(self, timeout_s: float = WORKER_STOP_TIMEOUT_S) -> None:
         """Warm shutdown (running tasks finish), cold after `timeout_s`; wait for the thread."""
-        from celery import _state
-        from celery.app import trace
-        from celery.worker import state
-
         thread = self._thread
         if thread is None:
             return

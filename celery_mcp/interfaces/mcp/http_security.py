@@ -1,18 +1,13 @@
-"""Security policy: which tasks may be sent, where the HTTP server may bind, who may call it.
+"""HTTP security: where the HTTP server may bind, which Host/Origin it accepts, who may call it.
 
-Pure functions and one plain ASGI middleware; nothing here imports `mcp` (the service layer
-calls `check_task_allowed`), so the policy can be read and tested on its own.
+Pure functions and one plain ASGI middleware, tested on their own (the task allowlist and
+read-only mode are the service's policy: `service.policy`).
 
-- Task allowlist: with `Settings.task_allow` set, only names matching one of its glob patterns
-  may be sent or scheduled; otherwise `ensure_sendable` still requires a task the imported app
-  or a live worker registers.
 - Bind policy: the HTTP transport binds loopback by default and refuses any other address
   unless a bearer token is configured.
 - DNS rebinding: the Host and Origin headers are checked against allow-lists built here (the
   SDK checks nothing on a non-loopback bind unless it is given them).
 - Bearer token: checked on every HTTP request, in constant time, before the MCP app sees it.
-- JSON only: every path by which this process decodes Celery data (results, control replies,
-  events) accepts JSON and nothing else, even when a user's app is configured for pickle.
 """
 
 from __future__ import annotations
@@ -22,64 +17,25 @@ import hmac
 import ipaddress
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
-from fnmatch import fnmatchcase
 from typing import Any
 
 from celery_mcp.config import Settings
 from celery_mcp.errors import Forbidden
 
 __all__ = [
-    "JSON_ONLY",
     "LOOPBACK_NAMES",
     "MIN_TOKEN_CHARS",
     "BearerTokenMiddleware",
     "allowed_hosts",
     "allowed_origins",
     "check_bind",
-    "check_task_allowed",
     "is_loopback",
-    "json_only",
-    "task_allowed",
 ]
 
 #: Host names that always mean this machine.
 LOOPBACK_NAMES: tuple[str, ...] = ("127.0.0.1", "localhost", "[::1]")
 #: Shortest bearer token accepted when binding a non-loopback address.
 MIN_TOKEN_CHARS = 16
-
-
-#: The only content type this process decodes.
-JSON_ONLY = ["json"]
-
-
-def json_only(app: Any) -> None:
-    """Make `app` (this process's client-side Celery app) decode JSON only, on every path.
-
-    The conf covers backends and mailboxes created from now on; the control mailbox and this
-    thread's result backend may already exist (a user's module can touch `app.control` or
-    `app.backend` at import), so their accept lists are reset too. Events are read with
-    `event_serializer` + json, so it becomes json.
-    """
-    app.conf.accept_content = JSON_ONLY
-    app.conf.result_accept_content = JSON_ONLY
-    app.conf.event_serializer = "json"
-    app.control.mailbox.accept = JSON_ONLY
-    app.backend.accept = {"application/json"}  # a backend's accept holds content types
-
-
-def task_allowed(settings: Settings, name: str) -> bool:
-    """True when no allowlist is set or `name` matches one of its glob patterns."""
-    return not settings.task_allow or any(fnmatchcase(name, p) for p in settings.task_allow)
-
-
-def check_task_allowed(settings: Settings, name: str) -> None:
-    """Raise Forbidden when the task allowlist is set and `name` matches none of it."""
-    if not task_allowed(settings, name):
-        raise Forbidden(
-            f"task {name!r} is not in the task allowlist ({', '.join(settings.task_allow)})",
-            hint="send a task matching one of these patterns, or ask the operator to extend "
-            "CELERY_MCP_TASK_ALLOW",
-        )
 
 
 def is_loopback(host: str) -> bool:

@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from celery_mcp.config import Settings
-from celery_mcp.embedded import EmbeddedServer
 from celery_mcp.errors import CeleryMcpError
+from celery_mcp.runtime.embedded import EmbeddedServer
 from celery_mcp.service.cluster import Cluster
-from celery_mcp.service.registry import Operation, select
+from celery_mcp.service.registry import Operation, offered
 from tests.support import error_text, mcp_session
 
 pytestmark = pytest.mark.integration  # real Valkey, and a real server for the MCP part
@@ -162,7 +162,7 @@ def fuzz_settings(embedded: EmbeddedServer, data_dir: Any) -> Iterator[Settings]
 
 def test_random_inputs_in_process_give_results_or_typed_errors(fuzz_settings: Settings) -> None:
     cluster = Cluster(fuzz_settings)
-    ops = select(fuzz_settings)
+    ops = offered(fuzz_settings, "mcp")
     tally = {"invalid": 0, "typed": 0, "ok": 0}
     slowest = 0.0
 
@@ -206,7 +206,7 @@ def test_random_inputs_in_process_give_results_or_typed_errors(fuzz_settings: Se
 def test_random_inputs_over_mcp_give_results_or_typed_errors(
     env: dict[str, str], fuzz_settings: Settings
 ) -> None:
-    ops = select(fuzz_settings)
+    ops = offered(fuzz_settings, "mcp")
     server_env = env | {
         "CELERY_MCP_BROKER_URL": str(fuzz_settings.broker_url),
         "CELERY_MCP_RESULT_BACKEND": str(fuzz_settings.result_backend),
@@ -264,6 +264,6 @@ def test_unchecked_workflow_arity_is_a_typed_error(
     fuzz_settings: Settings, tool: str, arguments: dict[str, Any]
 ) -> None:
     """Found by the fuzzer: Celery's own arity check used to escape as internal_error."""
-    op = next(op for op in select(fuzz_settings) if op.name == tool)
+    op = next(op for op in offered(fuzz_settings, "mcp") if op.name == tool)
     with pytest.raises(CeleryMcpError):
         op.func(Cluster(fuzz_settings), op.input_model.model_validate(arguments))

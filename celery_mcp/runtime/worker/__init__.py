@@ -1,0 +1,1 @@
+"""What `celery-mcp worker` (and the facade's in-process worker) add to a Celery worker."""

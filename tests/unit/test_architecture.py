@@ -1,0 +1,120 @@
+"""The house: layers that only import downward, and no import circle (inside functions too).
+
+    interfaces (MCP server, facade, CLI)  >  runtime (worker, beat, monitor, embedded broker)
+    >  service (operations, policy)  >  stores (persistent formats)
+    >  base (app, config, errors, logs, models, demo tasks; and the leaves stores.keys and
+       stores.clients, which import nothing of ours)
+
+An import under `if TYPE_CHECKING:` is for types only and never runs: it may point anywhere.
+The package root (`celery_mcp`: `__version__` and the public names, loaded lazily) sits on top
+and may be imported by anyone for `__version__`.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT
+
+PACKAGE = ROOT / "celery_mcp"
+LEAVES = {"celery_mcp.stores.keys", "celery_mcp.stores.clients"}
+LAYERS = {"stores": 1, "service": 2, "runtime": 3, "interfaces": 4}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def layer(name: str) -> int:
+    if name in LEAVES:
+        return 0
+    parts = name.split(".")
+    if name == "celery_mcp" or parts[1:2] == ["__main__"]:
+        return 5
+    return LAYERS.get(parts[1], 0)
+
+
+def _type_checking_only(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return True
+    return False
+
+
+def imports(name: str) -> set[str]:
+    """The celery_mcp modules `name` imports when it runs (any depth, TYPE_CHECKING aside)."""
+    tree = ast.parse(MODULES[name].read_text())
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if _type_checking_only(node, parents):
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("celery_mcp")}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("celery_mcp"):
+            base = str(node.module)
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                found.add(sub if sub in MODULES else base)
+    return {m for m in found if m in MODULES and m != name}
+
+
+GRAPH = {name: imports(name) for name in MODULES}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_imports_point_down_the_layers(name: str) -> None:
+    upward = sorted(m for m in GRAPH[name] if layer(m) > layer(name) and m != "celery_mcp")
+    assert not upward, f"{name} (layer {layer(name)}) imports {upward}"
+
+
+def test_leaves_import_nothing_of_ours() -> None:
+    assert {leaf: GRAPH[leaf] for leaf in LEAVES} == {leaf: set() for leaf in LEAVES}
+
+
+def test_nothing_imports_the_front_ends() -> None:
+    users = {
+        name: sorted(m for m in deps if m.startswith("celery_mcp.interfaces"))
+        for name, deps in GRAPH.items()
+        if not name.startswith("celery_mcp.interfaces") and layer(name) < 5
+    }
+    assert not {n: u for n, u in users.items() if u}
+
+
+def test_no_import_circle() -> None:
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for dep in GRAPH[node]:
+            if dep not in index:
+                visit(dep)
+                low[node] = min(low[node], low[dep])
+            elif dep in stack:
+                low[node] = min(low[node], index[dep])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for name in sorted(GRAPH):
+        if name not in index:
+            visit(name)
+    assert not circles, circles

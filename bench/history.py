@@ -151,10 +151,10 @@ def main() -> None:
             print(f"  {kind:6} {count:>8,} keys {size / 2**20:8.1f} MiB (MEMORY USAGE)")
         queries: dict[str, dict[str, Any]] = {
             "newest 20, no filter": {},
-            "newest 20, state=FAILURE": {"state": ["FAILURE"]},
+            "newest 20, status=FAILURE": {"status": ["FAILURE"]},
             "newest 20, task_name glob + FAILURE": {
                 "task_name": "app.tasks.job_1*",
-                "state": ["FAILURE"],
+                "status": ["FAILURE"],
             },
             "newest 20, worker filter (post-filter)": {"worker": "w3@*"},
             "newest 200, last hour": {"within_s": 3600, "limit": 200},

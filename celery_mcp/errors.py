@@ -9,7 +9,8 @@
     │   ├── BrokerUnavailable
     │   ├── BackendUnavailable
     │   └── NoWorkers
-    └── WaitTimeout                a bounded wait ran out (the task may still finish)
+    ├── WaitTimeout                a bounded wait ran out (the task may still finish)
+    └── TaskFailed                 a result handle's get(): the task or workflow failed
 
 Foreign exceptions (kombu, redis, celery, OS) are mapped in one place, `translate_errors()`,
 most specific first.
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidArgument",
     "NoWorkers",
     "NotFound",
+    "TaskFailed",
     "Unavailable",
     "UnknownTask",
     "WaitTimeout",
@@ -105,6 +107,13 @@ class WaitTimeout(CeleryMcpError):
     """A bounded wait ran out; the operation may still complete later."""
 
     code = "timeout"
+
+
+class TaskFailed(CeleryMcpError):
+    """The task (or workflow) a result handle waited for ended in failure; raised by `get()`
+    in Python, as Celery's `AsyncResult.get()` re-raises. Tools report failures as data."""
+
+    code = "task_failed"
 
 
 _BROKER_HINT = "check the broker is running (health tool) and CELERY_MCP_BROKER_URL is right"

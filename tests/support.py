@@ -59,7 +59,8 @@ def stop_process(
 
 
 class Worker:
-    """A real `celery-mcp worker` process."""
+    """A real worker process: `celery-mcp worker`, or with `app` a stock `celery -A app worker`
+    (a user's own worker, which knows nothing of celery-mcp)."""
 
     def __init__(
         self,
@@ -71,14 +72,15 @@ class Worker:
         pool: str = "prefork",
         extra: list[str] | None = None,
         log_dir: Path,
+        app: str | None = None,
     ) -> None:
         self.hostname = hostname
         self.log_path = log_dir / f"worker-{hostname.split('@')[0]}.log"
+        command = ["celery", "-A", app, "worker", "-E"] if app else ["celery_mcp", "worker"]
         args = [
             sys.executable,
             "-m",
-            "celery_mcp",
-            "worker",
+            *command,
             "--hostname",
             hostname,
             "-c",
@@ -91,6 +93,9 @@ class Worker:
         if queues:
             args += ["-Q", queues]
         self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self._log_start = (
+            self.log_path.stat().st_size
+        )  # an earlier worker of this name wrote before
         self.proc = subprocess.Popen(
             [*args, *(extra or [])],
             env=dict(env),
@@ -106,7 +111,7 @@ class Worker:
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"worker {self.hostname} exited: {self.log()}")
-            return b" ready." in self.log_path.read_bytes()
+            return b" ready." in self.log_path.read_bytes()[self._log_start :]
 
         wait_until(ready, timeout_s, 0.1, f"worker {self.hostname} ready")
         return self

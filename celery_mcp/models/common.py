@@ -33,7 +33,7 @@ Json = JsonValue
 
 
 class TaskState(StrEnum):
-    """Celery task states."""
+    """The task states Celery defines; a task may also set its own (`update_state`)."""
 
     PENDING = "PENDING"  # unknown to the backend: queued, not yet started, or never sent
     RECEIVED = "RECEIVED"  # a worker holds it
@@ -45,6 +45,17 @@ class TaskState(StrEnum):
     REJECTED = "REJECTED"
     IGNORED = "IGNORED"
 
+
+#: A task's state: one of TaskState, or a custom state the task set itself (e.g. PROGRESS).
+Status = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        description="Celery state (PENDING, RECEIVED, STARTED, RETRY, SUCCESS, FAILURE, "
+        "REVOKED, REJECTED, IGNORED) or a custom state the task set.",
+    ),
+]
 
 #: States after which a task runs no more (Celery's READY_STATES, plus REJECTED and IGNORED,
 #: which are final too): the one ready set of this project.

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, Field
 
-from celery_mcp.models.common import Json, Model, TaskId, TaskState, Truncation
+from celery_mcp.models.common import Json, Model, Status, TaskId, Truncation
 
 
 class Window(Model):
@@ -22,8 +22,8 @@ class Window(Model):
 class ListTasksInput(Window):
     """Filter the recorded task history."""
 
-    state: list[TaskState] | None = Field(
-        None, description="Only these states, e.g. ['FAILURE']. Default: all."
+    status: list[Status] | None = Field(
+        None, description="Only these statuses, e.g. ['FAILURE']. Default: all."
     )
     task_name: str | None = Field(
         None, max_length=255, description="Task name or glob, e.g. 'demo.*'."
@@ -41,7 +41,7 @@ class TaskSummary(Model):
 
     task_id: str
     task_name: str | None
-    state: TaskState
+    status: Status
     first_seen: datetime = Field(description="When it was sent (or first seen).")
     finished: datetime | None = Field(None, description="When it succeeded/failed/was revoked.")
     runtime_s: float | None = None
@@ -67,8 +67,8 @@ class ListTasksResult(Model):
 
     tasks: list[TaskSummary]
     next_cursor: str | None = Field(None, description="Pass as cursor for the next page.")
-    counts_by_state: dict[str, int] = Field(
-        description="Tasks per state in the window matching state/task_name "
+    counts_by_status: dict[str, int] = Field(
+        description="Tasks per status in the window matching status/task_name "
         "(worker/queue filters not applied)."
     )
     scanned: int = Field(description="History entries examined for this page.")
@@ -101,7 +101,7 @@ class TaskDetail(Model):
 
     task_id: str
     task_name: str | None
-    state: TaskState
+    status: Status
     args: Json = Field(None, description="JSON list when known exactly, else a repr string.")
     kwargs: Json = Field(None, description="JSON object when known exactly, else a repr string.")
     args_exact: bool = Field(description="True when args/kwargs are exact (retry_task needs it).")
@@ -138,7 +138,7 @@ class RetryTaskResult(Model):
     new_task_id: str = Field(description="Id of the re-run; get_result waits for it.")
     task_name: str
     queue: str | None = None
-    original_state: TaskState
+    original_status: Status
 
 
 class RetryFailedInput(Window):

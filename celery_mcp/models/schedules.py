@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BeforeValidator, Field
 
 from celery_mcp.models.common import Json, Model, QueueName, TaskName
 
@@ -23,7 +23,18 @@ EntryName = Annotated[
         description="Periodic task name, unique in the store, e.g. 'nightly-report'.",
     ),
 ]
-CronField = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9*/,\-]+$")]
+
+
+def _int_as_text(value: object) -> object:
+    """A crontab field given as a number (`hour=2`) is its text, as in Celery's crontab."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+CronField = Annotated[
+    str,
+    BeforeValidator(_int_as_text),
+    Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9*/,\-]+$"),
+]
 
 
 class Every(Model):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import AwareDatetime, Field, ValidationInfo, field_validator, model_validator
 
-from celery_mcp.models.common import Json, Model, QueueName, TaskId, TaskName, TaskState, Truncation
+from celery_mcp.models.common import Json, Model, QueueName, Status, TaskId, TaskName, Truncation
 
 MAX_COUNTDOWN_S = 365 * 86_400.0
 
@@ -37,6 +37,23 @@ class TaskOptions(Model):
         1.0, ge=0, le=86_400, description="First retry delay; doubles each retry."
     )
     retry_delay_max_s: float = Field(600.0, ge=0, le=86_400, description="Cap on the retry delay.")
+
+    @field_validator("eta", "expires", mode="before")
+    @classmethod
+    def _offset_required(cls, value: object, info: ValidationInfo) -> object:
+        """An ISO time without offset is ambiguous: say how to write it (Python callers of the
+        facade pass datetimes, naive ones read as their local time)."""
+        if isinstance(value, str):
+            try:
+                when = datetime.fromisoformat(value)
+            except ValueError:
+                return value  # not a time: the field's own message says what is expected
+            if when.tzinfo is None:
+                raise ValueError(
+                    f"{info.field_name} {value!r} has no timezone offset; add 'Z' for UTC "
+                    f"(e.g. '{when.isoformat()}Z') or the offset, e.g. '+02:00'"
+                )
+        return value
 
     @model_validator(mode="after")
     def _check_times(self) -> TaskOptions:
@@ -68,7 +85,7 @@ class SendTaskResult(Model):
 
     task_id: str = Field(description="Id to pass to get_status / get_result / revoke.")
     task_name: str
-    state: TaskState = Field(description="PENDING until a worker starts it.")
+    status: Status = Field(description="PENDING until a worker starts it.")
     queue: str | None = Field(None, description="Queue it was routed to (None: default).")
     eta: datetime | None = Field(None, description="Earliest start time, if delayed.")
     expires: datetime | None = Field(None, description="Discard time, if any.")
@@ -84,7 +101,7 @@ class TaskStatus(Model):
     """What the result backend knows about one task (no waiting)."""
 
     task_id: str
-    state: TaskState
+    status: Status
     ready: bool = Field(description="True when the task finished (success, failure, revoked).")
     task_name: str | None = Field(None, description="Known once a worker received it.")
     args: list[Json] | None = None
@@ -93,7 +110,7 @@ class TaskStatus(Model):
     queue: str | None = None
     retries: int | None = Field(None, description="Retries so far.")
     date_done: datetime | None = None
-    note: str | None = Field(None, description="How to read the state (e.g. PENDING).")
+    note: str | None = Field(None, description="How to read the status (e.g. PENDING).")
     truncated: list[Truncation] = Field(
         default_factory=list, description="What was cut (args/kwargs over the output cap)."
     )
@@ -109,10 +126,10 @@ class GetResultInput(Model):
 
 
 class TaskResult(Model):
-    """A task's outcome, or its state if it is not finished within the wait."""
+    """A task's outcome, or its status if it is not finished within the wait."""
 
     task_id: str
-    status: TaskState
+    status: Status
     ready: bool
     success: bool = Field(description="True only when the task finished with SUCCESS.")
     result: Json = Field(None, description="Return value when success (size-capped).")
@@ -139,5 +156,5 @@ class RevokeResult(Model):
     executed: bool = Field(description="False on a dry run (terminate without confirm).")
     terminate: bool
     signal: str | None
-    state_before: TaskState
+    status_before: Status
     message: str = Field(description="What happened or would happen.")

@@ -83,15 +83,15 @@ class WorkerPing(Model):
 class PingResult(RollCall):
     """Workers that answered ping, fastest first."""
 
-    answered: int = Field(description="How many workers answered.")
-    workers: list[WorkerPing]
+    active_workers: list[WorkerPing] = Field(description="Workers that answered, fastest first.")
 
 
 class TaskOnWorker(Model):
     """A task a worker holds: running (active), prefetched (reserved) or waiting for its ETA."""
 
-    id: str
-    name: str | None = None
+    id: str = Field(description="Task id (for get_result, revoke).")
+    name: str | None = Field(None, description="Task name.")
+    worker: str = Field(description="Hostname of the worker that holds it.")
     args: Json = Field(None, description="Positional arguments (size-capped).")
     kwargs: Json = Field(None, description="Keyword arguments (size-capped).")
     queue: str | None = Field(None, description="Queue (routing key) it came from.")
@@ -135,10 +135,19 @@ class TaskCounts(Model):
 
 
 class ActiveTasksResult(RollCall):
-    """Tasks held by each worker, with totals."""
+    """Tasks the workers hold, each naming its worker; lists capped at max_tasks per worker."""
 
     counts: TaskCounts
-    workers: list[WorkerTasks]
+    tasks: list[TaskOnWorker] = Field(description="Running now (active).")
+    reserved: list[TaskOnWorker] = Field(
+        default_factory=list, description="Prefetched, waiting for a pool process."
+    )
+    scheduled: list[TaskOnWorker] = Field(
+        default_factory=list, description="Held until their ETA/countdown."
+    )
+    truncated: list[Truncation] = Field(
+        default_factory=list, description="Arguments cut to respect the output cap."
+    )
 
 
 class RegisteredTasksInput(Target):
@@ -183,7 +192,9 @@ class WorkerStats(Model):
     autoscale: Autoscale | None = Field(None, description="Set when started with --autoscale.")
     prefetch_count: int | None = None
     processed: int = Field(0, description="Tasks this worker accepted since it started.")
-    processed_by_task: dict[str, int] = Field(default_factory=dict)
+    total: dict[str, int] = Field(
+        default_factory=dict, description="Tasks accepted since start, by task name (Celery's)."
+    )
 
 
 class WorkerInfo(WorkerTasks):

@@ -120,8 +120,8 @@ class GetWorkflowInput(Model):
     """Read a workflow's tree."""
 
     workflow_id: TaskId
-    states: list[str] | None = Field(
-        None, description="Only list nodes in these states, e.g. ['FAILURE', 'NOT_RUN']."
+    status: list[str] | None = Field(
+        None, description="Only list nodes with these statuses, e.g. ['FAILURE', 'NOT_RUN']."
     )
     offset: int = Field(0, ge=0, description="Skip this many (filtered) nodes.")
     limit: int = Field(50, ge=1, le=500, description="List at most this many nodes.")
@@ -133,20 +133,20 @@ class WorkflowNode(Model):
     index: int = Field(description="Position in the chain or group (0-based).")
     task_id: str
     task_name: str
-    state: str = Field(description="Celery state, or NOT_RUN after a failed chain step.")
+    status: str = Field(description="Celery state, or NOT_RUN after a failed chain step.")
     items: int | None = Field(None, description="Items in this chunk (chunked map only).")
     result: Json = Field(None, description="Return value when SUCCESS (size-capped).")
     error: str | None = Field(None, description="'ExceptionType: message' when it failed.")
 
 
 class WorkflowTree(Model):
-    """A workflow's nodes with their states, results and errors."""
+    """A workflow's nodes with their statuses, results and errors."""
 
     workflow_id: str
     kind: WorkflowKind
-    state: str = Field(description="Overall: PENDING, STARTED, SUCCESS or FAILURE.")
+    status: str = Field(description="Overall: PENDING, STARTED, SUCCESS or FAILURE.")
     ready: bool = Field(description="True when nothing more will run.")
-    counts: dict[str, int] = Field(description="Nodes by state (callback included).")
+    counts: dict[str, int] = Field(description="Nodes by status (callback included).")
     total: int = Field(description="Nodes in the workflow (callback included).")
     failed_at: int | None = Field(
         None, description="Index of the first failed step or task (where a chain stopped)."

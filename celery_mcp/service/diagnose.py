@@ -193,7 +193,7 @@ def check_workers(run: Run) -> str:
             weight=1,
             next_tool="list_tasks",
             worker=host,
-            state=["STARTED", "RECEIVED"],
+            status=["STARTED", "RECEIVED"],
         )
     stuck = _stuck_tasks(run, roll.by_worker)
     running = sum(len(t or []) for t in roll.by_worker.values())
@@ -467,7 +467,7 @@ def check_failures(run: Run) -> str:
                 },
                 weight=failures * rate,
                 next_tool="list_tasks",
-                state=["FAILURE"],
+                status=["FAILURE"],
                 task_name=name,
                 within_s=run.request.window_s,
             )

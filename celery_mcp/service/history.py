@@ -17,7 +17,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from celery_mcp.errors import CeleryMcpError, InvalidArgument, NotFound, translate_errors
-from celery_mcp.models.common import READY_STATES, TaskState, Truncation
+from celery_mcp.models.common import READY_STATES, Truncation
 from celery_mcp.models.history import (
     GetTaskInput,
     ListTasksInput,
@@ -92,7 +92,7 @@ def summary(rec: TaskRecord) -> TaskSummary:
     return TaskSummary(
         task_id=rec.id,
         task_name=rec.name,
-        state=TaskState(rec.state or "PENDING"),
+        status=rec.state or "PENDING",
         first_seen=datetime.fromtimestamp(rec.first, UTC),
         finished=_ts(rec.finished),
         runtime_s=rec.run_time_s,
@@ -193,7 +193,7 @@ def list_tasks(cluster: Cluster, request: ListTasksInput) -> ListTasksResult:
     store = history_store(cluster)
     lo, hi = window_bounds(request)
     after = decode_cursor(request.cursor) if request.cursor else None
-    states = [s.value for s in request.state] if request.state else None
+    states = list(request.status) if request.status else None
     worker, queue = request.worker, request.queue
 
     def keep(rec: TaskRecord) -> bool:
@@ -223,7 +223,7 @@ def list_tasks(cluster: Cluster, request: ListTasksInput) -> ListTasksResult:
     return ListTasksResult(
         tasks=[summary(rec) for _, rec in page],
         next_cursor=next_cursor,
-        counts_by_state=counts,
+        counts_by_status=counts,
         scanned=stats.get("scanned", 0),
         complete=complete,
         recorder=recorder,
@@ -351,7 +351,7 @@ def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
     return TaskDetail(
         task_id=tid,
         task_name=meta.get("name") or rec.name,
-        state=TaskState(state),
+        status=state,
         args=capper.json("args", args),
         kwargs=capper.json("kwargs", kwargs),
         args_exact=exact is not None,
@@ -414,7 +414,7 @@ def retry_task(cluster: Cluster, request: RetryTaskInput) -> RetryTaskResult:
     if rec is None and not meta:
         raise NotFound(
             f"no history and no result for task {request.task_id!r}",
-            hint="check the id with list_tasks(state=['FAILURE'])",
+            hint="check the id with list_tasks(status=['FAILURE'])",
         )
     new_id, name, queue = _resend(cluster, store, request.task_id, rec, meta)
     return RetryTaskResult(
@@ -422,7 +422,7 @@ def retry_task(cluster: Cluster, request: RetryTaskInput) -> RetryTaskResult:
         new_task_id=new_id,
         task_name=name,
         queue=queue,
-        original_state=TaskState(_state(rec, meta)),
+        original_status=_state(rec, meta),
     )
 
 

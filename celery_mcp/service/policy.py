@@ -9,13 +9,18 @@ Every front end (MCP server, Python API, CLI) reaches an operation through
   its small default (`config.DEFAULT_TOOLSETS`: agents see every tool on every turn) and the
   Python API and CLI offer every toolset;
 - task allowlist (`task_allow`): only task names matching its glob patterns may be sent,
-  scheduled or used in a workflow (a scheduled entry is checked again before each run).
+  scheduled or used in a workflow (a scheduled entry is checked again before each run);
+- confirm: a destructive operation without `confirm` is a dry run that says what it would do,
+  for agents (MCP) and the CLI. In Python the call is the confirmation (`skill.worker_manager()
+  .shutdown_workers()` shuts workers down, as the seed's examples expect); pass `confirm=False`
+  there for a dry run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
-from typing import Literal
+from typing import Any, Literal
 
 from celery_mcp.config import DEFAULT_TOOLSETS, TOOLSETS, Settings
 from celery_mcp.errors import Forbidden
@@ -61,6 +66,15 @@ def check_operation(
             f"(enabled: {', '.join(enabled)})",
             hint=_ENABLE[front_end].format(toolsets=wanted),
         )
+
+
+def with_defaults(
+    front_end: FrontEnd, field_names: Mapping[str, Any], fields: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """`fields` with the front end's defaults: confirm=True in Python unless given."""
+    if front_end == "python" and "confirm" in field_names and "confirm" not in fields:
+        return {**fields, "confirm": True}
+    return fields
 
 
 def task_allowed(settings: Settings, name: str) -> bool:

@@ -37,7 +37,7 @@ from celery_mcp.models import schedules as sch
 from celery_mcp.models import tasks as tsk
 from celery_mcp.models import workers as wrk
 from celery_mcp.models import workflows as wfl
-from celery_mcp.service.policy import FrontEnd, check_operation, offers
+from celery_mcp.service.policy import FrontEnd, check_operation, offers, with_defaults
 
 if TYPE_CHECKING:  # types only: the cluster module imports Celery
     from celery_mcp.service.cluster import Cluster
@@ -367,7 +367,9 @@ def prepare(
     """The funnel: find `name`, check the policy for `front_end`, validate `fields`."""
     op = find(name)
     check_operation(settings, op.name, op.toolset, op.read_only, front_end)
-    return Call(op, parse(op, fields))
+    if isinstance(fields, BaseModel):
+        return Call(op, parse(op, fields))
+    return Call(op, parse(op, with_defaults(front_end, op.input_model.model_fields, fields)))
 
 
 def invoke(

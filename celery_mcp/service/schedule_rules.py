@@ -81,20 +81,23 @@ def crontab_schedule(fields: Crontab, app: Celery | None = None) -> celery_cront
 
 
 def crontab(
-    minute: str = "*",
-    hour: str = "*",
-    day_of_week: str = "*",
-    day_of_month: str = "*",
-    month_of_year: str = "*",
+    minute: str | int = "*",
+    hour: str | int = "*",
+    day_of_week: str | int = "*",
+    day_of_month: str | int = "*",
+    month_of_year: str | int = "*",
 ) -> Crontab:
-    """A validated crontab schedule (pass it as `crontab=`); raises InvalidArgument when bad."""
+    """A validated crontab schedule (pass it as `schedule=` or `crontab=`); numbers or text
+    per field, as in Celery's crontab; raises InvalidArgument when bad."""
     try:
-        fields = Crontab(
-            minute=minute,
-            hour=hour,
-            day_of_week=day_of_week,
-            day_of_month=day_of_month,
-            month_of_year=month_of_year,
+        fields = Crontab.model_validate(
+            {
+                "minute": minute,
+                "hour": hour,
+                "day_of_week": day_of_week,
+                "day_of_month": day_of_month,
+                "month_of_year": month_of_year,
+            }
         )
     except ValueError as exc:
         raise InvalidArgument(

@@ -61,7 +61,7 @@ def send_task(cluster: Cluster, request: SendTaskInput) -> SendTaskResult:
     return SendTaskResult(
         task_id=result.id,
         task_name=request.task_name,
-        state=TaskState.PENDING,
+        status=TaskState.PENDING,
         queue=request.queue,
         eta=eta,
         expires=_expires_at(request, now),
@@ -71,7 +71,7 @@ def send_task(cluster: Cluster, request: SendTaskInput) -> SendTaskResult:
 def get_status(cluster: Cluster, request: TaskIdInput) -> TaskStatus:
     """What the backend knows of a task (or a saved group's aggregate), without waiting."""
     meta = task_meta(cluster, request.task_id)
-    state = TaskState(meta.get("status", "PENDING"))
+    state = str(meta.get("status", "PENDING"))
     if state == TaskState.PENDING:  # a saved group id (group_tasks/map_task) -> its aggregate
         group = saved_group_status(cluster, request.task_id)
         if group is not None:
@@ -81,7 +81,7 @@ def get_status(cluster: Cluster, request: TaskIdInput) -> TaskStatus:
     delivery = meta.get("delivery_info") or {}
     return TaskStatus(
         task_id=request.task_id,
-        state=state,
+        status=state,
         ready=state in READY_STATES,
         task_name=meta.get("name"),
         args=args if isinstance(args, list) else None,
@@ -99,7 +99,7 @@ def task_result(cluster: Cluster, result: AsyncResult, waited_s: float) -> TaskR
     """The `TaskResult` of a result whose state was just read, with output caps applied."""
     cap = cluster.settings.max_output_bytes
     with translate_errors("backend"):
-        state = TaskState(result.state)
+        state = str(result.state)
         value = result.result if state in READY_STATES | {TaskState.RETRY} else None
         trace = result.traceback if state in {TaskState.FAILURE, TaskState.RETRY} else None
     cuts: list[Truncation] = []
@@ -155,7 +155,7 @@ def get_result(
 def revoke(cluster: Cluster, request: RevokeInput) -> RevokeResult:
     """Revoke a task (terminate: a dry run unless confirmed)."""
     with translate_errors("backend"):
-        before = TaskState(AsyncResult(request.task_id, app=cluster.app).state)
+        before = str(AsyncResult(request.task_id, app=cluster.app).state)
     signal = request.signal if request.terminate else None
     if request.terminate and not request.confirm:
         return RevokeResult(
@@ -163,7 +163,7 @@ def revoke(cluster: Cluster, request: RevokeInput) -> RevokeResult:
             executed=False,
             terminate=True,
             signal=signal,
-            state_before=before,
+            status_before=before,
             message=f"would revoke and send {signal} if running; call again with confirm=true",
         )
     expected = expected_workers(cluster)
@@ -182,7 +182,7 @@ def revoke(cluster: Cluster, request: RevokeInput) -> RevokeResult:
         executed=True,
         terminate=request.terminate,
         signal=signal,
-        state_before=before,
+        status_before=before,
         message=f"revoke sent; {acks} worker(s) acknowledged"
         + ("; it ran already, nothing to stop" if before in READY_STATES else ""),
     )

@@ -117,18 +117,14 @@ def ping_workers(cluster: Cluster, request: PingInput) -> PingResult:
         (WorkerPing(hostname=h, latency_ms=roll.latency_ms.get(h, 0.0)) for h in roll.by_worker),
         key=lambda w: w.latency_ms,
     )
-    return PingResult(
-        answered=len(workers),
-        workers=workers,
-        **_roll_fields(roll, start),
-    )
+    return PingResult(active_workers=workers, **_roll_fields(roll, start))
 
 
 def _when(epoch: Any) -> datetime | None:
     return datetime.fromtimestamp(epoch, UTC) if isinstance(epoch, int | float) else None
 
 
-def _task(raw: dict[str, Any], cuts: list[Truncation]) -> TaskOnWorker:
+def _task(raw: dict[str, Any], worker: str, cuts: list[Truncation]) -> TaskOnWorker:
     """One entry of active/reserved (a request) or scheduled ({eta, priority, request})."""
     req = raw.get("request", raw)
     args, cut_args = cap_json("args", req.get("args"), TASK_ARGS_CAP_BYTES)
@@ -139,6 +135,7 @@ def _task(raw: dict[str, Any], cuts: list[Truncation]) -> TaskOnWorker:
     return TaskOnWorker(
         id=str(req.get("id")),
         name=req.get("name"),
+        worker=worker,
         args=args,
         kwargs=kwargs,
         queue=delivery.get("routing_key"),
@@ -156,7 +153,9 @@ def _tasks_of(hostname: str, sections: dict[str, dict[str, Any]], max_tasks: int
     for name, replies in sections.items():
         entries = replies.get(hostname) or []
         fields[f"{name}_count"] = len(entries)
-        fields[f"{name}_tasks"] = [_task(e, fields["truncated"]) for e in entries[:max_tasks]]
+        fields[f"{name}_tasks"] = [
+            _task(e, hostname, fields["truncated"]) for e in entries[:max_tasks]
+        ]
     return fields
 
 
@@ -178,7 +177,10 @@ def get_active_tasks(cluster: Cluster, request: ActiveTasksInput) -> ActiveTasks
     workers = [WorkerTasks(**_tasks_of(h, replies, request.max_tasks)) for h in roll.by_worker]
     return ActiveTasksResult(
         counts=TaskCounts(**_task_counts(workers, sections)),
-        workers=workers,
+        tasks=[t for w in workers for t in w.active_tasks],
+        reserved=[t for w in workers for t in w.reserved_tasks],
+        scheduled=[t for w in workers for t in w.scheduled_tasks],
+        truncated=[c for w in workers for c in w.truncated],
         **_roll_fields(roll, start),
     )
 
@@ -224,7 +226,7 @@ def _worker_info(
             autoscale=Autoscale(max=scaler["max"], min=scaler["min"]) if "max" in scaler else None,
             prefetch_count=stats.get("prefetch_count"),
             processed=sum(totals.values()),
-            processed_by_task=totals,
+            total=totals,
         ),
         queues=sorted(q["name"] for q in replies["active_queues"].get(hostname) or []),
         registered=replies["registered"].get(hostname) or [],

@@ -363,7 +363,7 @@ def overall_state(kind: str, states: Sequence[str], callback: str | None) -> tup
 class Aggregate:
     """The combined state of a group's members."""
 
-    state: TaskState
+    state: str
     ready: bool
     counts: dict[str, int]
     results: list[Any]
@@ -386,7 +386,7 @@ def aggregate(cluster: Cluster, ids: Sequence[str]) -> Aggregate:
     results = [
         m.get("result") if s == "SUCCESS" else None for m, s in zip(found, states, strict=True)
     ]
-    return Aggregate(TaskState(state), ready, dict(Counter(states)), results, error)
+    return Aggregate(state, ready, dict(Counter(states)), results, error)
 
 
 def saved_group_status(cluster: Cluster, group_id: str) -> TaskStatus | None:
@@ -398,7 +398,7 @@ def saved_group_status(cluster: Cluster, group_id: str) -> TaskStatus | None:
     done = sum(n for s, n in agg.counts.items() if s in READY_STATES)
     return TaskStatus(
         task_id=group_id,
-        state=agg.state,
+        status=agg.state,
         ready=agg.ready,
         task_name=f"group of {len(ids)} tasks",
         note=f"saved group: {done}/{len(ids)} done, by state {agg.counts}; "
@@ -479,7 +479,7 @@ def _view(
             index=index,
             task_id=node.task_id,
             task_name=node.task_name or meta.get("name") or "?",
-            state=state,
+            status=state,
             items=node.items,
             result=value if state == "SUCCESS" else None,
             error=error,
@@ -507,7 +507,7 @@ def get_workflow(cluster: Cluster, request: GetWorkflowInput) -> WorkflowTree:
     if failed_at is not None:
         failed_name = nodes[failed_at].task_name or found[failed_at].get("name")
         prior = f"step {failed_at} ({failed_name}) failed"
-    wanted = set(request.states or [])
+    wanted = set(request.status or [])
     chosen = [i for i, s in enumerate(states) if not wanted or s in wanted]
     page = chosen[request.offset : request.offset + request.limit]
     cuts: list[Truncation] = []
@@ -545,7 +545,7 @@ def get_workflow(cluster: Cluster, request: GetWorkflowInput) -> WorkflowTree:
     return WorkflowTree(
         workflow_id=request.workflow_id,
         kind=kind,
-        state=state,
+        status=state,
         ready=ready,
         counts=dict(Counter(states + ([cb_state] if cb_state else []))),
         total=len(ids),

@@ -50,7 +50,7 @@ def test_inspect_workers_lists_the_demo_worker(env: dict[str, str], worker: Work
 def test_ping_alias(env: dict[str, str], worker: Worker) -> None:
     code, out = run_cli(env, "--action", "ping")
     assert code == 0, out
-    assert W1 in {w["hostname"] for w in out["workers"]}
+    assert W1 in {w["hostname"] for w in out["active_workers"]}
 
 
 def test_health(env: dict[str, str], worker: Worker) -> None:
@@ -174,10 +174,10 @@ def test_every_action_runs(main_json: Any, worker: Worker) -> None:
 
     tid = ok("send_task", "--task-name", "demo.mul", "--args", "[6, 7]")["task_id"]
     assert ok("get_result", "--task-id", tid, "--timeout-s", "10")["result"] == 42
-    assert ok("get_status", "--task-id", tid)["state"] == "SUCCESS"
+    assert ok("get_status", "--task-id", tid)["status"] == "SUCCESS"
     late = ok("send_task", "--task-name", "demo.noop", "--countdown", "5")["task_id"]
     assert ok("revoke", "--task-id", late)["executed"]
-    assert ok("ping_workers", "--destination", json.dumps([W1]))["answered"] == 1
+    assert len(ok("ping_workers", "--destination", json.dumps([W1]))["active_workers"]) == 1
     assert "demo.add" in ok("get_registered_tasks")["tasks"]
     ok("get_active_tasks", "--destination", json.dumps([W1]))
     ok("inspect_workers", "--max-tasks", "1")
@@ -214,7 +214,7 @@ def test_every_action_runs(main_json: Any, worker: Worker) -> None:
     assert ok("remove_periodic_task", "--name", name, "--confirm", "true")["executed"]
     failed = ok("send_task", "--task-name", "demo.fail")["task_id"]
     ok("get_result", "--task-id", failed)
-    assert ok("get_task", "--task-id", failed)["state"] == "FAILURE"
+    assert ok("get_task", "--task-id", failed)["status"] == "FAILURE"
     ok("list_tasks", "--limit", "3")
     assert ok("retry_task", "--task-id", failed)["original_id"] == failed
     assert not ok("retry_failed", "--task-name", "demo.fail")["executed"]

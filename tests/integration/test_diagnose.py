@@ -121,7 +121,7 @@ async def test_stuck_task_is_reported_within_10s_of_its_threshold(
     tid = sent["task_id"]
     try:
         for _ in range(100):
-            if (await call(mcp, "get_status", task_id=tid))["state"] == "STARTED":
+            if (await call(mcp, "get_status", task_id=tid))["status"] == "STARTED":
                 break
             await anyio.sleep(0.05)
         threshold_at = time.monotonic() + 2
@@ -155,7 +155,7 @@ async def test_failure_rate_and_top_exception_per_task(mcp: ClientSession, monit
     )
     assert finding["evidence"]["top_exceptions"][0]["type"] == "RuntimeError"
     assert finding["next_tool"] == "list_tasks"
-    assert finding["next_arguments"]["state"] == ["FAILURE"]
+    assert finding["next_arguments"]["status"] == ["FAILURE"]
 
 
 async def test_eta_beyond_visibility_timeout_is_reported(mcp: ClientSession) -> None:

@@ -12,15 +12,18 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from celery.schedules import crontab as celery_crontab
 
 from celery_mcp import CelerySkill
 from celery_mcp.errors import (
     BrokerUnavailable,
     Forbidden,
     InvalidArgument,
+    TaskFailed,
     Unavailable,
     UnknownTask,
     WaitTimeout,
@@ -47,14 +50,14 @@ def test_context_manager_stops_its_worker(data_dir: Path, embedded: EmbeddedServ
     with CelerySkill(data_dir=data_dir) as skill:
         hostname = skill.start_worker(hostname=f"ctx@{HOST}")
         assert skill.start_worker() == hostname  # idempotent
-        names = skill.worker_manager().ping_workers([hostname])["workers"]
+        names = skill.worker_manager().ping_workers([hostname])["active_workers"]
         assert [w["hostname"] for w in names] == [hostname]
         threads = [t for t in threading.enumerate() if hostname in t.name]
         assert threads
     wait_until(lambda: not any(t.is_alive() for t in threads), 10, what="worker thread exit")
     with CelerySkill(data_dir=data_dir) as other:
         missing = other.worker_manager().ping_workers([hostname], timeout_s=1)
-        assert missing["answered"] == 0
+        assert missing["active_workers"] == []
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +87,7 @@ def prefork_name() -> str:
 def test_registered_function_runs_by_name_on_the_started_worker(skill: CelerySkill) -> None:
     tasks = skill.task_manager()
     sent = tasks.send_task("facade.multiply", args=[6, 7])
-    assert sent["task_id"] and sent["state"] == "PENDING"
+    assert sent["task_id"] and sent["status"] == "PENDING"
     result = tasks.get_result(sent["task_id"], timeout=10)
     assert result["success"] and result["ready"] and result["status"] == "SUCCESS"
     assert result["result"] == 42 and result["error"] is None
@@ -98,11 +101,11 @@ def test_chord_callback_receives_the_list_of_results(skill: CelerySkill) -> None
         "facade.collect",
     )
     assert flow.id and flow.kind == "chord"
-    tree = flow.get(timeout=15)
-    assert tree["state"] == "SUCCESS" and flow.ready()
-    assert tree["result"] == {"collected": [6, 20, 2]}
+    assert flow.get(timeout=15) == {"collected": [6, 20, 2]}  # the callback's result
+    assert flow.ready() and flow.successful() and flow.status == "SUCCESS"
     assert flow.result == {"collected": [6, 20, 2]}
-    assert flow.results == [6, 20, 2]
+    assert [r.get() for r in flow.results] == [6, 20, 2]  # a handle per header task
+    assert all(r.status == "SUCCESS" and r.ready() for r in flow.results)
 
 
 def test_lambda_registered_under_a_dotted_name(skill: CelerySkill) -> None:
@@ -148,7 +151,7 @@ def test_revoke_queued_task(skill: CelerySkill) -> None:
     tasks = skill.task_manager()
     sent = tasks.send_task("demo.noop", countdown=3)
     revoked = tasks.revoke(sent["task_id"])
-    assert revoked["executed"] and revoked["state_before"] == "PENDING"
+    assert revoked["executed"] and revoked["status_before"] == "PENDING"
     assert tasks.get_result(sent["task_id"], timeout=15)["status"] == "REVOKED"
 
 
@@ -158,11 +161,11 @@ def test_revoke_terminate_kills_running_task_on_prefork(
     tasks = skill.task_manager()
     sent = tasks.send_task("demo.sleep", args=[60], queue=PREFORK_QUEUE)
     tid = sent["task_id"]
-    wait_until(lambda: tasks.get_status(tid)["state"] == "STARTED", 20, 0.1, "task started")
-    dry = tasks.revoke(tid, terminate=True, signal="SIGKILL")
-    assert not dry["executed"] and tasks.get_status(tid)["state"] == "STARTED"
-    done = tasks.revoke(tid, terminate=True, signal="SIGKILL", confirm=True)
-    assert done["executed"] and done["state_before"] == "STARTED"
+    wait_until(lambda: tasks.get_status(tid)["status"] == "STARTED", 20, 0.1, "task started")
+    dry = tasks.revoke(tid, terminate=True, signal="SIGKILL", confirm=False)
+    assert not dry["executed"] and tasks.get_status(tid)["status"] == "STARTED"
+    done = tasks.revoke(tid, terminate=True, signal="SIGKILL")  # in Python the call confirms
+    assert done["executed"] and done["status_before"] == "STARTED"
     assert tasks.get_result(tid, timeout=15)["status"] == "REVOKED"
 
 
@@ -208,8 +211,7 @@ def test_inspect_and_ping_workers(skill: CelerySkill, prefork: Worker) -> None:
     assert by_name[prefork_name()]["queues"] == [PREFORK_QUEUE]
     assert "active_count" in local and "pool" in local["stats"]
     pinged = workers.ping_workers(sorted(names))
-    assert pinged["answered"] == 2
-    assert {w["hostname"] for w in pinged["workers"]} == names
+    assert {w["hostname"] for w in pinged["active_workers"]} == names
 
 
 def test_registered_and_active_tasks(skill: CelerySkill, prefork: Worker) -> None:
@@ -221,7 +223,7 @@ def test_registered_and_active_tasks(skill: CelerySkill, prefork: Worker) -> Non
 
     def running() -> bool:
         active = workers.get_active_tasks([prefork_name()])
-        return any(t["id"] == tid for w in active["workers"] for t in w["active_tasks"])
+        return any(t["id"] == tid and t["worker"] == prefork_name() for t in active["tasks"])
 
     wait_until(running, 20, 0.2, "task listed as active")
     assert tasks.get_result(tid, timeout=15)["success"]
@@ -229,9 +231,9 @@ def test_registered_and_active_tasks(skill: CelerySkill, prefork: Worker) -> Non
 
 def test_pool_restart_dry_run_then_confirmed(skill: CelerySkill, prefork: Worker) -> None:
     workers = skill.worker_manager()
-    dry = workers.pool_restart([prefork_name()])
+    dry = workers.pool_restart([prefork_name()], confirm=False)
     assert not dry["executed"] and dry["command"] == "pool_restart"
-    done = workers.pool_restart([prefork_name()], confirm=True, timeout_s=5)
+    done = workers.pool_restart([prefork_name()], timeout_s=5)
     assert done["executed"] and done["ok"] == 1, done
     tid = skill.task_manager().send_task("demo.add", args=[1, 2], queue=PREFORK_QUEUE)["task_id"]
     assert skill.task_manager().get_result(tid, timeout=20)["result"] == 3
@@ -244,9 +246,9 @@ def test_shutdown_workers_stops_only_the_destination(
     try:
         target.wait_ready()
         workers = skill.worker_manager()
-        dry = workers.shutdown_workers([f"fs@{HOST}"])
+        dry = workers.shutdown_workers([f"fs@{HOST}"], confirm=False)
         assert not dry["executed"] and target.proc.poll() is None
-        done = workers.shutdown_workers([f"fs@{HOST}"], confirm=True, wait_s=20)
+        done = workers.shutdown_workers([f"fs@{HOST}"], wait_s=20)
         assert done["executed"] and done["targets"] == [f"fs@{HOST}"]
         target.proc.wait(30)
         assert skill.health_check()["ok"]  # the local worker still answers
@@ -262,8 +264,8 @@ def test_queue_lengths_and_purge(skill: CelerySkill) -> None:
         tasks.send_task("demo.noop", queue=queue)
     depth = workers.queue_lengths([queue])
     assert depth["queues"][0]["messages"] == 3
-    assert not workers.purge_queue(queue)["executed"]
-    assert workers.purge_queue(queue, confirm=True)["removed"] == 3
+    assert not workers.purge_queue(queue, confirm=False)["executed"]
+    assert workers.purge_queue(queue)["removed"] == 3
 
 
 def test_control_workers_rate_limit(skill: CelerySkill) -> None:
@@ -281,8 +283,12 @@ def test_chain_passes_results_along(skill: CelerySkill) -> None:
         [("facade.multiply", [2, 3]), {"task_name": "facade.multiply", "args": [10]}]
     )
     assert flow.kind == "chain"
-    assert flow.get(timeout=15)["result"] == 60
-    assert flow.results == [6, 60]
+    assert flow.get(timeout=15) == 60
+    assert [r.get() for r in flow.results] == [6, 60]
+    seed_spelling = skill.workflow().chain_tasks(
+        ("facade.multiply", (2, 3)), ("facade.multiply", (10,))
+    )
+    assert seed_spelling.get(timeout=15) == 60  # steps one by one, args as tuples
 
 
 def test_registered_steps_reach_the_local_worker_from_another_worker(
@@ -293,12 +299,12 @@ def test_registered_steps_reach_the_local_worker_from_another_worker(
     chain = skill.workflow().chain_tasks(
         [{"task_name": "demo.add", "args": [1, 2], **on_prefork}, ("facade.multiply", [5])]
     )
-    assert chain.get(timeout=20)["result"] == 15
+    assert chain.get(timeout=20) == 15
     chord = skill.workflow().chord_workflow(
         [{"task_name": "demo.add", "args": [i, i], **on_prefork} for i in range(3)],
         "facade.collect",
     )
-    assert chord.get(timeout=20)["result"] == {"collected": [0, 2, 4]}
+    assert chord.get(timeout=20) == {"collected": [0, 2, 4]}
     tasks = skill.task_manager()
     assert tasks.get_status(str(chord.id))["queue"] == skill.local_queue
     assert tasks.get_status(str(chain.id))["queue"] == skill.local_queue
@@ -308,21 +314,26 @@ def test_failed_chain_step_is_reported(skill: CelerySkill) -> None:
     flow = skill.workflow().chain_tasks(
         [("facade.boom", ["first"]), {"task_name": "facade.multiply", "args": [2]}]
     )
-    tree = flow.get(timeout=15)
-    assert tree["state"] == "FAILURE" and tree["failed_at"] == 0
-    assert "first" in tree["error"]
+    with pytest.raises(TaskFailed, match="first"):
+        flow.get(timeout=15)
+    tree = flow.tree()
+    assert tree["status"] == "FAILURE" and tree["failed_at"] == 0 and flow.failed()
+    assert "first" in tree["error"] and flow.get(timeout=1, propagate=False) == tree["error"]
+    first, second = flow.results
+    with pytest.raises(TaskFailed, match="ValueError: first"):
+        first.get()
 
 
 def test_group_and_map(skill: CelerySkill) -> None:
     flows = skill.workflow()
     group = flows.group_tasks([("facade.multiply", [2, 2]), ("demo.add", [3, 4])])
-    assert group.get(timeout=15)["state"] == "SUCCESS"
-    assert group.results == [4, 7]
-    mapped = flows.map_task("facade.multiply", [[1, 2], [3, 4], [5, 6]], chord_callback="demo.xsum")
-    assert mapped.get(timeout=15)["result"] == 2 + 12 + 30
+    assert group.get(timeout=15) == [4, 7]
+    assert [r.get() for r in group.results] == [4, 7]
+    mapped = flows.map_task("facade.multiply", [(1, 2), (3, 4), (5, 6)], chord_callback="demo.xsum")
+    assert mapped.get(timeout=15) == 2 + 12 + 30
     chunked = flows.map_task("demo.add", [[1, 1], [2, 2], [3, 3]], chunk_size=2)
-    chunked.get(timeout=15)
-    assert chunked.results == [[2, 4], [6]]
+    assert chunked.get(timeout=15) == [[2, 4], [6]]
+    assert [r.get() for r in chunked.results] == [[2, 4], [6]]
     tree = flows.get_workflow(str(chunked.id))
     assert tree["ready"] and tree["total"] >= 2
 
@@ -341,7 +352,7 @@ def test_workflow_get_times_out(skill: CelerySkill) -> None:
     flow = skill.workflow().group_tasks([("demo.sleep", [2])])
     with pytest.raises(WaitTimeout):
         flow.get(timeout=0.3)
-    assert flow.get(timeout=15)["result"] == [2]
+    assert flow.get(timeout=15) == [2]
 
 
 # -- schedules --------------------------------------------------------------------------------
@@ -351,12 +362,22 @@ def test_scheduler_adds_crontab_and_interval_entries(skill: CelerySkill) -> None
     scheduler = skill.scheduler()
     name = f"facade-report-{time.time_ns()}"
     added = scheduler.add_periodic_task(
-        name, "facade.multiply", crontab=scheduler.crontab(minute="*/15"), args=[2, 3]
+        "facade.multiply", scheduler.crontab(minute="*/15"), name, args=(2, 3)
     )
     assert added["name"] == name and added["schedule"]["kind"] == "crontab"
     assert scheduler.get_periodic_task(name)["args"] == [2, 3]
-    every = scheduler.add_periodic_task(f"{name}-every", "demo.noop", every=60)
+    every = scheduler.add_periodic_task("demo.noop", name=f"{name}-every", every=60)
     assert every["schedule"]["every_s"] == 60
+    celery_cron = scheduler.add_periodic_task(
+        "demo.noop", celery_crontab(hour=3, minute=30), f"{name}-celery"
+    )
+    assert celery_cron["schedule"]["crontab"] == "30 3 * * *"
+    once = scheduler.add_periodic_task(
+        "demo.noop", datetime.now() + timedelta(hours=1), f"{name}-once"
+    )
+    assert once["schedule"]["kind"] == "once"
+    with pytest.raises(InvalidArgument, match="not both"):
+        scheduler.add_periodic_task("demo.noop", 60, f"{name}-both", every=60)
     listed = scheduler.list_periodic_tasks(task_name="facade.*")
     assert name in {e["name"] for e in listed["entries"]}
     assert not scheduler.disable_periodic_task(name)["enabled"]
@@ -364,9 +385,9 @@ def test_scheduler_adds_crontab_and_interval_entries(skill: CelerySkill) -> None
     assert scheduler.update_periodic_task(name, args=[4, 5])["args"] == [4, 5]
     ran = scheduler.run_periodic_task_now(name)
     assert skill.task_manager().get_result(ran["task_id"], timeout=15)["result"] == 20
-    assert not scheduler.remove_periodic_task(name)["executed"]
-    scheduler.remove_periodic_task(name, confirm=True)
-    scheduler.remove_periodic_task(f"{name}-every", confirm=True)
+    assert not scheduler.remove_periodic_task(name, confirm=False)["executed"]
+    for suffix in ("", "-every", "-celery", "-once"):
+        assert scheduler.remove_periodic_task(name + suffix)["executed"]
     with pytest.raises(InvalidArgument):
         scheduler.crontab(minute="99")
 
@@ -379,10 +400,10 @@ def test_history_reads_a_failed_task_and_retries_it(skill: CelerySkill) -> None:
     tid = skill.task_manager().send_task("facade.boom", args=["history"])["task_id"]
     assert skill.task_manager().get_result(tid, timeout=10)["status"] == "FAILURE"
     detail = history.get_task(tid)
-    assert detail["state"] == "FAILURE" and "history" in (detail["exception"] or "")
+    assert detail["status"] == "FAILURE" and "history" in (detail["exception"] or "")
     listed = history.list_tasks(limit=5)
     assert "recorder" in listed and isinstance(listed["tasks"], list)
-    plan = history.retry_failed(task_name="facade.boom")
+    plan = history.retry_failed(task_name="facade.boom", confirm=False)
     assert not plan["executed"]
     rerun = history.retry_task(tid)
     assert rerun["original_id"] == tid and rerun["task_name"] == "facade.boom"
@@ -433,7 +454,12 @@ def test_only_one_local_worker_per_process(skill: CelerySkill, data_dir: Path) -
 
 
 #: Facade parameter names that differ from the operation's field (the seed's spelling).
-PARAMETER_NAMES = {("get_result", "timeout_s"): "timeout"}
+PARAMETER_NAMES = {
+    ("get_result", "timeout_s"): "timeout",
+    ("send_task", "retry_delay_s"): "retry_delay",
+    ("chord_workflow", "header"): "header_tasks",
+    ("chord_workflow", "callback"): "callback_task",
+}
 #: Where each toolset's methods live.
 MANAGERS = {
     "tasks": "task_manager",

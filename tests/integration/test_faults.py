@@ -78,7 +78,7 @@ async def _wait_state(
     deadline = time.monotonic() + timeout_s
     while True:
         status = await call(session, "get_status", task_id=task_id)
-        if status["state"] == state:
+        if status["status"] == state:
             return status
         assert time.monotonic() < deadline, f"{task_id} still {status['state']}, wanted {state}"
         await anyio.sleep(0.05)
@@ -276,4 +276,4 @@ async def test_results_survive_a_broker_restart(fault_env: dict[str, str], tmp_p
             again = await call(session, "get_result", task_id=sent["task_id"], timeout_s=5)
             assert again["success"] and again["result"] == 42
             status = await call(session, "get_status", task_id=sent["task_id"])
-            assert status["state"] == "SUCCESS" and status["worker"].startswith("keeper@")
+            assert status["status"] == "SUCCESS" and status["worker"].startswith("keeper@")

@@ -45,7 +45,7 @@ async def wait_for_task(
     deadline = time.monotonic() + timeout_s
     while True:
         found = await session.call_tool(
-            "list_tasks", {"state": [state], "within_s": 600, "limit": 200}
+            "list_tasks", {"status": [state], "within_s": 600, "limit": 200}
         )
         rows = (found.structured_content or {}).get("tasks", [])
         if any(t["task_id"] == task_id for t in rows):
@@ -138,7 +138,7 @@ async def test_history_survives_server_restart_and_covers_tasks_run_while_it_was
         assert timeline["sent"] and timeline["received"] <= timeline["started"]
         assert timeline["started"] <= timeline["succeeded"] == timeline["finished"]
     code, out = run_cli(env, "--action", "get_task", "--task-id", sent["task_id"])
-    assert code == 0 and out["result"] == 42 and out["state"] == "SUCCESS"
+    assert code == 0 and out["result"] == 42 and out["status"] == "SUCCESS"
 
 
 async def test_retry_task_reruns_a_failed_task_and_links_both_ids(
@@ -153,7 +153,7 @@ async def test_retry_task_reruns_a_failed_task_and_links_both_ids(
     retried = await call(mcp, "retry_task", task_id=sent["task_id"])
     new_id = retried["new_task_id"]
     assert new_id != sent["task_id"] and retried["task_name"] == "demo.flaky"
-    assert retried["queue"] == "celery" and retried["original_state"] == "FAILURE"
+    assert retried["queue"] == "celery" and retried["original_status"] == "FAILURE"
     second = await call(mcp, "get_result", task_id=new_id, timeout_s=10)
     assert second["success"] and second["result"] == "ok after 2 attempts"
     original = await call(mcp, "get_task", task_id=sent["task_id"])
@@ -185,12 +185,12 @@ async def test_list_tasks_filters_paginates_and_counts(mcp: ClientSession, monit
     for tid in ids[:3]:
         await wait_for_task(mcp, tid, "SUCCESS")
     window = {"since": datetime.fromtimestamp(start, UTC).isoformat()}
-    failed = await call(mcp, "list_tasks", state=["FAILURE"], task_name="demo.fai*", **window)
+    failed = await call(mcp, "list_tasks", status=["FAILURE"], task_name="demo.fai*", **window)
     assert [t["task_id"] for t in failed["tasks"]] == ids[-1:-3:-1]  # newest first
-    assert failed["counts_by_state"] == {"FAILURE": 2}
+    assert failed["counts_by_status"] == {"FAILURE": 2}
     assert all(t["error"].startswith("RuntimeError") for t in failed["tasks"])
     adds = await call(mcp, "list_tasks", task_name="demo.add", worker="w1@*", **window)
-    assert adds["counts_by_state"].get("SUCCESS") == 3
+    assert adds["counts_by_status"].get("SUCCESS") == 3
     seen: list[str] = []
     cursor = None
     for _ in range(10):
@@ -292,6 +292,6 @@ async def test_retry_task_resends_a_revoked_task(mcp: ClientSession, monitor: No
     expired = await call(mcp, "get_result", task_id=sent["task_id"], timeout_s=10)
     assert expired["status"] == "REVOKED"
     retried = await call(mcp, "retry_task", task_id=sent["task_id"])
-    assert retried["original_state"] == "REVOKED"
+    assert retried["original_status"] == "REVOKED"
     rerun = await call(mcp, "get_result", task_id=retried["new_task_id"], timeout_s=10)
     assert rerun["result"] == {"args": [1], "kwargs": {"k": "v"}}

@@ -157,12 +157,12 @@ async def test_destructive_tools_take_confirm_and_revoke_acts_only_with_it(
         assert "confirm" in tool.input_schema["properties"], tool.name
     sent = await hardened.ok("send_task", task_name="demo.sleep", args=[30])
     for _ in range(100):  # bounded: 20 s
-        if (await hardened.ok("get_status", task_id=sent["task_id"]))["state"] == "STARTED":
+        if (await hardened.ok("get_status", task_id=sent["task_id"]))["status"] == "STARTED":
             break
         await anyio.sleep(0.2)
     dry = await hardened.ok("revoke", task_id=sent["task_id"], terminate=True)
     assert dry["executed"] is False and "confirm=true" in dry["message"]
-    assert (await hardened.ok("get_status", task_id=sent["task_id"]))["state"] == "STARTED"
+    assert (await hardened.ok("get_status", task_id=sent["task_id"]))["status"] == "STARTED"
     done = await hardened.ok("revoke", task_id=sent["task_id"], terminate=True, confirm=True)
     assert done["executed"] is True
     result = await hardened.ok("get_result", task_id=sent["task_id"], timeout_s=20)

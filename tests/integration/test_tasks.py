@@ -32,7 +32,7 @@ async def test_send_task_and_get_result(mcp: ClientSession) -> None:
     result = await call(mcp, "get_result", task_id=sent["task_id"], timeout_s=10)
     assert result["success"] and result["result"] == 5 and result["status"] == "SUCCESS"
     status = await call(mcp, "get_status", task_id=sent["task_id"])
-    assert status["state"] == "SUCCESS" and status["task_name"] == "demo.add"
+    assert status["status"] == "SUCCESS" and status["task_name"] == "demo.add"
     assert status["args"] == [2, 3] and status["worker"].startswith("w1@")
 
 
@@ -92,15 +92,15 @@ async def test_terminate_needs_confirm_then_kills_running_task(mcp: ClientSessio
     sent = await call(mcp, "send_task", task_name="demo.sleep", args=[30])
     tid = sent["task_id"]
     for _ in range(100):
-        if (await call(mcp, "get_status", task_id=tid))["state"] == "STARTED":
+        if (await call(mcp, "get_status", task_id=tid))["status"] == "STARTED":
             break
         await anyio.sleep(0.05)
     dry = await call(mcp, "revoke", task_id=tid, terminate=True, signal="SIGKILL")
     assert not dry["executed"] and "confirm" in dry["message"]
-    assert (await call(mcp, "get_status", task_id=tid))["state"] == "STARTED"
+    assert (await call(mcp, "get_status", task_id=tid))["status"] == "STARTED"
     start = time.monotonic()
     done = await call(mcp, "revoke", task_id=tid, terminate=True, signal="SIGKILL", confirm=True)
-    assert done["executed"] and done["state_before"] == "STARTED"
+    assert done["executed"] and done["status_before"] == "STARTED"
     result = await call(mcp, "get_result", task_id=tid, timeout_s=10)
     assert result["status"] == "REVOKED"
     assert time.monotonic() - start < 10

@@ -63,7 +63,7 @@ async def test_three_step_etl_chain_passes_each_result_on(mcp: ClientSession) ->
     result = await call(mcp, "get_result", task_id=sent["workflow_id"], timeout_s=20)
     assert result["success"] and result["result"] == 35
     tree = await call(mcp, "get_workflow", workflow_id=sent["workflow_id"])
-    assert tree["kind"] == "chain" and tree["state"] == "SUCCESS" and tree["ready"]
+    assert tree["kind"] == "chain" and tree["status"] == "SUCCESS" and tree["ready"]
     assert [n["result"] for n in tree["nodes"]] == [3, 30, 35]
     assert [n["task_name"] for n in tree["nodes"]] == ["demo.add", "demo.mul", "demo.add"]
     assert tree["counts"] == {"SUCCESS": 3} and tree["result"] == 35
@@ -80,12 +80,12 @@ async def test_failing_middle_step_stops_the_chain_and_shows_where(mcp: ClientSe
     result = await call(mcp, "get_result", task_id=sent["workflow_id"], timeout_s=20)
     assert result["status"] == "FAILURE" and result["error"] == "RuntimeError: bad transform"
     tree = await call(mcp, "get_workflow", workflow_id=sent["workflow_id"])
-    assert tree["state"] == "FAILURE" and tree["failed_at"] == 1
-    assert [n["state"] for n in tree["nodes"]] == ["SUCCESS", "FAILURE", "NOT_RUN"]
+    assert tree["status"] == "FAILURE" and tree["failed_at"] == 1
+    assert [n["status"] for n in tree["nodes"]] == ["SUCCESS", "FAILURE", "NOT_RUN"]
     assert tree["nodes"][1]["error"] == "RuntimeError: bad transform"
     assert "step 1 (demo.fail) failed" in tree["nodes"][2]["error"]
     assert "bad transform" in tree["error"]
-    only = await call(mcp, "get_workflow", workflow_id=sent["workflow_id"], states=["NOT_RUN"])
+    only = await call(mcp, "get_workflow", workflow_id=sent["workflow_id"], status=["NOT_RUN"])
     assert [n["index"] for n in only["nodes"]] == [2]
 
 
@@ -96,7 +96,7 @@ async def test_group_of_100_resolves_to_the_list_of_results(mcp: ClientSession) 
     result = await call(mcp, "get_result", task_id=gid, timeout_s=60)
     assert result["success"] and result["result"] == [2 * i for i in range(100)]
     status = await call(mcp, "get_status", task_id=gid)
-    assert status["state"] == "SUCCESS" and status["ready"]
+    assert status["status"] == "SUCCESS" and status["ready"]
     page = await call(mcp, "get_workflow", workflow_id=gid, offset=90, limit=50)
     assert page["counts"] == {"SUCCESS": 100} and page["total"] == 100
     assert [n["index"] for n in page["nodes"]] == list(range(90, 100)) and not page["more"]
@@ -115,7 +115,7 @@ async def test_chord_of_100_sums_the_header_results(mcp: ClientSession) -> None:
     assert result["success"] and result["result"] == sum(range(1, 101))
     tree = await call(mcp, "get_workflow", workflow_id=sent["workflow_id"], limit=5)
     assert tree["kind"] == "chord" and tree["total"] == 101
-    assert tree["callback"]["state"] == "SUCCESS" and tree["callback"]["result"] == 5050
+    assert tree["callback"]["status"] == "SUCCESS" and tree["callback"]["result"] == 5050
     assert tree["counts"] == {"SUCCESS": 101}
 
 
@@ -126,9 +126,9 @@ async def test_failing_chord_header_fails_the_chord_id(mcp: ClientSession) -> No
     assert result["status"] == "FAILURE" and result["ready"]
     assert "ChordError" in result["error"] and "bad part" in result["error"]
     tree = await call(mcp, "get_workflow", workflow_id=sent["workflow_id"])
-    assert tree["state"] == "FAILURE" and tree["failed_at"] == 1
+    assert tree["status"] == "FAILURE" and tree["failed_at"] == 1
     assert tree["nodes"][1]["error"] == "RuntimeError: bad part"
-    assert tree["callback"]["state"] == "FAILURE"
+    assert tree["callback"]["status"] == "FAILURE"
 
 
 async def test_map_of_1000_items_with_a_callback(mcp: ClientSession) -> None:
@@ -232,7 +232,7 @@ async def test_step_options_reach_the_message(
     assert message["headers"]["task"] == "demo.add" and message["headers"]["expires"]
     assert message["headers"]["group"] == sent["workflow_id"]
     status = await call(mcp, "get_status", task_id=sent["workflow_id"])
-    assert status["state"] == "PENDING" and not status["ready"]
+    assert status["status"] == "PENDING" and not status["ready"]
 
 
 async def test_retries_apply_to_a_step_the_worker_publishes(mcp: ClientSession) -> None:

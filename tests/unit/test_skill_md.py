@@ -19,7 +19,9 @@ SPAN = re.compile(r"`([^`\n]+)`")
 IDENT = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)+$")  # snake_case with an underscore
 
 #: snake_case words in backticks that are neither tools, fields nor error codes.
-NOT_TOOLS = {"no_reply"}
+#: Words in backticks that are neither tools nor fields: a reply reason, the package names
+#: (old and new), the Python spelling of retry_delay_s.
+NOT_TOOLS = {"no_reply", "celery_mcp", "celery_skill", "retry_delay"}
 
 
 def _text() -> str:

@@ -102,16 +102,19 @@ def test_task_entries_parse_active_and_scheduled_shapes() -> None:
             "acknowledged": True,
             "delivery_info": {"routing_key": "qa", "priority": 3},
         },
+        "w1@h",
         cuts,
     )
     assert (active.queue, active.worker_pid, active.priority) == ("qa", 42, 3)
+    assert active.worker == "w1@h"
     assert active.started_at is not None and active.started_at.year == 2023
     scheduled = _task(
         {"eta": "2030-01-01T00:00:00+00:00", "priority": 6, "request": {"id": "t2", "args": []}},
+        "w1@h",
         cuts,
     )
     assert scheduled.eta is not None and scheduled.priority == 6 and scheduled.id == "t2"
-    big = _task({"id": "t3", "args": ["x" * 10_000]}, cuts)
+    big = _task({"id": "t3", "args": ["x" * 10_000]}, "w1@h", cuts)
     assert isinstance(big.args, str) and len(cuts) == 1 and "args" in str(cuts[0])
 
 

@@ -39,12 +39,13 @@ from pydantic import TypeAdapter, ValidationError
 from celery_mcp.app import make_app
 from celery_mcp.config import Settings
 from celery_mcp.errors import BrokerUnavailable, InvalidArgument, validation_message
+from celery_mcp.interfaces.facade.handles import TaskHandle, WorkflowHandle
 from celery_mcp.interfaces.facade.history import History
 from celery_mcp.interfaces.facade.scheduler import Scheduler
 from celery_mcp.interfaces.facade.tasks import TaskManager
 from celery_mcp.interfaces.facade.types import Result
 from celery_mcp.interfaces.facade.workers import WorkerManager
-from celery_mcp.interfaces.facade.workflows import WorkflowHandle, WorkflowManager
+from celery_mcp.interfaces.facade.workflows import WorkflowManager
 from celery_mcp.models.common import TaskName
 from celery_mcp.runtime import embedded
 from celery_mcp.runtime.worker import retry, setup
@@ -60,6 +61,7 @@ __all__ = [
     "Scheduler",
     "TaskManager",
     "WorkerManager",
+    "TaskHandle",
     "WorkflowHandle",
     "WorkflowManager",
 ]

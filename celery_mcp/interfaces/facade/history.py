@@ -29,7 +29,7 @@ class History:
         """Re-send a FAILURE or REVOKED task with its original name, args and queue."""
         return self._call("retry_task", task_id=task_id)
 
-    def retry_failed(self, *, confirm: bool = False, **filters: Any) -> Result:
-        """Re-send recent FAILURE tasks (task_name, within_s, max_tasks, ...); a dry run
-        unless confirm=True."""
+    def retry_failed(self, *, confirm: bool | None = None, **filters: Any) -> Result:
+        """Re-send recent FAILURE tasks (task_name, within_s, max_tasks, ...); confirm=False:
+        a dry run."""
         return self._call("retry_failed", confirm=confirm, **filters)

@@ -69,8 +69,8 @@ class WorkerManager:
         """Messages waiting per queue on the broker."""
         return self._call("queue_lengths", queues=queues, timeout_s=timeout_s)
 
-    def purge_queue(self, queue: str, *, confirm: bool = False) -> Result:
-        """Delete every message waiting in `queue` (a dry run unless confirm=True)."""
+    def purge_queue(self, queue: str, *, confirm: bool | None = None) -> Result:
+        """Delete every message waiting in `queue` (confirm=False: a dry run)."""
         return self._call("purge_queue", queue=queue, confirm=confirm)
 
     def control_workers(
@@ -79,7 +79,7 @@ class WorkerManager:
         destination: list[str] | None = None,
         *,
         timeout_s: float | None = None,
-        confirm: bool = False,
+        confirm: bool | None = None,
         **arguments: Any,
     ) -> Result:
         """One remote-control command: pool_restart, pool_grow/pool_shrink (n), autoscale
@@ -99,9 +99,9 @@ class WorkerManager:
         destination: list[str] | None = None,
         *,
         timeout_s: float | None = None,
-        confirm: bool = False,
+        confirm: bool | None = None,
     ) -> Result:
-        """Replace every pool process (prefork workers); a dry run unless confirm=True."""
+        """Replace every pool process (prefork workers); confirm=False: a dry run."""
         return self.control_workers(
             "pool_restart", destination, timeout_s=timeout_s, confirm=confirm
         )
@@ -110,12 +110,12 @@ class WorkerManager:
         self,
         destination: list[str] | None = None,
         *,
-        confirm: bool = False,
+        confirm: bool | None = None,
         wait_s: float = 10.0,
         timeout_s: float | None = None,
     ) -> Result:
-        """Warm-stop workers (all of them when destination is None); a dry run unless
-        confirm=True; waits up to wait_s for them to leave."""
+        """Warm-stop workers (all of them when destination is None); confirm=False: a
+        dry run; waits up to wait_s for them to leave."""
         return self._call(
             "shutdown_workers",
             destination=destination,

@@ -84,9 +84,33 @@ def bounded_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+#: The Redis visibility timeout of the app this project builds: a task delayed (countdown, eta,
+#: retry) longer than this would be delivered again and run twice, so it is well above the
+#: delays agents ask for (Celery's own default, 1 h, refused a seed example's countdown=3600).
+#: A hard-killed worker's late-acked tasks come back after it; set VISIBILITY_TIMEOUT_S lower
+#: for a faster return when no delay is that long.
+DEFAULT_VISIBILITY_TIMEOUT_S = 12 * 3600.0
+#: Celery's (kombu's) visibility timeout when an app sets none.
+CELERY_VISIBILITY_TIMEOUT_S = 3600.0
+
+
+def merge_options(conf: Any, key: str, bounds: dict[str, Any]) -> None:
+    """Set `bounds` in the dict setting `key`, keeping every other option the app has there
+    (`global_keyprefix`, `sep`, `priority_steps`, `visibility_timeout`, Sentinel's
+    `master_name`...): replacing the dict sent tasks to unprefixed queues no worker read."""
+    conf[key] = {**(conf.get(key) or {}), **bounds}
+
+
+def visibility_timeout_s(app: Celery) -> float:
+    """How long a Redis broker leaves a delivered, unacked message before delivering it again."""
+    options = app.conf.broker_transport_options or {}
+    return float(options.get("visibility_timeout") or CELERY_VISIBILITY_TIMEOUT_S)
+
+
 def base_config(settings: Settings) -> dict[str, Any]:
     """Defaults of the app this project builds (not applied to a user's app)."""
     return {
+        "broker_transport_options": {"visibility_timeout": DEFAULT_VISIBILITY_TIMEOUT_S},
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
@@ -145,7 +169,10 @@ def make_app(settings: Settings, *, worker: bool = False) -> Celery:
         app.conf.result_backend_always_retry = True
     if not worker:
         app.loader.override_backends = {**app.loader.override_backends, **ALIASES}
-        app.conf.update(bounded_config(settings))
+        bounds = bounded_config(settings)
+        for key in ("broker_transport_options", "result_backend_transport_options"):
+            merge_options(app.conf, key, bounds.pop(key))
+        app.conf.update(bounds)
         json_only(app)  # accept lists, and a control mailbox or backend made at import
     if settings.visibility_timeout_s is not None:
         app.conf.broker_transport_options = redelivery_options(

@@ -5,6 +5,7 @@
     │   └── UnknownTask            task name no worker or app knows
     ├── NotFound                   id or entry that does not exist
     ├── Forbidden                  refused by policy (read-only mode, task allowlist)
+    ├── NoResultBackend            the app keeps no results (none configured)
     ├── Unavailable                a dependency did not answer in time
     │   ├── BrokerUnavailable
     │   ├── BackendUnavailable
@@ -31,6 +32,7 @@ __all__ = [
     "Forbidden",
     "InvalidArgument",
     "NoWorkers",
+    "NoResultBackend",
     "NotFound",
     "TaskFailed",
     "Unavailable",
@@ -77,6 +79,12 @@ class Forbidden(CeleryMcpError):
     """Refused by policy: read-only mode or the task allowlist."""
 
     code = "forbidden"
+
+
+class NoResultBackend(CeleryMcpError):
+    """The app has no result backend: states and results are not kept, so none can be read."""
+
+    code = "no_result_backend"
 
 
 class Unavailable(CeleryMcpError):

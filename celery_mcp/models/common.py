@@ -12,7 +12,7 @@ TaskId = Annotated[
     Field(
         min_length=1,
         max_length=255,
-        pattern=r"^[A-Za-z0-9_.:\-]+$",
+        pattern=r"^[^\x00-\x1f\x7f]+$",  # any Celery id (custom ids hold '/', '@', spaces)
         description="Id from send_task or a workflow tool.",
     ),
 ]
@@ -62,6 +62,8 @@ Status = Annotated[
 READY_STATES: frozenset[str] = frozenset(
     {TaskState.SUCCESS, TaskState.FAILURE, TaskState.REVOKED, TaskState.REJECTED, TaskState.IGNORED}
 )
+#: The states Celery defines; any other is a custom state a task set (`update_state`).
+KNOWN_STATES: frozenset[str] = frozenset(TaskState)
 #: Ready states that are not a success.
 FAILED_STATES: frozenset[str] = frozenset(
     {TaskState.FAILURE, TaskState.REVOKED, TaskState.REJECTED}

@@ -139,6 +139,10 @@ class RetryTaskResult(Model):
     task_name: str
     queue: str | None = None
     original_status: Status
+    args_source: str = Field(
+        description="Where the original arguments came from: backend (result_extended), sent "
+        "(noted when this server sent it) or repr (the worker's repr, parsed)."
+    )
 
 
 class RetryFailedInput(Window):

@@ -85,7 +85,9 @@ class EntryOptions(Model):
     """How each run is sent."""
 
     queue: QueueName | None = Field(None, description="Queue to send to (default: task routing).")
-    priority: int | None = Field(None, ge=0, le=9, description="0 (lowest) to 9 (highest).")
+    priority: int | None = Field(
+        None, ge=0, le=9, description="0-9, 9 served first (on every broker)."
+    )
     expires_s: float | None = Field(
         None,
         gt=0,

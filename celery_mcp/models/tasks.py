@@ -31,12 +31,19 @@ class TaskOptions(Model):
         description="Discard if not started by then (seconds or ISO time).",
     )
     queue: QueueName | None = Field(None, description="Queue (default: the task's route).")
-    priority: int | None = Field(None, ge=0, le=9, description="0-9, 9 highest.")
+    priority: int | None = Field(
+        None, ge=0, le=9, description="0-9, 9 served first (on every broker)."
+    )
     retries: int = Field(0, ge=0, le=50, description="Retry up to N times if it raises.")
     retry_delay_s: float = Field(
         1.0, ge=0, le=86_400, description="First retry delay; doubles each retry."
     )
     retry_delay_max_s: float = Field(600.0, ge=0, le=86_400, description="Cap on the retry delay.")
+    accept_redelivery: bool = Field(
+        False,
+        description="Redis brokers: send even when a delay reaches the visibility timeout "
+        "(the task may then run more than once).",
+    )
 
     @field_validator("eta", "expires", mode="before")
     @classmethod
@@ -110,6 +117,9 @@ class TaskStatus(Model):
     queue: str | None = None
     retries: int | None = Field(None, description="Retries so far.")
     date_done: datetime | None = None
+    meta: Json = Field(
+        None, description="What the task reported with a custom status (e.g. PROGRESS; capped)."
+    )
     note: str | None = Field(None, description="How to read the status (e.g. PENDING).")
     truncated: list[Truncation] = Field(
         default_factory=list, description="What was cut (args/kwargs over the output cap)."
@@ -135,6 +145,9 @@ class TaskResult(Model):
     result: Json = Field(None, description="Return value when success (size-capped).")
     error: str | None = Field(None, description="'ExceptionType: message' when it failed.")
     traceback: str | None = Field(None, description="Worker traceback when it failed (capped).")
+    meta: Json = Field(
+        None, description="What the task reported with a custom status (e.g. PROGRESS; capped)."
+    )
     waited_s: float = Field(description="How long this call waited.")
     timed_out: bool = Field(False, description="True when the wait ran out before the end.")
     truncated: list[Truncation] = Field(default_factory=list, description="What was cut.")
@@ -156,5 +169,11 @@ class RevokeResult(Model):
     executed: bool = Field(description="False on a dry run (terminate without confirm).")
     terminate: bool
     signal: str | None
-    status_before: Status
+    status_before: Status | None = Field(
+        None, description="The task's status before (None: the app keeps no results)."
+    )
+    revoked_count: int = Field(
+        description="Task ids revoked: 1, or every task of a workflow id (chain, group, chord, "
+        "map); 0 on a dry run."
+    )
     message: str = Field(description="What happened or would happen.")

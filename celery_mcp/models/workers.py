@@ -154,18 +154,25 @@ class RegisteredTasksInput(Target):
     """Task names each worker can run."""
 
 
+#: Most task names listed per worker (and in a union); counts are never cut.
+REGISTERED_CAP = 500
+
+
 class WorkerRegistered(Model):
-    """Task names one worker registers."""
+    """Task names one worker registers (the first REGISTERED_CAP, sorted)."""
 
     hostname: str
     tasks: list[str]
+    count: int = Field(description="Task names it registers (the list may be cut).")
 
 
 class RegisteredTasksResult(RollCall):
     """Task names per worker and their union."""
 
     tasks: list[str] = Field(description="Every task name some answering worker registers.")
+    total: int = Field(description="Task names in the union (the list may be cut).")
     workers: list[WorkerRegistered]
+    truncated: list[Truncation] = Field(default_factory=list, description="What was cut.")
 
 
 class InspectWorkersInput(Target):
@@ -202,7 +209,10 @@ class WorkerInfo(WorkerTasks):
 
     stats: WorkerStats
     queues: list[str] = Field(default_factory=list, description="Queues it consumes from.")
-    registered: list[str] = Field(default_factory=list, description="Task names it can run.")
+    registered: list[str] = Field(
+        default_factory=list, description="Task names it can run (the first 500)."
+    )
+    registered_count: int = Field(0, description="Task names it can run.")
 
 
 class WorkerCounts(TaskCounts):

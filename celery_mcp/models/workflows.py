@@ -11,8 +11,10 @@ from celery_mcp.models.tasks import TaskOptions
 
 WorkflowKind = Literal["chain", "group", "chord", "map"]
 
-#: A node state: a Celery state, or NOT_RUN for chain steps after the one that failed.
+#: A node status: a Celery state, NOT_RUN for chain steps after the one that failed, or
+#: NOT_SENT for tasks whose publish failed (a publish that stopped part-way).
 NOT_RUN = "NOT_RUN"
+NOT_SENT = "NOT_SENT"
 
 DRY_RUN = Field(False, description="Return the canvas that would be sent, publish nothing.")
 

@@ -167,6 +167,7 @@ def _config(data_dir: Path, port: int, password: str) -> str:
         "appendfsync": "everysec",
         "save": '""',
         "maxmemory-policy": "noeviction",
+        "databases": "64",  # room for apps and tests of their own (db 0 broker, 1 results)
         "daemonize": "no",
         "logfile": str(data_dir / LOG_FILE),
         "loglevel": "notice",

@@ -166,11 +166,11 @@ def list_task_types(cluster: Cluster, request: ListTaskTypesInput) -> TaskTypeLi
     )
 
 
-def _server_queue(cluster: Cluster, name: str) -> str | None:
-    """The queue this server's app routes `name` to when send_task gets no queue."""
+def routed_queue(cluster: Cluster, name: str) -> str | None:
+    """The queue this process's app routes `name` to when no queue is given."""
     try:
         queue = cluster.app.amqp.router.route({}, name).get("queue")
-    except Exception:
+    except Exception:  # a router that needs the task's arguments: Celery decides at send
         return None
     return str(getattr(queue, "name", queue)) if queue else None
 
@@ -183,7 +183,7 @@ def _note(cluster: Cluster, source: Source, spec: TaskSpec | None, workers: list
         )
     if not workers:
         return "no live worker has this task registered; a sent task waits in its queue"
-    if source == "worker" and spec.queue and spec.queue != _server_queue(cluster, spec.name):
+    if source == "worker" and spec.queue and spec.queue != routed_queue(cluster, spec.name):
         return (
             f"its workers route it to queue {spec.queue!r} but this server's app does not: "
             f"pass queue={spec.queue!r} to send_task"

@@ -16,6 +16,7 @@ from celery_mcp.config import Settings, redact_url
 from celery_mcp.errors import InvalidArgument, Unavailable
 from celery_mcp.stores.clients import is_redis_url, redis_client
 from celery_mcp.stores.history import HistoryStore
+from celery_mcp.stores.keys import HISTORY_PREFIX
 from celery_mcp.stores.schedules import ScheduleStore, store_location
 
 if TYPE_CHECKING:  # types only: catalog imports this module
@@ -72,19 +73,27 @@ class Cluster:
 
     @cached_property
     def history(self) -> HistoryStore:
-        """The task history store: the broker's Redis, else the result backend's."""
-        url = next((u for u in (self.broker_url, self.backend_url) if is_redis_url(u)), None)
-        if url is None:
+        """The task history store: the broker's Redis, else the result backend's, under that
+        server's `global_keyprefix`."""
+        conf = self.app.conf
+        places = (
+            (self.broker_url, conf.broker_transport_options),
+            (self.backend_url, conf.result_backend_transport_options),
+        )
+        found = next(((u, o) for u, o in places if is_redis_url(u)), None)
+        if found is None:
             raise Unavailable(
                 "the task history needs a Redis or Valkey broker or result backend",
                 hint="set CELERY_MCP_RESULT_BACKEND to a redis:// URL",
             )
+        url, options = found
         s = self.settings
         return HistoryStore(
             redis_client(url, timeout_s=s.broker_timeout_s, decode=True),
             max_tasks=s.history_max_tasks,
             max_age_s=s.history_max_age_s,
             field_bytes=s.history_field_bytes,
+            prefix=str((options or {}).get("global_keyprefix") or "") + HISTORY_PREFIX,
         )
 
     @cached_property

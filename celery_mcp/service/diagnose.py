@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from celery_mcp.app import visibility_timeout_s
 from celery_mcp.errors import CeleryMcpError, translate_errors
 from celery_mcp.models.common import Json
 from celery_mcp.models.diagnose import DiagnoseInput, DiagnoseResult, Finding, Severity
@@ -27,6 +28,7 @@ from celery_mcp.service import discovery
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.health import check_beat as beat_health
 from celery_mcp.service.policy import offers
+from celery_mcp.service.redis_layout import layout
 from celery_mcp.service.registry import OPERATIONS
 from celery_mcp.service.workers import queue_depths
 from celery_mcp.stores.history import HistoryStore
@@ -262,16 +264,16 @@ def queue_names(cluster: Cluster) -> set[str]:
     if not cluster.broker_is_redis:
         return names
     client = cluster.broker_redis
-    sep = b"\x06\x16"
+    lay = layout(cluster)
+    sep = lay.sep.encode()
     deadline = time.monotonic() + cluster.settings.inspect_timeout_s
     with translate_errors("broker"):
         keys: list[bytes] = []
         cursor = 0
         while True:  # bounded: a huge keyspace is cut at the deadline
-            cursor, found = client.scan(cursor, match="_kombu.binding.*", count=5_000)
+            cursor, found = client.scan(cursor, match=lay.binding_pattern(), count=5_000)
             for key in found:
-                exchange = key.decode()[len("_kombu.binding.") :]
-                if exchange not in INTERNAL_EXCHANGES:
+                if lay.exchange_of(key.decode()) not in INTERNAL_EXCHANGES:
                     keys.append(key)
             if not cursor or len(keys) >= SCAN_KEYS_MAX or time.monotonic() > deadline:
                 break
@@ -284,11 +286,6 @@ def queue_names(cluster: Cluster) -> set[str]:
                 if queue and not queue.endswith(".pidbox"):
                     names.add(queue)
     return names
-
-
-def _priority_keys(cluster: Cluster, queue: str) -> list[str]:
-    sep = "\x06\x16"
-    return [queue, *(f"{queue}{sep}{p}" for p in (3, 6, 9))]
 
 
 def _message_eta(raw: Any) -> tuple[str | None, datetime | None]:
@@ -345,14 +342,15 @@ def check_queues(run: Run) -> str:
 def _waiting(run: Run, queues: list[str]) -> int:
     """Queues whose oldest message (history's sent time) waited over max_wait_s."""
     client = run.cluster.broker_redis
+    lay = layout(run.cluster)
     with translate_errors("broker"):
         pipe = client.pipeline(transaction=False)
         for q in queues:
-            for key in _priority_keys(run.cluster, q):
+            for key in lay.queue_keys(q).values():
                 pipe.lindex(key, -1)
         heads = pipe.execute()
     oldest: dict[str, str] = {}
-    per = len(_priority_keys(run.cluster, "x"))
+    per = len(lay.priority_steps)
     for i, q in enumerate(queues):
         for raw in heads[i * per : (i + 1) * per]:
             tid, _ = _message_eta(raw) if raw else (None, None)
@@ -384,25 +382,21 @@ def _waiting(run: Run, queues: list[str]) -> int:
     return found
 
 
-def _visibility_timeout(cluster: Cluster) -> float:
-    options = cluster.app.conf.broker_transport_options or {}
-    return float(options.get("visibility_timeout", 3600))
-
-
 def _eta_beyond_visibility(run: Run, queues: list[str]) -> int:
     """Messages (held by workers, or queued) whose ETA is further away than the visibility
     timeout: Redis redelivers them every timeout, so they run more than once."""
     client = run.cluster.broker_redis
-    vt = _visibility_timeout(run.cluster)
+    vt = visibility_timeout_s(run.cluster.app)
+    lay = layout(run.cluster)
     raws: list[Any] = []
     with translate_errors("broker"):
-        for i, (_tag, raw) in enumerate(client.hscan_iter("unacked", count=500)):
+        for i, (_tag, raw) in enumerate(client.hscan_iter(lay.unacked, count=500)):
             if i >= UNACKED_MAX:
                 break
             raws.append(raw)
         pipe = client.pipeline(transaction=False)
         for q in queues:
-            for key in _priority_keys(run.cluster, q):
+            for key in lay.queue_keys(q).values():
                 pipe.lrange(key, -100, -1)
         for chunk in pipe.execute():
             raws.extend(chunk)

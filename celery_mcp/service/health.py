@@ -12,6 +12,7 @@ from celery_mcp.errors import CeleryMcpError, InvalidArgument, NoWorkers, transl
 from celery_mcp.models.health import ComponentHealth, HealthInput, HealthResult
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.discovery import broadcast_inspect
+from celery_mcp.service.results import has_result_backend
 from celery_mcp.service.schedule_rules import tz_name
 from celery_mcp.stores.keys import HEALTH_PROBE_ID
 
@@ -68,6 +69,12 @@ def check_backend(cluster: Cluster) -> ComponentHealth:
 
     def check() -> str:
         backend = cluster.app.backend
+        if not has_result_backend(cluster):
+            raise Verdict(
+                "no result backend configured: tasks can be sent, their results cannot be "
+                "read (set the app's result_backend or CELERY_MCP_RESULT_BACKEND)",
+                ok=None,
+            )
         with translate_errors("backend"):
             client = getattr(backend, "client", None)
             if client is not None and hasattr(client, "ping"):
@@ -174,7 +181,7 @@ def health(cluster: Cluster, request: HealthInput) -> HealthResult:
         backend = backend_f.result()
         beat, store = beat_f.result(), store_f.result()
     return HealthResult(
-        ok=bool(broker.ok and backend.ok and workers.ok is not False),
+        ok=bool(broker.ok and backend.ok is not False and workers.ok is not False),
         broker_url=redact_url(cluster.broker_url),
         backend_url=redact_url(cluster.backend_url),
         embedded=cluster.settings.embedded,

@@ -7,6 +7,7 @@ backend (`result_extended`), which knows the exact args/kwargs of a finished tas
 
 from __future__ import annotations
 
+import ast
 import heapq
 import math
 import time
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
+
+from celery.utils import uuid
 
 from celery_mcp.errors import CeleryMcpError, InvalidArgument, NotFound, translate_errors
 from celery_mcp.models.common import READY_STATES, Truncation
@@ -37,8 +40,8 @@ from celery_mcp.models.tasks import TaskOptions
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.limits import cap_json, cap_text
 from celery_mcp.service.results import error_text, known_meta, known_metas
-from celery_mcp.service.sending import ensure_sendable, publish_options
-from celery_mcp.stores.history import STATES, HistoryStore, TaskRecord
+from celery_mcp.service.sending import ensure_sendable, note_sent, publish_options
+from celery_mcp.stores.history import STATES, HistoryStore, SentTask, TaskRecord
 
 SCAN_BUDGET = 20_000
 RETRYABLE = ("FAILURE", "REVOKED")
@@ -249,20 +252,60 @@ def _state(rec: TaskRecord | None, meta: dict[str, Any]) -> str:
     return rec.state
 
 
-def exact_arguments(
-    rec: TaskRecord | None, meta: dict[str, Any]
-) -> tuple[list[Any], dict[str, Any]] | None:
-    """The task's args and kwargs when known exactly (backend or enriched history), else None."""
+@dataclass(frozen=True)
+class Arguments:
+    """A task's exact args and kwargs, and where they came from."""
+
+    args: list[Any]
+    kwargs: dict[str, Any]
+    #: "backend" (result_extended), "sent" (noted when this project sent it), "repr" (the
+    #: worker's repr of them, parsed: only when it was not cut)
+    source: str
+
+
+#: Celery cuts a task's argsrepr/kwargsrepr at this many characters (`argsrepr_maxsize`).
+REPR_MAX_CHARS = 1024
+
+
+def _json_literal(text: Any) -> Any:
+    """A Python literal (the worker's repr of args or kwargs) as JSON values, or None when it
+    is not one, or was cut. `ast.literal_eval` evaluates literals only, never code."""
+    if not isinstance(text, str) or len(text) >= REPR_MAX_CHARS or text.endswith("…"):
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+            return {k: plain(x) for k, x in v.items()}
+        if v is None or isinstance(v, bool | int | float | str):
+            return v
+        raise ValueError(f"not JSON: {type(v).__name__}")
+
+    try:
+        return plain(value)
+    except ValueError:
+        return None
+
+
+def exact_arguments(rec: TaskRecord | None, meta: dict[str, Any]) -> Arguments | None:
+    """The task's args and kwargs when known exactly, else None: from the result backend
+    (result_extended), from what this project noted when it sent the task, or from the
+    worker's repr of them when that parses as plain literals and was not cut."""
     args, kwargs = meta.get("args"), meta.get("kwargs")
     if isinstance(args, list) and isinstance(kwargs, dict):
-        return args, kwargs
-    if (
-        rec is not None
-        and rec.exact
-        and isinstance(rec.args, list)
-        and isinstance(rec.kwargs, dict)
-    ):
-        return rec.args, rec.kwargs
+        return Arguments(args, kwargs, "backend")
+    if rec is None:
+        return None
+    if rec.exact and isinstance(rec.args, list) and isinstance(rec.kwargs, dict):
+        return Arguments(rec.args, rec.kwargs, rec.args_source or "backend")
+    parsed_args, parsed_kwargs = _json_literal(rec.args), _json_literal(rec.kwargs or "{}")
+    if isinstance(parsed_args, list) and isinstance(parsed_kwargs, dict):
+        return Arguments(parsed_args, parsed_kwargs, "repr")
     return None
 
 
@@ -344,7 +387,7 @@ def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
     state = _state(found, meta)
     capper = _Capper(cluster.settings.max_output_bytes // 4, [])
     exact = exact_arguments(found, meta)
-    args, kwargs = exact if exact else (rec.args, rec.kwargs)
+    args, kwargs = (exact.args, exact.kwargs) if exact else (rec.args, rec.kwargs)
     result, exception, trace = _outcome(state, rec, meta, capper)
     children, retried_as = _relations(rel, meta)
     retries = meta.get("retries")
@@ -376,10 +419,21 @@ def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
     )
 
 
-def _resend(
-    cluster: Cluster, store: HistoryStore, tid: str, rec: TaskRecord | None, meta: dict[str, Any]
-) -> tuple[str, str, str | None]:
-    """Re-send a FAILURE/REVOKED task with its original name, args, kwargs and queue."""
+@dataclass(frozen=True)
+class Resend:
+    """A checked re-send of one failed task: what it would send."""
+
+    original: str
+    name: str
+    arguments: Arguments
+    queue: str | None
+
+
+def prepare_resend(
+    cluster: Cluster, tid: str, rec: TaskRecord | None, meta: dict[str, Any]
+) -> Resend:
+    """The re-send of a FAILURE/REVOKED task, checked as any send is (InvalidArgument when it
+    cannot be sent: wrong state, arguments unknown, task unknown or not allowed)."""
     state = _state(rec, meta)
     if state not in RETRYABLE:
         raise InvalidArgument(
@@ -390,19 +444,32 @@ def _resend(
     arguments = exact_arguments(rec, meta)
     if not name or arguments is None:
         raise InvalidArgument(
-            f"the original arguments of task {tid!r} are unknown (its result expired, or the "
-            "worker's app does not set result_extended)",
+            f"the original arguments of task {tid!r} are unknown (not sent by this server, its "
+            "result expired or the worker's app does not set result_extended, and the "
+            "worker's repr of them was cut or is not plain data)",
             hint="send it again with send_task if you know its arguments",
         )
-    args, kwargs = arguments
     queue = meta.get("queue") or (rec.queue if rec else None)
-    ensure_sendable(cluster, name, args, kwargs)
+    ensure_sendable(cluster, name, arguments.args, arguments.kwargs)
+    return Resend(tid, str(name), arguments, queue)
+
+
+def publish_resend(cluster: Cluster, store: HistoryStore, resend: Resend) -> str:
+    """Send a prepared re-send and link the new id to the original; the new id."""
+    note = SentTask(
+        uuid(), resend.name, resend.arguments.args, resend.arguments.kwargs, resend.queue
+    )
+    note_sent(cluster, [note])
     with translate_errors("broker"):
-        sent = cluster.app.send_task(
-            name, args=args, kwargs=kwargs, **publish_options(TaskOptions(queue=queue))
+        cluster.app.send_task(
+            resend.name,
+            args=resend.arguments.args,
+            kwargs=resend.arguments.kwargs,
+            task_id=note.task_id,
+            **publish_options(cluster, TaskOptions(queue=resend.queue)),
         )
-        store.link_retry(tid, sent.id)
-    return str(sent.id), str(name), queue
+        store.link_retry(resend.original, note.task_id)
+    return note.task_id
 
 
 def retry_task(cluster: Cluster, request: RetryTaskInput) -> RetryTaskResult:
@@ -416,13 +483,14 @@ def retry_task(cluster: Cluster, request: RetryTaskInput) -> RetryTaskResult:
             f"no history and no result for task {request.task_id!r}",
             hint="check the id with list_tasks(status=['FAILURE'])",
         )
-    new_id, name, queue = _resend(cluster, store, request.task_id, rec, meta)
+    resend = prepare_resend(cluster, request.task_id, rec, meta)
     return RetryTaskResult(
         original_id=request.task_id,
-        new_task_id=new_id,
-        task_name=name,
-        queue=queue,
+        new_task_id=publish_resend(cluster, store, resend),
+        task_name=resend.name,
+        queue=resend.queue,
         original_status=_state(rec, meta),
+        args_source=resend.arguments.source,
     )
 
 
@@ -452,16 +520,15 @@ def retry_failed(cluster: Cluster, request: RetryFailedInput) -> RetryFailedResu
             picked.append((tid, rec))
     found = known_metas(cluster, [t for t, _ in picked]) if picked else {}
     candidates: list[RetryCandidate] = []
-    for tid, rec in picked:
+    for tid, rec in picked:  # the dry run checks each as the confirmed call does
         meta = found.get(tid, {})
         row = RetryCandidate(task_id=tid, task_name=meta.get("name") or rec.name)
-        if exact_arguments(rec, meta) is None:
-            row.skipped = "original arguments unknown (result expired or no result_extended)"
-        elif execute:
-            try:
-                row.new_task_id = _resend(cluster, store, tid, rec, meta)[0]
-            except CeleryMcpError as exc:
-                row.skipped = str(exc)
+        try:
+            resend = prepare_resend(cluster, tid, rec, meta)
+            if execute:
+                row.new_task_id = publish_resend(cluster, store, resend)
+        except CeleryMcpError as exc:
+            row.skipped = str(exc)
         candidates.append(row)
     rows = candidates + skipped
     n_skipped = sum(1 for c in rows if c.skipped)

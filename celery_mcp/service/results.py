@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from celery.backends.base import BaseKeyValueStoreBackend
+from celery.backends.base import BaseKeyValueStoreBackend, DisabledBackend
 
-from celery_mcp.errors import InvalidArgument, translate_errors
+from celery_mcp.errors import InvalidArgument, NoResultBackend, translate_errors
 from celery_mcp.service.cluster import Cluster
 
 MGET_BATCH = 1000
@@ -26,6 +26,22 @@ def error_text(value: Any) -> str | None:
     return str(value)
 
 
+def has_result_backend(cluster: Cluster) -> bool:
+    """False for an app that keeps no results (`DisabledBackend`: fire-and-forget apps)."""
+    return not isinstance(cluster.app.backend, DisabledBackend)
+
+
+def check_result_backend(cluster: Cluster) -> None:
+    """Raise NoResultBackend when the app keeps no results."""
+    if not has_result_backend(cluster):
+        raise NoResultBackend(
+            "this app has no result backend (result_backend is not set): its tasks' states and "
+            "results are not kept anywhere, so they cannot be read",
+            hint="set the app's result_backend (or CELERY_MCP_RESULT_BACKEND) to read results; "
+            "sending works without one",
+        )
+
+
 def kv_backend(cluster: Cluster) -> BaseKeyValueStoreBackend:
     """The result backend when it is a key-value store (Redis/Valkey), else InvalidArgument."""
     backend = cluster.app.backend
@@ -40,12 +56,15 @@ def kv_backend(cluster: Cluster) -> BaseKeyValueStoreBackend:
 
 def task_meta(cluster: Cluster, task_id: str) -> dict[str, Any]:
     """What the backend stores for `task_id` (status PENDING when it knows nothing)."""
+    check_result_backend(cluster)
     with translate_errors("backend"):
         return dict(cluster.app.backend.get_task_meta(task_id))
 
 
 def known_meta(cluster: Cluster, task_id: str) -> dict[str, Any]:
-    """The backend's meta of `task_id`, or {} when it knows nothing of it."""
+    """The backend's meta of `task_id`, or {} when it knows nothing of it (or keeps nothing)."""
+    if not has_result_backend(cluster):
+        return {}
     meta = task_meta(cluster, task_id)
     if meta.get("status", "PENDING") == "PENDING" and not meta.get("name"):
         return {}

@@ -37,6 +37,7 @@ from celery_mcp.models.schedules import (
 )
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.policy import check_task_allowed
+from celery_mcp.service.priority import from_broker, to_broker
 from celery_mcp.service.schedule_rules import build_schedule, describe, next_due
 from celery_mcp.service.sending import ensure_sendable
 from celery_mcp.stores.schedules import Entry, EntryConflict, ScheduleStore, Write, to_score
@@ -100,12 +101,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _options(opts: EntryOptions, current: dict[str, Any] | None = None) -> dict[str, Any]:
+def _options(
+    cluster: Cluster, opts: EntryOptions, current: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The entry's send options (as Celery sends them: the broker's priority)."""
     options = dict(current or {})
     if opts.queue is not None:
         options["queue"] = opts.queue
     if opts.priority is not None:
-        options["priority"] = opts.priority
+        options["priority"] = to_broker(cluster, opts.priority)
     if opts.expires_s is not None:
         options["expires"] = opts.expires_s
     return options
@@ -146,7 +150,11 @@ def detail(cluster: Cluster, entry: Entry, message: str | None = None) -> Period
         args=list(entry.definition.get("args") or []),
         kwargs=dict(entry.definition.get("kwargs") or {}),
         queue=options.get("queue"),
-        priority=options.get("priority"),
+        priority=(
+            from_broker(cluster, options["priority"])
+            if isinstance(options.get("priority"), int)
+            else None
+        ),
         expires_s=float(expires) if isinstance(expires, int | float) else None,
         last_task_id=entry.run.get("task_id"),
         last_fire_delay_ms=entry.run.get("delay_ms"),
@@ -185,7 +193,7 @@ def add_periodic_task(cluster: Cluster, request: AddPeriodicTaskInput) -> Period
             "task": request.task_name,
             "args": request.args,
             "kwargs": request.kwargs,
-            "options": _options(request),
+            "options": _options(cluster, request),
             "schedule": sched,
             "enabled": request.enabled,
         },
@@ -233,7 +241,11 @@ def get_periodic_task(cluster: Cluster, request: EntryNameInput) -> PeriodicTask
 
 
 def _apply_update(
-    request: UpdatePeriodicTaskInput, entry: Entry, sched: BaseSchedule | None, now: datetime
+    cluster: Cluster,
+    request: UpdatePeriodicTaskInput,
+    entry: Entry,
+    sched: BaseSchedule | None,
+    now: datetime,
 ) -> list[str]:
     """Apply `request` to `entry` in place; return the names of what changed."""
     definition = entry.definition
@@ -251,7 +263,7 @@ def _apply_update(
         if value is not None and value != definition.get(key):
             definition[key] = value
             changed.append(field)
-    options = _options(request, definition.get("options"))
+    options = _options(cluster, request, definition.get("options"))
     if options != (definition.get("options") or {}):
         definition["options"] = options
         changed.append("options")
@@ -269,7 +281,7 @@ def update_periodic_task(cluster: Cluster, request: UpdatePeriodicTaskInput) -> 
 
     def change(stored: Entry | None) -> Write | None:
         stored = _existing(request.name, stored)
-        changes[:] = _apply_update(request, stored, sched, now)
+        changes[:] = _apply_update(cluster, request, stored, sched, now)
         if not changes:
             unchanged.append(stored)
             return None

@@ -1,21 +1,38 @@
-"""What every path that publishes a task shares: the checks before, the options it is sent with.
+"""What every path that publishes a task shares: the checks before, the options it is sent with,
+and the note of what this process sent.
 
 send_task, each workflow step, each periodic entry and each retry call `ensure_sendable` first
-(nothing is published when it raises) and send with `publish_options`.
+(nothing is published when it raises), send with `publish_options`, and `note_sent` keeps the
+exact arguments in the task history (a retry then knows them even from a stock worker of an
+app without `result_extended`).
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from datetime import UTC, datetime
 from typing import Any
 
-from celery_mcp.errors import UnknownTask
+from celery_mcp.app import visibility_timeout_s
+from celery_mcp.errors import (
+    CeleryMcpError,
+    InvalidArgument,
+    Unavailable,
+    UnknownTask,
+    translate_errors,
+)
 from celery_mcp.models.tasks import TaskOptions
 from celery_mcp.service.catalog import check_arguments
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.discovery import is_known_task
 from celery_mcp.service.limits import check_payload
 from celery_mcp.service.policy import check_task_allowed
+from celery_mcp.service.priority import to_broker
+from celery_mcp.stores.history import SentTask
 from celery_mcp.stores.keys import RETRIES_HEADER, RETRY_DELAY_HEADER, RETRY_DELAY_MAX_HEADER
+
+log = logging.getLogger("celery_mcp.sending")
 
 
 def retry_headers(retries: int, delay_s: float, delay_max_s: float) -> dict[str, Any]:
@@ -27,28 +44,67 @@ def retry_headers(retries: int, delay_s: float, delay_max_s: float) -> dict[str,
     }
 
 
-def publish_options(opts: TaskOptions) -> dict[str, Any]:
-    """Celery `apply_async` options for `opts`: routing, delays, retry headers.
+def publish_options(cluster: Cluster, opts: TaskOptions) -> dict[str, Any]:
+    """Celery `apply_async` options for `opts`: routing, delays, priority, retry headers.
 
     `retry=True` applies the app's `task_publish_retry_policy`; client apps set it to no retry
     (see `app.bounded_config`), so a broker that does not answer fails the call at once.
     """
     options: dict[str, Any] = {"retry": True}
-    for key in ("countdown", "eta", "expires", "queue", "priority"):
+    for key in ("countdown", "eta", "expires", "queue"):
         value = getattr(opts, key)
         if value is not None:
             options[key] = value
+    if opts.priority is not None:
+        options["priority"] = to_broker(cluster, opts.priority)
     if opts.retries:
         options["headers"] = retry_headers(opts.retries, opts.retry_delay_s, opts.retry_delay_max_s)
     return options
 
 
+def longest_delay_s(opts: TaskOptions, now: datetime) -> tuple[float, str]:
+    """(seconds, what) of the longest time a worker may hold this task before it runs: its
+    countdown or eta, or its last retry's delay."""
+    delays = [(0.0, "")]
+    if opts.countdown is not None:
+        delays.append((opts.countdown, f"countdown={opts.countdown:g}"))
+    if opts.eta is not None:
+        delays.append(((opts.eta - now).total_seconds(), f"eta {opts.eta.isoformat()}"))
+    if opts.retries:
+        last = min(opts.retry_delay_s * 2 ** (opts.retries - 1), opts.retry_delay_max_s)
+        delays.append((last, f"retry {opts.retries} after {last:g}s"))
+    return max(delays)
+
+
+def check_delays(cluster: Cluster, opts: TaskOptions) -> None:
+    """Refuse a delay at or beyond the Redis visibility timeout (unless accept_redelivery):
+    the broker would deliver the held message again, and the task would run more than once."""
+    if not cluster.broker_is_redis or opts.accept_redelivery:
+        return
+    delay, what = longest_delay_s(opts, datetime.now(UTC))
+    limit = visibility_timeout_s(cluster.app)
+    if delay >= limit:
+        raise InvalidArgument(
+            f"{what} reaches the broker's visibility timeout ({limit:g}s): Redis would deliver "
+            "the task again while a worker holds it, and it would run more than once",
+            hint="use a periodic schedule (run_at) for work that far out, raise the app's "
+            "broker_transport_options visibility_timeout (CELERY_MCP_VISIBILITY_TIMEOUT_S) on "
+            "workers and server, or pass accept_redelivery=true",
+        )
+
+
 def ensure_sendable(
-    cluster: Cluster, name: str, args: Any, kwargs: Any, *, validate: bool = True
+    cluster: Cluster,
+    name: str,
+    args: Any,
+    kwargs: Any,
+    *,
+    validate: bool = True,
+    opts: TaskOptions | None = None,
 ) -> None:
-    """Raise when `name` is not allowed or unknown, or args/kwargs exceed the caps or do not
-    fit its signature; nothing is sent. `validate=False` skips the signature check (tasks with
-    dynamic signatures)."""
+    """Raise when `name` is not allowed or unknown, args/kwargs exceed the caps or do not fit
+    its signature, or `opts` delay it past what the broker keeps; nothing is sent.
+    `validate=False` skips the signature check (tasks with dynamic signatures)."""
     s = cluster.settings
     check_task_allowed(s, name)
     check_payload(args, kwargs, max_bytes=s.max_payload_bytes, max_depth=s.max_depth)
@@ -59,3 +115,30 @@ def ensure_sendable(
         )
     if validate:
         check_arguments(cluster, name, args, kwargs)
+    if opts is not None:
+        check_delays(cluster, opts)
+
+
+def note_sent(cluster: Cluster, sent: list[SentTask]) -> None:
+    """Keep what this process is about to publish in the task history (exact arguments, so a
+    retry can re-send them). Best effort, but when the history lives on the broker and the
+    broker does not answer, the send fails here (it would fail one socket timeout later)."""
+    try:
+        store = cluster.history
+    except CeleryMcpError:
+        return  # no Redis for a history (e.g. AMQP + rpc://): nothing to note
+    try:
+        with translate_errors("broker"):
+            store.note_sent(sent, at=time.time())
+    except Unavailable:
+        if cluster.broker_is_redis:
+            raise
+        log.debug("could not note sent tasks in the history", exc_info=True)
+
+
+def forget_sent(cluster: Cluster, sent: list[SentTask]) -> None:
+    """Drop notes of tasks whose publish failed (they were never sent)."""
+    try:
+        cluster.history.forget(sent)
+    except Exception:
+        log.debug("could not drop notes of unsent tasks", exc_info=True)

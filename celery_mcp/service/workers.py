@@ -21,6 +21,7 @@ from typing import Any
 from celery_mcp.errors import InvalidArgument, NotFound, translate_errors
 from celery_mcp.models.common import Truncation
 from celery_mcp.models.workers import (
+    REGISTERED_CAP,
     ActiveTasksInput,
     ActiveTasksResult,
     Autoscale,
@@ -55,6 +56,8 @@ from celery_mcp.service import discovery
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.discovery import Replies
 from celery_mcp.service.limits import cap_json
+from celery_mcp.service.priority import HIGHEST, from_broker
+from celery_mcp.service.redis_layout import layout
 from celery_mcp.stores.keys import TIME_LIMIT_COMMAND
 
 #: Bytes kept of one task's args (and of its kwargs) in task lists.
@@ -120,11 +123,17 @@ def ping_workers(cluster: Cluster, request: PingInput) -> PingResult:
     return PingResult(active_workers=workers, **_roll_fields(roll, start))
 
 
+def _user_priority(cluster: Cluster, broker_priority: Any) -> int | None:
+    return from_broker(cluster, broker_priority) if isinstance(broker_priority, int) else None
+
+
 def _when(epoch: Any) -> datetime | None:
     return datetime.fromtimestamp(epoch, UTC) if isinstance(epoch, int | float) else None
 
 
-def _task(raw: dict[str, Any], worker: str, cuts: list[Truncation]) -> TaskOnWorker:
+def _task(
+    cluster: Cluster, raw: dict[str, Any], worker: str, cuts: list[Truncation]
+) -> TaskOnWorker:
     """One entry of active/reserved (a request) or scheduled ({eta, priority, request})."""
     req = raw.get("request", raw)
     args, cut_args = cap_json("args", req.get("args"), TASK_ARGS_CAP_BYTES)
@@ -142,19 +151,21 @@ def _task(raw: dict[str, Any], worker: str, cuts: list[Truncation]) -> TaskOnWor
         worker_pid=req.get("worker_pid"),
         started_at=_when(req.get("time_start")),
         eta=datetime.fromisoformat(eta) if isinstance(eta, str) else None,
-        priority=raw.get("priority", delivery.get("priority")),
+        priority=_user_priority(cluster, raw.get("priority", delivery.get("priority"))),
         acknowledged=req.get("acknowledged"),
     )
 
 
-def _tasks_of(hostname: str, sections: dict[str, dict[str, Any]], max_tasks: int) -> dict[str, Any]:
+def _tasks_of(
+    cluster: Cluster, hostname: str, sections: dict[str, dict[str, Any]], max_tasks: int
+) -> dict[str, Any]:
     """WorkerTasks fields of one worker from the active/reserved/scheduled replies."""
     fields: dict[str, Any] = {"hostname": hostname, "active_count": 0, "truncated": []}
     for name, replies in sections.items():
         entries = replies.get(hostname) or []
         fields[f"{name}_count"] = len(entries)
         fields[f"{name}_tasks"] = [
-            _task(e, hostname, fields["truncated"]) for e in entries[:max_tasks]
+            _task(cluster, e, hostname, fields["truncated"]) for e in entries[:max_tasks]
         ]
     return fields
 
@@ -174,7 +185,9 @@ def get_active_tasks(cluster: Cluster, request: ActiveTasksInput) -> ActiveTasks
     sections += ["scheduled"] if request.include_scheduled else []
     roll = _request(cluster, request, "active")
     replies = {"active": roll.by_worker, **_follow_up(cluster, roll, sections[1:])}
-    workers = [WorkerTasks(**_tasks_of(h, replies, request.max_tasks)) for h in roll.by_worker]
+    workers = [
+        WorkerTasks(**_tasks_of(cluster, h, replies, request.max_tasks)) for h in roll.by_worker
+    ]
     return ActiveTasksResult(
         counts=TaskCounts(**_task_counts(workers, sections)),
         tasks=[t for w in workers for t in w.active_tasks],
@@ -185,17 +198,30 @@ def get_active_tasks(cluster: Cluster, request: ActiveTasksInput) -> ActiveTasks
     )
 
 
+def _capped_names(field: str, names: list[str], cuts: list[Truncation]) -> list[str]:
+    if len(names) > REGISTERED_CAP:
+        cuts.append(f"{field}: {len(names)} -> {REGISTERED_CAP} names")
+    return names[:REGISTERED_CAP]
+
+
 def get_registered_tasks(cluster: Cluster, request: RegisteredTasksInput) -> RegisteredTasksResult:
     """Task names each worker can run, and their union."""
     start = time.perf_counter()
     roll = _request(cluster, request, "registered")
+    cuts: list[Truncation] = []
+    by_worker = discovery.registered_names(roll.by_worker)
     workers = [
-        WorkerRegistered(hostname=h, tasks=names)
-        for h, names in discovery.registered_names(roll.by_worker).items()
+        WorkerRegistered(
+            hostname=h, tasks=_capped_names(f"{h}.tasks", names, cuts), count=len(names)
+        )
+        for h, names in by_worker.items()
     ]
+    union = sorted({t for names in by_worker.values() for t in names})
     return RegisteredTasksResult(
-        tasks=sorted({t for w in workers for t in w.tasks}),
+        tasks=_capped_names("tasks", union, cuts),
+        total=len(union),
         workers=workers,
+        truncated=cuts,
         **_roll_fields(roll, start),
     )
 
@@ -208,7 +234,11 @@ def _pool_name(implementation: Any) -> str | None:
 
 
 def _worker_info(
-    hostname: str, stats: dict[str, Any], replies: dict[str, dict[str, Any]], max_tasks: int
+    cluster: Cluster,
+    hostname: str,
+    stats: dict[str, Any],
+    replies: dict[str, dict[str, Any]],
+    max_tasks: int,
 ) -> WorkerInfo:
     pool = stats.get("pool") or {}
     scaler = stats.get("autoscaler") or {}
@@ -216,7 +246,7 @@ def _worker_info(
     sections = {s: replies[s] for s in ("active", "reserved", "scheduled")}
     processes = pool.get("processes")
     return WorkerInfo(
-        **_tasks_of(hostname, sections, max_tasks),
+        **_tasks_of(cluster, hostname, sections, max_tasks),
         stats=WorkerStats(
             pid=stats.get("pid"),
             uptime_s=stats.get("uptime"),
@@ -229,7 +259,8 @@ def _worker_info(
             total=totals,
         ),
         queues=sorted(q["name"] for q in replies["active_queues"].get(hostname) or []),
-        registered=replies["registered"].get(hostname) or [],
+        registered=(replies["registered"].get(hostname) or [])[:REGISTERED_CAP],
+        registered_count=len(replies["registered"].get(hostname) or []),
     )
 
 
@@ -242,7 +273,7 @@ def inspect_workers(cluster: Cluster, request: InspectWorkersInput) -> InspectWo
     replies = _follow_up(cluster, roll, methods)
     replies["registered"] = discovery.registered_names(replies["registered"])
     workers = [
-        _worker_info(h, stats or {}, replies, request.max_tasks)
+        _worker_info(cluster, h, stats or {}, replies, request.max_tasks)
         for h, stats in roll.by_worker.items()
     ]
     return InspectWorkersResult(
@@ -264,31 +295,55 @@ def _broker_kind(cluster: Cluster) -> str:
     )
 
 
+def _priority_label(cluster: Cluster, steps: tuple[int, ...], step: int) -> str:
+    """The user's priorities a sub-queue holds ('9-7'): kombu files broker priority p under
+    the highest step <= p."""
+    higher = [s for s in steps if s > step]
+    top = (min(higher) - 1) if higher else HIGHEST
+    ends = sorted({from_broker(cluster, step), from_broker(cluster, top)}, reverse=True)
+    return "-".join(str(e) for e in ends)
+
+
+def _redis_keys(cluster: Cluster, names: list[str]) -> dict[str, dict[int, tuple[str, Any]]]:
+    """queue -> priority step -> (key, (TYPE, LLEN)) for each queue's keys, one round trip."""
+    lay = layout(cluster)
+    keys = {n: lay.queue_keys(n) for n in names}
+    with translate_errors("broker"):
+        pipe = cluster.broker_redis.pipeline(transaction=False)
+        for per_step in keys.values():
+            for key in per_step.values():
+                pipe.type(key)
+                pipe.llen(key)
+        replies = iter(pipe.execute(raise_on_error=False))
+    return {
+        n: {step: (key, (next(replies), next(replies))) for step, key in per_step.items()}
+        for n, per_step in keys.items()
+    }
+
+
 def _redis_depths(cluster: Cluster, names: list[str]) -> dict[str, QueueDepth]:
     """LLEN of each queue and of the priority sub-queues kombu keeps beside it."""
-    with translate_errors("broker"), cluster.app.connection_or_acquire() as conn:
-        channel = conn.default_channel
-        keys = {
-            n: {str(p): channel._q_for_pri(n, p) for p in channel.priority_steps} for n in names
-        }
-        with channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-            for per_pri in keys.values():
-                for key in dict.fromkeys(per_pri.values()):
-                    pipe.llen(key)
-            sizes = iter(pipe.execute(raise_on_error=False))
+    steps = layout(cluster).priority_steps
     depths: dict[str, QueueDepth] = {}
-    for name, per_pri in keys.items():
-        by_pri = dict(zip(dict.fromkeys(per_pri.values()), sizes, strict=False))
-        errors = [str(v) for v in by_pri.values() if isinstance(v, Exception)]
-        counts = {p: int(by_pri[k]) for p, k in per_pri.items() if isinstance(by_pri[k], int)}
+    for name, per_step in _redis_keys(cluster, names).items():
+        kinds = {_text(kind) for _, (kind, _) in per_step.values()} - {"list", "none"}
+        counts = {
+            _priority_label(cluster, steps, step): int(size)
+            for step, (_, (_, size)) in per_step.items()
+            if isinstance(size, int)
+        }
         depths[name] = QueueDepth(
             name=name,
-            messages=None if errors else sum(counts.values()),
+            messages=None if kinds else sum(counts.values()),
             by_priority={p: c for p, c in counts.items() if c},
             exists=True,
-            error=f"not a kombu queue: {errors[0]}" if errors else None,
+            error=f"not a queue: a Redis {', '.join(sorted(kinds))} key" if kinds else None,
         )
     return depths
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _amqp_depths(cluster: Cluster, names: list[str]) -> dict[str, QueueDepth]:
@@ -475,19 +530,31 @@ def _control_result(
     )
 
 
-def _check_purgeable(queue: str) -> None:
+def _check_purgeable(cluster: Cluster, queue: str) -> None:
+    """Refuse what is not a task queue, before any write: a control mailbox, or on Redis a key
+    of another kind (kombu's purge would delete it: its MULTI runs the DEL even when LLEN
+    fails with WRONGTYPE)."""
     if queue.endswith(".pidbox") or queue.startswith("_kombu"):
         raise InvalidArgument(
             f"{queue!r} is a control mailbox, not a task queue",
             hint="queue_lengths lists the task queues",
         )
+    if not cluster.broker_is_redis:
+        return
+    for key, (kind, _) in _redis_keys(cluster, [queue])[queue].values():
+        if _text(kind) not in ("list", "none"):
+            raise InvalidArgument(
+                f"{queue!r} is not a queue: the broker key {key!r} is a Redis {_text(kind)}, "
+                "and purging would delete it",
+                hint="queue_lengths lists the task queues",
+            )
 
 
 def purge_queue(cluster: Cluster, request: PurgeQueueInput) -> PurgeQueueResult:
     """Delete all waiting messages of a queue. Needs confirm=true; else says how many it
     would delete."""
     queue = request.queue
-    _check_purgeable(queue)
+    _check_purgeable(cluster, queue)
     before = queue_depths(cluster, [queue])[queue]
     if not before.exists:
         raise NotFound(f"no queue {queue!r} on the broker", hint="queue_lengths lists the queues")

@@ -15,6 +15,7 @@ callback FAILURE with a ChordError naming it, once every header task has finishe
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -22,14 +23,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import chain, chord, group
+from celery.backends.base import BaseKeyValueStoreBackend
 from celery.canvas import Signature, xstarmap
+from celery.signals import after_task_publish
 from celery.utils import uuid
 
-from celery_mcp.errors import InvalidArgument, NotFound, translate_errors
+from celery_mcp.errors import CeleryMcpError, InvalidArgument, NotFound, translate_errors
 from celery_mcp.models.common import FAILED_STATES, READY_STATES, Json, TaskState, Truncation
 from celery_mcp.models.tasks import GetResultInput, TaskOptions, TaskResult, TaskStatus
 from celery_mcp.models.workflows import (
     NOT_RUN,
+    NOT_SENT,
     ChainInput,
     ChordInput,
     GetWorkflowInput,
@@ -47,9 +51,16 @@ from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.limits import cap_json
 from celery_mcp.service.registry import Progress
 from celery_mcp.service.results import MGET_BATCH, error_text, kv_backend, metas
-from celery_mcp.service.sending import ensure_sendable, publish_options
+from celery_mcp.service.sending import (
+    check_delays,
+    ensure_sendable,
+    forget_sent,
+    note_sent,
+    publish_options,
+)
 from celery_mcp.service.signatures import check_call
 from celery_mcp.stores import workflows as records
+from celery_mcp.stores.history import SentTask
 from celery_mcp.stores.workflows import NodeRecord, WorkflowRecord
 
 #: Stands for the previous step's result when a chained step's args are checked.
@@ -120,11 +131,11 @@ def _check_step(cluster: Cluster, step: WorkflowStep, *, after_result: bool) -> 
     """ensure_sendable for one step; `after_result`: it will get a result prepended."""
     if not after_result or step.immutable:
         ensure_sendable(
-            cluster, step.task_name, step.args, step.kwargs, validate=step.validate_args
+            cluster, step.task_name, step.args, step.kwargs, validate=step.validate_args, opts=step
         )
         return
     args = [PREVIOUS_RESULT, *step.args]
-    ensure_sendable(cluster, step.task_name, args, step.kwargs, validate=False)
+    ensure_sendable(cluster, step.task_name, args, step.kwargs, validate=False, opts=step)
     if step.validate_args:
         _check_with_previous_result(cluster, step.task_name, args, step.kwargs)
 
@@ -156,7 +167,7 @@ def _signature(
     sig: Signature = cluster.app.signature(
         name, args=list(args), kwargs=dict(kwargs), immutable=immutable
     )
-    sig.set(task_id=uuid(), **publish_options(opts))
+    sig.set(task_id=uuid(), **publish_options(cluster, opts))
     return sig
 
 
@@ -242,8 +253,16 @@ def _publish(cluster: Cluster, plan: Plan, dry_run: bool) -> WorkflowResult:
         records.save(backend, plan.workflow_id, plan.record())
         if plan.save_group:
             records.save_group(cluster.app, plan.workflow_id, [n.task_id for n in plan.nodes])
-    with translate_errors("broker"):
-        result = plan.canvas.apply_async()
+    notes = [_sent_note(sig) for sig in plan.sent_here if sig.task != "celery.starmap"]
+    note_sent(cluster, notes)
+    _published.ids = []
+    try:
+        with translate_errors("broker"):
+            result = plan.canvas.apply_async()
+    except CeleryMcpError as exc:
+        raise _partly_published(cluster, plan, set(_published.ids), notes, exc) from exc
+    finally:
+        _published.ids = None
     if result.id != plan.workflow_id:  # ids are assigned above; Celery keeps them
         raise RuntimeError(f"workflow id {plan.workflow_id} became {result.id}")
     return WorkflowResult(
@@ -251,6 +270,54 @@ def _publish(cluster: Cluster, plan: Plan, dry_run: bool) -> WorkflowResult:
         task_count=plan.task_count,
         message=f"published {plan.task_count} task(s); get_result waits for the outcome, "
         "get_workflow shows every task's state",
+    )
+
+
+def _sent_note(sig: Signature) -> SentTask:
+    queue = sig.options.get("queue")
+    return SentTask(str(sig.id), sig.task, list(sig.args), dict(sig.kwargs), queue)
+
+
+#: Ids this thread published during the current `_publish` (None: not publishing).
+_published = threading.local()
+
+
+def _count_published(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    ids = getattr(_published, "ids", None)
+    if ids is not None and headers:
+        ids.append(headers.get("id"))
+
+
+# Celery's own hook after each message this process publishes: a publish that stops part-way
+# (broker gone mid-group) then knows exactly which members went out.
+after_task_publish.connect(_count_published, weak=False)
+
+
+def _partly_published(
+    cluster: Cluster, plan: Plan, published: set[str], notes: list[SentTask], exc: CeleryMcpError
+) -> CeleryMcpError:
+    """The error of a publish that stopped part-way: which tasks went out, which did not.
+
+    The workflow's record marks the ones not sent (get_workflow shows them as NOT_SENT), so a
+    retry sends those only; they are also dropped from the history's notes.
+    """
+    unsent = [n.task_id for n in plan.nodes if n.task_id not in published]
+    if not published or not unsent or plan.kind == "chain":
+        forget_sent(cluster, notes)
+        return exc
+    try:
+        with translate_errors("backend"):
+            record = plan.record().model_copy(update={"not_sent": unsent})
+            records.save(kv_backend(cluster), plan.workflow_id, record)
+    except CeleryMcpError:
+        pass  # the backend is down too: the message below still says what happened
+    forget_sent(cluster, [n for n in notes if n.task_id not in published])
+    return type(exc)(
+        f"{plan.kind} {plan.workflow_id}: published {len(published)} of {len(plan.nodes)} "
+        f"task(s), then {exc.message}; the other {len(unsent)} were not sent (the first of "
+        "them may have reached the broker: its publish got no reply)",
+        hint=f"get_workflow {plan.workflow_id} lists them as NOT_SENT: send those again, not "
+        "the whole workflow",
     )
 
 
@@ -289,11 +356,12 @@ def chord_workflow(cluster: Cluster, request: ChordInput) -> WorkflowResult:
 def map_task(cluster: Cluster, request: MapInput) -> WorkflowResult:
     """Publish one task per item (or per chunk), as a group or a chord."""
     check_size(len(request.items), "items", cluster.settings.max_workflow_size)
+    opts = request.options or StepOptions()
     for item in request.items:
         ensure_sendable(cluster, request.task_name, item, {}, validate=request.validate_args)
+    check_delays(cluster, opts)
     if request.chord_callback is not None:
         _check_step(cluster, request.chord_callback, after_result=True)
-    opts = request.options or StepOptions()
     if request.chunk_size:
         n = request.chunk_size
         parts = [request.items[i : i + n] for i in range(0, len(request.items), n)]
@@ -301,7 +369,7 @@ def map_task(cluster: Cluster, request: MapInput) -> WorkflowResult:
         sigs = []
         for part in parts:
             sig = xstarmap(task, part, app=cluster.app)
-            sig.set(task_id=uuid(), **publish_options(opts))
+            sig.set(task_id=uuid(), **publish_options(cluster, opts))
             sigs.append(sig)
         sizes = [len(p) for p in parts]
     else:
@@ -317,16 +385,40 @@ def map_task(cluster: Cluster, request: MapInput) -> WorkflowResult:
 # --- reading states -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Members:
+    """The tasks behind one workflow id."""
+
+    kind: str
+    task_ids: list[str]
+
+
+def workflow_members(cluster: Cluster, workflow_id: str) -> Members | None:
+    """Every task of the workflow `workflow_id` names (its record, or a saved group), or None
+    when it is no workflow's id (a plain task; or no key-value backend to keep records)."""
+    backend = cluster.app.backend
+    if not isinstance(backend, BaseKeyValueStoreBackend):
+        return None
+    with translate_errors("backend"):
+        record = records.load(backend, workflow_id)
+    if record is not None:
+        return Members(record.kind, record.task_ids())
+    ids = _saved_group_ids(cluster, workflow_id)
+    return Members("group", ids) if ids else None
+
+
 def _saved_group_ids(cluster: Cluster, group_id: str) -> list[str] | None:
     with translate_errors("backend"):
         return records.saved_group_ids(cluster.app, group_id)
 
 
 def parallel_state(states: Sequence[str]) -> tuple[str, bool]:
-    """(state, ready) of tasks run in parallel: ready when all are, SUCCESS only if all
-    succeeded, FAILURE if any failed, else PENDING until one starts, then STARTED."""
-    if all(s in READY_STATES for s in states):
-        return ("FAILURE" if any(s in FAILED_STATES for s in states) else "SUCCESS"), True
+    """(state, ready) of tasks run in parallel: ready when all are (a task never sent counts as
+    failed), SUCCESS only if all succeeded, FAILURE if any failed, else PENDING until one
+    starts, then STARTED."""
+    if all(s in READY_STATES or s == NOT_SENT for s in states):
+        failed = any(s in FAILED_STATES or s == NOT_SENT for s in states)
+        return ("FAILURE" if failed else "SUCCESS"), True
     return ("PENDING" if all(s == "PENDING" for s in states) else "STARTED"), False
 
 
@@ -346,6 +438,8 @@ def chain_states(states: Sequence[str]) -> tuple[list[str], int | None]:
 def overall_state(kind: str, states: Sequence[str], callback: str | None) -> tuple[str, bool]:
     """(state, ready) of a whole workflow from its nodes' states (chain: after chain_states)."""
     if callback is not None:  # chord, or map with a callback: the callback decides
+        if NOT_SENT in states:  # a header task that was never sent: the callback never runs
+            return "FAILURE", True
         if callback in READY_STATES:
             return ("SUCCESS" if callback == "SUCCESS" else "FAILURE"), True
         state, _ = parallel_state(states)
@@ -495,6 +589,10 @@ def get_workflow(cluster: Cluster, request: GetWorkflowInput) -> WorkflowTree:
     ids = record.task_ids()
     found = metas(cluster, ids)
     raw = [m.get("status", "PENDING") for m in found]
+    not_sent = set(record.not_sent)
+    raw = [
+        NOT_SENT if s == "PENDING" and i in not_sent else s for i, s in zip(ids, raw, strict=True)
+    ]
     states = raw[: len(nodes)]
     if kind == "chain":
         states, failed_at = chain_states(states)

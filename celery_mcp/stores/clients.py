@@ -10,7 +10,7 @@ same way everywhere and only its scheme is rewritten (a host or password that ha
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 
@@ -47,7 +47,8 @@ def redis_py_url(url: str) -> str:
     query = parse_qsl(parts.query, keep_blank_values=True)
     if target == "unix":
         query = [("db", v) if k == "virtual_host" else (k, v) for k, v in query]
-    return urlunsplit((target, parts.netloc, parts.path, urlencode(query), parts.fragment))
+    tail = f"?{urlencode(query)}" if query else ""
+    return f"{target}://{parts.netloc}{parts.path}{tail}"  # urlunsplit drops "//" of unix:///
 
 
 def redis_client(url: str, *, timeout_s: float, decode: bool = False) -> Any:

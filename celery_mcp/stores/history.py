@@ -23,6 +23,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -119,6 +120,9 @@ class TaskRecord(BaseModel):
     signum: Json = None
     requeue: bool | None = None
     backfilled: bool = False  # built from the result backend, without a timeline
+    #: where exact args/kwargs came from: "sent" (noted when this project sent the task),
+    #: "backend" (result_extended), "repr" (the worker's repr, parsed); None: not exact
+    args_source: str | None = None
 
     @property
     def finished(self) -> float | None:
@@ -144,6 +148,17 @@ class TaskRecord(BaseModel):
         rec = cls.model_validate_json(raw)
         rec.id = task_id
         return rec
+
+
+@dataclass(frozen=True)
+class SentTask:
+    """A task this project is about to publish, as the history notes it."""
+
+    task_id: str
+    name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    queue: str | None = None
 
 
 class WorkerEntry(BaseModel):
@@ -228,6 +243,7 @@ def apply_backend_meta(rec: TaskRecord, meta: dict[str, Any], cap: int) -> None:
     fits = len(json.dumps([args, kwargs], default=repr)) <= 2 * cap
     if isinstance(args, list) and isinstance(kwargs, dict) and fits:
         rec.args, rec.kwargs, rec.exact = args, kwargs, True
+        rec.args_source = "backend"
     for key in ("queue", "worker", "name"):
         if meta.get(key) and not getattr(rec, key):
             setattr(rec, key, str(meta[key]))
@@ -401,6 +417,45 @@ class HistoryStore:
                 added += 1
         pipe.execute()
         return added
+
+    def note_sent(self, sent: list[SentTask], *, at: float) -> None:
+        """Record tasks about to be published, with their exact arguments (if not known yet).
+
+        Written before the publish, so the monitor, which merges the task's events into the
+        record, keeps the exact arguments (it never replaces exact ones with the worker's repr).
+        """
+        fresh = [
+            t
+            for t, old in zip(sent, self.get_many([t.task_id for t in sent]), strict=True)
+            if old is None
+        ]
+        pipe = self.r.pipeline(transaction=False)
+        for task in fresh:
+            fits = len(json.dumps([task.args, task.kwargs], default=repr)) <= 2 * self.cap
+            rec = TaskRecord(
+                id=task.task_id,
+                state="PENDING",
+                first=at,
+                sent=at,
+                name=task.name,
+                queue=task.queue,
+                args=task.args if fits else None,
+                kwargs=task.kwargs if fits else None,
+                exact=fits,
+                args_source="sent" if fits else None,
+            )
+            self._write(pipe, None, rec)
+        pipe.execute()
+
+    def forget(self, sent: list[SentTask]) -> None:
+        """Drop the notes of tasks whose publish failed."""
+        pipe = self.r.pipeline(transaction=False)
+        for task in sent:
+            pipe.delete(self.key("t", task.task_id))
+            pipe.zrem(self.key("idx"), task.task_id)
+            pipe.zrem(self.key("s", "PENDING"), task.task_id)
+            pipe.zrem(self.key("n", "PENDING", task.name), task.task_id)
+        pipe.execute()
 
     def link_retry(self, original: str, new: str) -> None:
         """Record that `new` re-runs `original` (both directions)."""

@@ -50,6 +50,8 @@ class WorkflowRecord(BaseModel):
     nodes: list[NodeRecord]
     group_id: str | None = None
     callback: NodeRecord | None = None
+    #: ids whose publish failed (a publish that stopped part-way); empty: all were sent
+    not_sent: list[str] = []
 
     def task_ids(self) -> list[str]:
         """Every node's id, the callback's last."""
@@ -62,23 +64,29 @@ class WorkflowRecord(BaseModel):
                 "group_id": self.group_id,
                 "nodes": [n.wire() for n in self.nodes],
                 "callback": self.callback.wire() if self.callback else None,
+                **({"not_sent": self.not_sent} if self.not_sent else {}),
             },
             separators=(",", ":"),
         )
 
 
-def key_of(workflow_id: str) -> str:
-    return WORKFLOW_RECORD_PREFIX + workflow_id
+def key_of(backend: BaseKeyValueStoreBackend, workflow_id: str) -> str:
+    """The record's key, under the backend's `global_keyprefix` as Celery's own keys are."""
+    celery_prefix = backend.task_keyprefix  # "<global prefix>celery-task-meta-"
+    if isinstance(celery_prefix, bytes):
+        celery_prefix = celery_prefix.decode()
+    global_prefix = str(celery_prefix).removesuffix("celery-task-meta-")
+    return global_prefix + WORKFLOW_RECORD_PREFIX + workflow_id
 
 
 def save(backend: BaseKeyValueStoreBackend, workflow_id: str, record: WorkflowRecord) -> None:
     """Store the record (the backend applies its `result_expires`)."""
-    backend.set(key_of(workflow_id), record.to_wire())
+    backend.set(key_of(backend, workflow_id), record.to_wire())
 
 
 def load(backend: BaseKeyValueStoreBackend, workflow_id: str) -> WorkflowRecord | None:
     """The record of `workflow_id`, or None when there is none (not ours, or expired)."""
-    raw = backend.get(key_of(workflow_id))
+    raw = backend.get(key_of(backend, workflow_id))
     return WorkflowRecord.model_validate_json(raw) if raw else None
 
 

@@ -159,7 +159,11 @@ async def test_failure_rate_and_top_exception_per_task(mcp: ClientSession, monit
 
 
 async def test_eta_beyond_visibility_timeout_is_reported(mcp: ClientSession) -> None:
-    sent = await call(mcp, "send_task", task_name="demo.noop", countdown=7200)
+    # sent only because the caller accepts redelivery (send_task refuses it otherwise)
+    far = 13 * 3600  # beyond the 12 h visibility timeout of this project's app
+    sent = await call(
+        mcp, "send_task", task_name="demo.noop", countdown=far, accept_redelivery=True
+    )
     try:
         finding, _ = await until_found(
             mcp,

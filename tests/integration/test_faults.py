@@ -277,3 +277,52 @@ async def test_results_survive_a_broker_restart(fault_env: dict[str, str], tmp_p
             assert again["success"] and again["result"] == 42
             status = await call(session, "get_status", task_id=sent["task_id"])
             assert status["status"] == "SUCCESS" and status["worker"].startswith("keeper@")
+
+
+def test_a_group_whose_publish_stops_part_way_says_which_tasks_went_out(tmp_path: Path) -> None:
+    """The broker freezes mid-group (results live on another server): the error counts what was
+    published, and get_workflow marks the rest NOT_SENT, so a retry sends those only."""
+    from celery_mcp import CelerySkill
+    from celery_mcp.errors import BrokerUnavailable
+
+    broker, results = emb.ensure_running(tmp_path / "b"), emb.ensure_running(tmp_path / "r")
+    outcome: dict[str, Any] = {}
+    try:
+        with CelerySkill(
+            broker_url=broker.url_for_db(0),
+            result_backend=results.url_for_db(0),
+            data_dir=tmp_path / "b",
+            call_timeout_s=60,
+        ) as skill:
+            client = skill.cluster.broker_redis
+            steps = [("demo.noop",)] * 1500
+
+            def publish() -> None:
+                try:
+                    skill.workflow().group_tasks(*steps)
+                except BrokerUnavailable as exc:
+                    outcome["error"] = exc
+
+            import threading
+
+            thread = threading.Thread(target=publish)
+            thread.start()
+            wait_until(lambda: client.llen("celery") >= 100, 30, 0.001, "publishing started")
+            os.kill(broker.pid, signal.SIGSTOP)
+            thread.join(30)
+            os.kill(broker.pid, signal.SIGCONT)
+            error = outcome["error"]
+            assert "were not sent" in error.message and "NOT_SENT" in str(error.hint)
+            sent = int(error.message.split("published ")[1].split(" of ")[0])
+            assert 100 <= sent < 1500
+            queued = client.llen("celery")  # what it says went out is queued; the publish that
+            assert queued in (sent, sent + 1), (queued, sent)  # failed may have been too
+            workflow_id = error.message.split()[1].rstrip(":")
+            tree = skill.workflow().get_workflow(workflow_id, status=["NOT_SENT"], limit=1)
+            assert tree["counts"] == {"PENDING": sent, "NOT_SENT": 1500 - sent}
+            assert tree["nodes"][0]["index"] == sent  # the first one not sent
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(broker.pid, signal.SIGCONT)
+        emb.stop(tmp_path / "b")
+        emb.stop(tmp_path / "r")

@@ -30,6 +30,7 @@ from celery_mcp.models.schedules import (
     AddPeriodicTaskInput,
     EntryNameInput,
     ListPeriodicTasksInput,
+    UpdatePeriodicTaskInput,
 )
 from celery_mcp.runtime.beat import Scheduler, configure
 from celery_mcp.runtime.embedded import EmbeddedServer, ensure_running, resolve, stop
@@ -41,7 +42,10 @@ from celery_mcp.service.schedules import (
     get_periodic_task,
     get_store,
     list_periodic_tasks,
+    scored,
+    update_periodic_task,
 )
+from celery_mcp.stores.schedules import Entry, Write
 from tests.support import Worker, call, call_error, mcp_session, stop_process, wait_until
 from tests.toolset_contract import TOOLSET_TOOLS
 
@@ -493,6 +497,34 @@ async def test_two_beats_never_fire_a_run_twice(
     assert statistics.median(delays) < 1000
     second.stop()
     third.stop()
+
+
+def test_a_change_made_between_read_and_write_is_kept_not_reverted(
+    cluster: Cluster, settings: Settings
+) -> None:
+    """Every write reads the entry inside its WATCH: a disable made by another client while an
+    update was being prepared survives the update (it used to be reverted)."""
+    name = unique("race")
+    add_periodic_task(
+        cluster, AddPeriodicTaskInput(name=name, task_name="demo.add", args=[1, 2], every=60)
+    )
+    other = Cluster(settings)  # another process's connection
+    calls = 0
+
+    def change(stored: Entry | None) -> Write:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # between this write's read and its commit, someone disables it
+            disable_periodic_task(other, EntryNameInput(name=name))
+        assert stored is not None
+        stored.definition["args"] = [3, 4]
+        return scored(stored)
+
+    cluster.schedules.update(name, change)
+    got = get_periodic_task(cluster, EntryNameInput(name=name))
+    assert calls == 2 and got.enabled is False and got.args == [3, 4]
+    updated = update_periodic_task(cluster, UpdatePeriodicTaskInput(name=name, args=[5, 6]))
+    assert updated.enabled is False and updated.args == [5, 6]  # the service's update merges too
 
 
 def test_two_schedulers_claim_one_due_run_once(cluster: Cluster, settings: Settings) -> None:

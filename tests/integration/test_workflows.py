@@ -244,6 +244,20 @@ async def test_retries_apply_to_a_step_the_worker_publishes(mcp: ClientSession) 
     assert result["success"] and result["result"] == "ok after 3 attempts"
 
 
+async def test_retries_apply_to_the_chunks_of_a_chunked_map(mcp: ClientSession) -> None:
+    key = f"map-retry-{uuid.uuid4().hex[:8]}"
+    sent = await call(
+        mcp,
+        "map_task",
+        task_name="demo.flaky",
+        items=[[key, 1]],
+        chunk_size=1,
+        options={"retries": 2, "retry_delay_s": 0.1},
+    )
+    result = await call(mcp, "get_result", task_id=sent["workflow_id"], timeout_s=20)
+    assert result["success"] and result["result"] == [["ok after 2 attempts"]], result
+
+
 async def test_get_workflow_of_an_unknown_id_is_not_found(mcp: ClientSession) -> None:
     text = await call_error(mcp, "get_workflow", workflow_id="no-such-workflow")
     assert "not_found" in text and "no-such-workflow" in text

@@ -68,8 +68,21 @@ def test_exact_arguments_from_the_backend_are_not_overwritten_by_reprs() -> None
     apply_backend_meta(rec, {"args": [1, "a"], "kwargs": {"k": None}, "queue": "q"}, 100)
     apply_event(rec, event("received", 0.9, args="(1, 'a')"), 100)
     assert rec.args == [1, "a"] and rec.exact is True and rec.queue == "q"
-    assert exact_arguments(rec, {}) == ([1, "a"], {"k": None})
-    assert exact_arguments(TaskRecord(args="(1,)", kwargs="{}"), {}) is None
+    found = exact_arguments(rec, {})
+    assert found and (found.args, found.kwargs, found.source) == ([1, "a"], {"k": None}, "backend")
+    # a worker's repr of plain literals is parsed (literal_eval: never code) ...
+    parsed = exact_arguments(TaskRecord(args="(1, 'a', [2.5, None])", kwargs="{'k': True}"), {})
+    assert parsed and (parsed.args, parsed.kwargs, parsed.source) == (
+        [1, "a", [2.5, None]],
+        {"k": True},
+        "repr",
+    )
+    # ... but not one that was cut, holds objects, or is code
+    assert exact_arguments(TaskRecord(args="('x' * 9,)", kwargs="{}"), {}) is None
+    assert exact_arguments(TaskRecord(args="(<Foo at 0x1>,)", kwargs="{}"), {}) is None
+    assert exact_arguments(TaskRecord(args="(1, b'x')", kwargs="{}"), {}) is None
+    assert exact_arguments(TaskRecord(args="('" + "a" * 1100 + "',)", kwargs="{}"), {}) is None
+    assert exact_arguments(TaskRecord(args="(1, 2…", kwargs="{}"), {}) is None
 
 
 def test_fields_are_capped_and_tracebacks_keep_their_end() -> None:

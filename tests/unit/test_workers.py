@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from celery_mcp.config import Settings
 from celery_mcp.models.common import Truncation
 from celery_mcp.models.workers import COMMAND_ARGUMENTS, ControlCommand, ControlInput
+from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.discovery import Census, registered_names
 from celery_mcp.service.workers import COMMANDS, _pool_name, _reply, _task
 
@@ -91,7 +93,9 @@ def test_pool_name_is_the_module() -> None:
 
 def test_task_entries_parse_active_and_scheduled_shapes() -> None:
     cuts: list[Truncation] = []
+    cluster = Cluster(Settings(broker_url="amqp://guest@localhost//"))  # no connection made
     active = _task(
+        cluster,
         {
             "id": "t1",
             "name": "demo.add",
@@ -109,12 +113,13 @@ def test_task_entries_parse_active_and_scheduled_shapes() -> None:
     assert active.worker == "w1@h"
     assert active.started_at is not None and active.started_at.year == 2023
     scheduled = _task(
+        cluster,
         {"eta": "2030-01-01T00:00:00+00:00", "priority": 6, "request": {"id": "t2", "args": []}},
         "w1@h",
         cuts,
     )
     assert scheduled.eta is not None and scheduled.priority == 6 and scheduled.id == "t2"
-    big = _task({"id": "t3", "args": ["x" * 10_000]}, "w1@h", cuts)
+    big = _task(cluster, {"id": "t3", "args": ["x" * 10_000]}, "w1@h", cuts)
     assert isinstance(big.args, str) and len(cuts) == 1 and "args" in str(cuts[0])
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, Reject, Retry
 
 from celery_mcp.stores.keys import RETRIES_HEADER, RETRY_DELAY_HEADER, RETRY_DELAY_MAX_HEADER
 
@@ -39,7 +39,7 @@ def wrap_task(task: Any) -> None:
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return original(*args, **kwargs)
-        except (Retry, Ignore):
+        except (Retry, Ignore, Reject):  # the task decided what happens next
             raise
         except Exception as exc:
             request = task.request
@@ -58,9 +58,14 @@ def wrap_task(task: Any) -> None:
     task._mcp_retry_wrapped = True
 
 
+#: Celery's own tasks that run user tasks in one message: a chunk of map_task(chunk_size=)
+#: retries as a whole (its items run inside it, so their own requests carry no headers).
+RETRYABLE_BUILTINS = ("celery.starmap", "celery.map", "celery.chunks")
+
+
 def install(app: Any) -> None:
     """Wrap every task registered on `app` (call in the worker after tasks are imported)."""
     app.loader.import_default_modules()
     for name, task in list(app.tasks.items()):
-        if not name.startswith("celery."):
+        if not name.startswith("celery.") or name in RETRYABLE_BUILTINS:
             wrap_task(task)

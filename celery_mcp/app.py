@@ -167,8 +167,8 @@ def make_app(settings: Settings, *, worker: bool = False) -> Celery:
         # Ride out a broker/backend restart: storing a state (STARTED, the result) waits for
         # the backend to come back instead of failing the task with ConnectionError.
         app.conf.result_backend_always_retry = True
+    app.loader.override_backends = {**app.loader.override_backends, **ALIASES}
     if not worker:
-        app.loader.override_backends = {**app.loader.override_backends, **ALIASES}
         bounds = bounded_config(settings)
         for key in ("broker_transport_options", "result_backend_transport_options"):
             merge_options(app.conf, key, bounds.pop(key))

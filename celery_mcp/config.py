@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     app: str | None = Field(
         None, description="Import path of your Celery app, e.g. 'proj.celery:app'."
     )
+    state_url: str | None = Field(
+        None,
+        description="Redis/Valkey for this project's own state (task history, schedules, "
+        "workflow records, rpc:// results). Unset: the broker's Redis, else the result "
+        "backend's, else the embedded Valkey.",
+    )
     data_dir: Path = Field(
         default_factory=default_data_dir, description="Embedded server data, lock and logs."
     )
@@ -167,7 +173,7 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, object]:
         """Settings as a dict with credentials removed, safe for output and logs."""
         data = self.model_dump(mode="json")
-        for key in ("broker_url", "result_backend"):
+        for key in ("broker_url", "result_backend", "state_url"):
             if data.get(key):
                 data[key] = redact_url(str(data[key]))
         if data.get("auth_token"):

@@ -6,6 +6,7 @@
     ├── NotFound                   id or entry that does not exist
     ├── Forbidden                  refused by policy (read-only mode, task allowlist)
     ├── NoResultBackend            the app keeps no results (none configured)
+    ├── ResultNotVisible           rpc:// gave the result to another client, not to us
     ├── Unavailable                a dependency did not answer in time
     │   ├── BrokerUnavailable
     │   ├── BackendUnavailable
@@ -19,6 +20,7 @@ most specific first.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +36,7 @@ __all__ = [
     "NoWorkers",
     "NoResultBackend",
     "NotFound",
+    "ResultNotVisible",
     "TaskFailed",
     "Unavailable",
     "UnknownTask",
@@ -85,6 +88,13 @@ class NoResultBackend(CeleryMcpError):
     """The app has no result backend: states and results are not kept, so none can be read."""
 
     code = "no_result_backend"
+
+
+class ResultNotVisible(CeleryMcpError):
+    """With rpc:// a result goes only to the client that sent the task: one sent by another
+    client cannot be read here."""
+
+    code = "result_not_visible"
 
 
 class Unavailable(CeleryMcpError):
@@ -149,12 +159,28 @@ def _foreign(exc: BaseException, where: str) -> CeleryMcpError | None:
             f"refused to decode data from the {where}: not JSON ({exc})",
             hint="this server accepts only JSON; make producers use the json serializer",
         )
+    if getattr(exc, "reply_code", None) == 406:  # AMQP PRECONDITION_FAILED: a redeclaration
+        return _precondition_failed(exc)
     if isinstance(exc, kex.EncodeError):
         return InvalidArgument(f"arguments are not JSON serializable: {exc}")
     if isinstance(exc, RuntimeError) and "Retry limit exceeded" in str(exc):
         # Celery's result consumer gives up reconnecting to the result backend with this.
         return BackendUnavailable(f"result backend unreachable: {exc}", hint=_BROKER_HINT)
     return None
+
+
+def _precondition_failed(exc: BaseException) -> CeleryMcpError:
+    """RabbitMQ refused to redeclare a queue (or exchange) with other arguments."""
+    found = re.search(r"inequivalent arg '([^']+)' for (\w+) '([^']+)'", str(exc))
+    if found is None:
+        return InvalidArgument(f"the broker refused a declaration: {exc}")
+    arg, kind, name = found.groups()
+    return InvalidArgument(
+        f"{kind} {name!r} exists on the broker with another {arg!r} than this app declares "
+        f"it with ({exc})",
+        hint=f"declare {name!r} in the app's task_queues exactly as it exists (same "
+        f"queue_arguments), or delete it on the broker so it is declared anew",
+    )
 
 
 def validation_message(exc: Exception) -> str:

@@ -12,6 +12,7 @@ from mcp import ClientSession
 from celery_mcp.config import Settings
 from celery_mcp.runtime.embedded import EmbeddedServer, ensure_running, resolve, stop
 from celery_mcp.service.cluster import Cluster
+from tests.rabbit import RabbitNode, install_if_missing, private_rabbit
 from tests.support import Worker, mcp_session
 
 
@@ -68,3 +69,15 @@ async def mcp(env: dict[str, str], worker: Worker) -> AsyncIterator[ClientSessio
     """An MCP session (official client, stdio) with the demo worker running."""
     async with mcp_session(env) as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    """A private RabbitMQ node (installed first where the tests may: CI), stopped after."""
+    why_not = install_if_missing()
+    if why_not and os.environ.get("CELERY_MCP_REQUIRE_RABBITMQ"):  # CI: a skip would hide it
+        pytest.fail(why_not)
+    if why_not:
+        pytest.skip(why_not)
+    with private_rabbit(tmp_path_factory.mktemp("rabbit")) as node:
+        yield node

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -313,3 +314,50 @@ def started_monitor(env: Mapping[str, str], log_dir: Path) -> Iterator[subproces
         yield proc
     finally:
         stop_process(proc)
+
+
+BEAT_SENT = re.compile(r"beat: sent (\S+) \(.*?\) id \S+, (\d+) ms late")
+
+
+class Beat:
+    """A real `celery-mcp beat` process."""
+
+    def __init__(
+        self, env: Mapping[str, str], log_dir: Path, argv: list[str] | None = None
+    ) -> None:
+        self.log_path = log_dir / f"beat-{time.time_ns()}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, *(argv or ["-m", "celery_mcp", "beat", "-l", "INFO"])],
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def role(self, cluster: Any) -> str | None:
+        for beat in cluster.schedules.heartbeats().values():
+            if beat.get("pid") == self.proc.pid:
+                return str(beat.get("role"))
+        return None
+
+    def wait_role(self, cluster: Any, role: str, timeout_s: float = 30.0) -> Beat:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"beat exited: {self.log()}")
+            return self.role(cluster) == role
+
+        wait_until(ready, timeout_s, 0.1, f"beat {self.proc.pid} {role}")
+        return self
+
+    def sent_delays_ms(self, name: str) -> list[float]:
+        text = self.log_path.read_text(errors="replace")
+        return [float(ms) for entry, ms in BEAT_SENT.findall(text) if entry == name]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        stop_process(self.proc, timeout_s, group=True)
+        self._log.close()

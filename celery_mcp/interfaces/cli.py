@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,25 @@ def _spawn_monitor(settings: Settings) -> subprocess.Popen[bytes]:
     return _spawn_child(settings, ["monitor", "--parent-pid", str(os.getpid())], "monitor.log")
 
 
+def _stop_when_gone(child: subprocess.Popen[bytes], log_path: Path, what: str) -> None:
+    """Stop this process (SIGTERM: a warm shutdown) if `child` exits on its own, saying why on
+    stderr: a worker whose monitor died records nothing, which nobody would notice."""
+
+    def watch() -> None:
+        rc = child.wait()
+        if rc in (0, -signal.SIGTERM):  # stopped by us, or cleanly
+            return
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
+        lines = "\n  ".join(tail)
+        print(
+            f"celery-mcp: the {what} exited (rc={rc}); stopping. {log_path}:\n  {lines}",
+            file=sys.stderr,
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name=f"watch-{what}", daemon=True).start()
+
+
 def _stop_child(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is None:
         return
@@ -146,7 +166,7 @@ def cmd_monitor(ns: argparse.Namespace) -> int:
 
     settings = _settings(ns)
     setup_logging(settings.log_level)
-    run(embedded.resolve(settings), parent_pid=ns.parent_pid)
+    run(settings, parent_pid=ns.parent_pid)
     return 0
 
 
@@ -170,7 +190,10 @@ def cmd_worker(ns: argparse.Namespace, extra: list[str]) -> int:
     ]
     if ns.queues:
         argv.append(f"--queues={ns.queues}")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # the statedb lives there
     monitor = _spawn_monitor(settings) if ns.monitor else None
+    if monitor is not None:
+        _stop_when_gone(monitor, settings.data_dir / "monitor.log", "monitor")
     try:
         app.worker_main([*argv, *extra])
     finally:
@@ -181,7 +204,7 @@ def cmd_worker(ns: argparse.Namespace, extra: list[str]) -> int:
 def cmd_beat(ns: argparse.Namespace) -> int:
     from celery_mcp.runtime.beat import run
 
-    run(embedded.resolve(_settings(ns)), max_interval_s=ns.max_interval, loglevel=ns.loglevel)
+    run(_settings(ns), max_interval_s=ns.max_interval, loglevel=ns.loglevel)
     return 0
 
 
@@ -261,9 +284,9 @@ def cmd_action(ns: argparse.Namespace, extra: list[str]) -> int:
         _error(exc)
         return 1
     try:
-        from celery_mcp.service.cluster import Cluster
+        from celery_mcp.runtime.connect import open_cluster
 
-        result = call.run(Cluster(embedded.resolve(settings)))
+        result = call.run(open_cluster(settings))
     except CeleryMcpError as exc:
         _error(exc)
         return 1

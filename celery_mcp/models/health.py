@@ -24,7 +24,7 @@ class ComponentHealth(Model):
 class HealthResult(Model):
     """Overall and per-component health."""
 
-    ok: bool = Field(description="True when broker, backend and at least one worker are up.")
+    ok: bool = Field(description="True when broker, backend, state store and a worker are up.")
     broker_url: str = Field(description="Broker URL, credentials redacted.")
     backend_url: str = Field(description="Result backend URL, credentials redacted.")
     embedded: bool = Field(description="True when running on the embedded Valkey server.")
@@ -34,3 +34,6 @@ class HealthResult(Model):
     worker_names: list[str] = Field(default_factory=list, description="Workers that answered.")
     beat: ComponentHealth
     schedule_store: ComponentHealth
+    state_store: ComponentHealth = Field(
+        description="Where this project keeps history, schedules and (rpc://) results."
+    )

@@ -96,6 +96,9 @@ class SendTaskResult(Model):
     queue: str | None = Field(None, description="Queue it was routed to (None: default).")
     eta: datetime | None = Field(None, description="Earliest start time, if delayed.")
     expires: datetime | None = Field(None, description="Discard time, if any.")
+    warnings: list[str] = Field(
+        default_factory=list, description="Sent, but not as asked (e.g. priority ignored)."
+    )
 
 
 class TaskIdInput(Model):

@@ -40,9 +40,12 @@ from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, get_redi
 from redbeat.schedules import rrule
 from redis.exceptions import LockError, RedisError
 
-from celery_mcp.app import make_app
+from celery_mcp.client_backend import reply_options
 from celery_mcp.config import Settings
+from celery_mcp.runtime.connect import open_cluster
+from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.schedule_rules import advance, next_due, run_task_id
+from celery_mcp.stores.history import SentTask
 from celery_mcp.stores.schedules import Entry, ScheduleStore, Write, store_location, to_score
 
 logger = logging.getLogger("celery_mcp.beat")
@@ -55,6 +58,8 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
     """RedBeat scheduler with per-run claims, a non-blocking lock and a heartbeat."""
 
     lock_key: str | None
+    #: The cluster `run` opened (its task history notes each run); None: nothing noted.
+    cluster: Cluster | None = None
 
     def __init__(self, app: Celery, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
@@ -75,7 +80,8 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
 
     @cached_property
     def store(self) -> ScheduleStore:
-        url, prefix, lock_key = store_location(self.app)  # (before __init__ sets lock_name)
+        # `configure` set redbeat_redis_url; (called before __init__ sets lock_name)
+        url, prefix, lock_key = store_location(self.app, None)
         return ScheduleStore(
             client=self.client, app=self.app, url=str(url), prefix=prefix, lock_key=lock_key
         )
@@ -194,7 +200,8 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         if claimed is None:
             return self.max_interval  # another beat sent it, or the entry changed or went away
         due, task_id, following = claimed
-        entry.options = {**(entry.options or {}), "task_id": task_id}
+        entry.options = {**(entry.options or {}), "task_id": task_id, **reply_options(self.app)}
+        self.note_sent(entry, task_id)
         try:
             self.apply_async(entry, advance=False, **kwargs)
         except Exception:
@@ -209,6 +216,18 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         # wake at the next due time (celery's is_due says "one interval from now", which
         # would let each run's lateness add up)
         return max((following - datetime.now(UTC)).total_seconds(), 0.001)
+
+    def note_sent(self, entry: Any, task_id: str) -> None:
+        """Keep the run in the task history (exact args: retry_task can re-send it; on rpc://
+        its result is then known to be ours). Best effort: the history never stops beat."""
+        if self.cluster is None:
+            return
+        queue = (entry.options or {}).get("queue")
+        sent = SentTask(task_id, entry.task, list(entry.args), dict(entry.kwargs), queue)
+        try:
+            self.cluster.history.note_sent([sent], at=time.time())
+        except Exception:
+            logger.warning("beat: could not note %s in the task history", task_id, exc_info=True)
 
     def claim(
         self, entry: RedBeatSchedulerEntry, *, fire: bool
@@ -263,13 +282,15 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         )
 
 
-def configure(app: Celery, settings: Settings, max_interval_s: float) -> None:
+def configure(
+    app: Celery, settings: Settings, max_interval_s: float, state_url: str | None = None
+) -> None:
     """Point RedBeat at the store the service uses, with bounded sockets and a short loop."""
-    url, _, _ = store_location(app)
+    url, _, _ = store_location(app, state_url)
     if url is None:
         raise SystemExit(
-            "celery-mcp beat: schedules need a Redis/Valkey store; use a redis:// broker or "
-            "set redbeat_redis_url in your Celery app"
+            "celery-mcp beat: schedules need a Redis/Valkey store; use a redis:// broker, "
+            "set CELERY_MCP_STATE_URL, or set redbeat_redis_url in your Celery app"
         )
     timeout = max(2.0, settings.broker_timeout_s)
     conf = app.conf
@@ -292,8 +313,10 @@ def run(
     """Run beat in this process until SIGTERM/SIGINT (the lock is released on the way out)."""
     if not 0 < max_interval_s <= 300:
         raise SystemExit(f"celery-mcp beat: --max-interval {max_interval_s:g} must be in (0, 300]")
-    app = make_app(settings, worker=True)  # a daemon: reconnect like a worker does
-    configure(app, settings, max_interval_s)
+    cluster = open_cluster(settings, worker=True)  # a daemon: reconnect like a worker does
+    app = cluster.app
+    configure(app, settings, max_interval_s, cluster.state_url)
+    Scheduler.cluster = cluster
     app.set_current()  # RedBeat decodes schedules without an app: make ours the current one
     app.set_default()
     app.Beat(

@@ -28,10 +28,11 @@ from typing import Any
 from celery.backends.base import BaseKeyValueStoreBackend
 from redis.exceptions import LockNotOwnedError
 
-from celery_mcp.app import json_only, make_app
+from celery_mcp.app import json_only
 from celery_mcp.config import Settings
-from celery_mcp.service.cluster import Cluster
+from celery_mcp.runtime.connect import open_cluster
 from celery_mcp.service.results import read_metas
+from celery_mcp.service.rpc_results import app_uses_rpc, drain
 
 log = logging.getLogger("celery_mcp.monitor")
 
@@ -65,9 +66,10 @@ class Monitor:
 
     def __init__(self, settings: Settings, *, parent_pid: int | None = None) -> None:
         self.settings = settings
-        self.app = make_app(settings, worker=True)  # reconnect forever, like a worker
+        cluster = open_cluster(settings, worker=True)  # reconnect forever, like a worker
+        self.app = cluster.app
         json_only(self.app)  # events from a user's pickle-configured app are never unpickled
-        self.store = Cluster(settings, self.app).history
+        self.store = cluster.history
         self.lookup = backend_lookup(self.app)
         self.parent_pid = parent_pid
         self.lock = self.store.recorder_lock(LOCK_TTL_S)
@@ -76,6 +78,7 @@ class Monitor:
         self.lost = threading.Event()
         self.receiver: Any = None
         self.dropped = 0
+        self.cluster = cluster
 
     def stop(self, *_: Any) -> None:
         self.stopping.set()
@@ -87,6 +90,8 @@ class Monitor:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
+        if app_uses_rpc(self.app):  # keep rpc:// results and fire chords while no server runs
+            drain(self.cluster)
         standing_by = False
         while not self.stopping.is_set():
             try:

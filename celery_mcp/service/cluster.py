@@ -14,14 +14,15 @@ from celery import Celery
 from celery_mcp.app import make_app
 from celery_mcp.config import Settings, redact_url
 from celery_mcp.errors import InvalidArgument, Unavailable
-from celery_mcp.stores.clients import is_redis_url, redis_client
+from celery_mcp.stores.clients import is_amqp_url, is_redis_url, redis_client
 from celery_mcp.stores.history import HistoryStore
 from celery_mcp.stores.keys import HISTORY_PREFIX
 from celery_mcp.stores.schedules import ScheduleStore, store_location
 
-if TYPE_CHECKING:  # types only: catalog imports this module
+if TYPE_CHECKING:  # types only: these modules import this one
     from celery_mcp.models.catalog import TaskSpec
     from celery_mcp.service.catalog import WorkerView
+    from celery_mcp.service.rpc_results import ReplyDrain
 
 T = TypeVar("T")
 
@@ -46,12 +47,16 @@ class Cluster:
         self.lock = threading.Lock()
         #: Hostnames that answered any broadcast of this process (expected on AMQP).
         self.workers_seen: frozenset[str] = frozenset()
+        #: When a broadcast last waited its whole timeout (AMQP: a roll call finds new workers).
+        self.last_roll_call = 0.0
         #: Task names live workers registered, and when they were asked.
         self.worker_tasks: Stamped[frozenset[str]] | None = None
         #: What live workers reported to the catalog, and when.
         self.worker_view: Stamped[WorkerView] | None = None
         #: Specs of the imported app's tasks, derived once each.
         self.app_specs: dict[str, TaskSpec] = {}
+        #: rpc:// only: the thread that drains the reply queue into the state store.
+        self.reply_drain: ReplyDrain | None = None
         self._app_tasks: frozenset[str] | None = None
 
     @property
@@ -66,40 +71,73 @@ class Cluster:
     def broker_is_redis(self) -> bool:
         return is_redis_url(self.broker_url)
 
+    @property
+    def broker_is_amqp(self) -> bool:
+        return is_amqp_url(self.broker_url)
+
     @cached_property
     def broker_redis(self) -> Any:
         """A bounded redis client on the broker's database (Redis/Valkey brokers only)."""
         return redis_client(self.broker_url, timeout_s=self.settings.broker_timeout_s)
 
     @cached_property
-    def history(self) -> HistoryStore:
-        """The task history store: the broker's Redis, else the result backend's, under that
-        server's `global_keyprefix`."""
+    def _state_place(self) -> tuple[str, str] | None:
+        """(URL, key prefix) of the state store: the configured state_url, else the broker's
+        Redis (under its `global_keyprefix`), else the result backend's; None: no Redis."""
+        if self.settings.state_url:
+            return self.settings.state_url, ""
         conf = self.app.conf
         places = (
             (self.broker_url, conf.broker_transport_options),
             (self.backend_url, conf.result_backend_transport_options),
         )
-        found = next(((u, o) for u, o in places if is_redis_url(u)), None)
-        if found is None:
+        for url, options in places:
+            if is_redis_url(url):
+                return url, str((options or {}).get("global_keyprefix") or "")
+        return None
+
+    @property
+    def state_url(self) -> str | None:
+        """Where this project keeps its own state (history, schedules, workflow records,
+        rpc:// results), or None when no Redis/Valkey is at hand (`open_cluster` then fills in
+        the embedded one)."""
+        place = self._state_place
+        return place[0] if place else None
+
+    @cached_property
+    def state(self) -> Any:
+        """A bounded, decoding client on the state store."""
+        place = self._state_place
+        if place is None:
             raise Unavailable(
-                "the task history needs a Redis or Valkey broker or result backend",
-                hint="set CELERY_MCP_RESULT_BACKEND to a redis:// URL",
+                "this needs a Redis or Valkey store: neither the broker nor the result backend "
+                "is one, and no CELERY_MCP_STATE_URL is set",
+                hint="set CELERY_MCP_STATE_URL to a redis:// URL (the embedded Valkey is used "
+                "when celery-mcp starts the process)",
             )
-        url, options = found
+        return redis_client(place[0], timeout_s=self.settings.broker_timeout_s, decode=True)
+
+    @property
+    def state_prefix(self) -> str:
+        place = self._state_place
+        return place[1] if place else ""
+
+    @cached_property
+    def history(self) -> HistoryStore:
+        """The task history store, in the state store."""
         s = self.settings
         return HistoryStore(
-            redis_client(url, timeout_s=s.broker_timeout_s, decode=True),
+            self.state,
             max_tasks=s.history_max_tasks,
             max_age_s=s.history_max_age_s,
             field_bytes=s.history_field_bytes,
-            prefix=str((options or {}).get("global_keyprefix") or "") + HISTORY_PREFIX,
+            prefix=self.state_prefix + HISTORY_PREFIX,
         )
 
     @cached_property
     def schedules(self) -> ScheduleStore:
         """The RedBeat schedule store (the app's `redbeat_redis_url`, else the broker)."""
-        url, prefix, lock_key = store_location(self.app)
+        url, prefix, lock_key = store_location(self.app, self.state_url)
         if url is None:
             raise InvalidArgument(
                 f"schedules need a Redis/Valkey store; the broker is {redact_url(self.broker_url)}",
@@ -125,7 +163,9 @@ class Cluster:
 
     def close(self) -> None:
         """Close the clients this cluster opened and the app's connections (best effort)."""
-        for name in ("broker_redis", "history", "schedules"):
+        if self.reply_drain is not None:
+            self.reply_drain.stop()
+        for name in ("broker_redis", "state", "history", "schedules"):
             opened = self.__dict__.pop(name, None)
             client = getattr(opened, "client", getattr(opened, "r", opened))
             if client is not None and hasattr(client, "close"):

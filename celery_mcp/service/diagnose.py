@@ -9,6 +9,7 @@ others still run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import statistics
@@ -83,6 +84,9 @@ class Run:
                 ),
             )
         )
+
+
+RECENT_TASKS_FOR_QUEUES = 1_000  # AMQP: queues of this many newest tasks are checked
 
 
 def p95(values: list[float]) -> float | None:
@@ -259,10 +263,11 @@ def _stuck_tasks(run: Run, active: dict[str, Any]) -> int:
 
 
 def queue_names(cluster: Cluster) -> set[str]:
-    """Every queue the broker has a binding for (Redis), internal exchanges excluded."""
-    names: set[str] = set()
+    """Every queue the broker has a binding for (Redis), internal exchanges excluded; other
+    brokers cannot list queues: the app's queues and those recent tasks went to."""
     if not cluster.broker_is_redis:
-        return names
+        return _known_queue_names(cluster)
+    names: set[str] = set()
     client = cluster.broker_redis
     lay = layout(cluster)
     sep = lay.sep.encode()
@@ -286,6 +291,13 @@ def queue_names(cluster: Cluster) -> set[str]:
                 if queue and not queue.endswith(".pidbox"):
                     names.add(queue)
     return names
+
+
+def _known_queue_names(cluster: Cluster) -> set[str]:
+    names = {str(name) for name in cluster.app.amqp.queues}
+    with contextlib.suppress(Exception):  # no history: the app's own queues only
+        names |= cluster.history.recent_queues(RECENT_TASKS_FOR_QUEUES)
+    return {n for n in names if not n.endswith(".pidbox")}
 
 
 def _message_eta(raw: Any) -> tuple[str | None, datetime | None]:

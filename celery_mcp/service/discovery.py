@@ -14,22 +14,40 @@ behind it:
 `request()`, the one funnel every worker command goes through, waits for exactly that many
 replies. A registered worker that stays silent is reported missing, never dropped:
 `disconnected` when every connected worker answered (it died without unregistering), `no_reply`
-when a connected worker stayed silent for the whole timeout (busy, frozen or slow). Brokers
-that cannot count (AMQP) wait the timeout, unless the caller names the workers; there every
-worker that answered before in this process is expected, and reported `no_reply` if silent.
+when a connected worker stayed silent for the whole timeout (busy, frozen or slow).
+
+On AMQP (RabbitMQ) the broker cannot list the workers, but it can say whether one is there: a
+worker's mailbox queue `<hostname>.celery.pidbox` is exclusive to its connection, so a passive
+declare from another connection fails with 405 RESOURCE_LOCKED while the worker is connected
+and 404 NOT_FOUND once it is gone (RabbitMQ deletes the queue when the connection closes; 2-4 ms
+a probe). The names probed are the workers that answered this process before and those the task
+history saw announce themselves (worker events); a worker the history saw go offline was
+stopped cleanly and is dropped, one whose queue vanished otherwise is reported `disconnected`
+once and then forgotten. A worker nobody has seen yet answers the same broadcast: replies are
+taken `UNSEEN_GRACE_S` past the expected ones; one slower than that is found by a roll call
+(the first broadcast of a process waits its whole timeout, and so does a background ping every
+`ROLL_CALL_EVERY_S`). Other brokers wait the timeout unless the caller names the workers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from amqp.exceptions import NotFound, ResourceLocked
+from kombu.utils.uuid import uuid
 
 from celery_mcp.errors import translate_errors
 from celery_mcp.models.workers import MissingReason, MissingWorker
 from celery_mcp.service.cluster import Cluster, Stamped
 
 WORKER_TASKS_TTL_S = 5.0
+ROLL_CALL_EVERY_S = 30.0
+UNSEEN_GRACE_S = 0.015  # AMQP: how long replies are still taken after the expected ones
+ANNOUNCED_WITHIN_S = 600.0  # worker events older than this do not make a worker expected
 
 
 @dataclass(frozen=True)
@@ -57,7 +75,9 @@ class Replies:
 
 
 def census(cluster: Cluster, connection: Any = None) -> Census | None:
-    """Registered hostnames and connected count (Redis brokers), or None when unknowable."""
+    """Registered hostnames and connected count, or None when unknowable (see the module)."""
+    if cluster.broker_is_amqp:
+        return mailbox_census(cluster)
     if not cluster.broker_is_redis:
         return None
     exchange = cluster.app.control.mailbox.exchange.name
@@ -69,6 +89,61 @@ def census(cluster: Cluster, connection: Any = None) -> Census | None:
             connected = int(client.publish(channel._get_publish_topic(exchange, None), ""))
     names = {queue[: -len(suffix)] for _key, _pattern, queue in bindings if queue.endswith(suffix)}
     return Census(registered=frozenset(names), connected=connected)
+
+
+def _announced(cluster: Cluster) -> tuple[set[str], set[str]]:
+    """(online, offline) hostnames by the task history's recent worker events."""
+    try:
+        entries = cluster.history.workers()
+    except Exception:  # no history (or unreachable): only this process's own sightings
+        return set(), set()
+    recent = time.time() - ANNOUNCED_WITHIN_S
+    online = {h for h, e in entries.items() if e.status == "online" and e.ts >= recent}
+    return online, {h for h, e in entries.items() if e.status == "offline"}
+
+
+def mailbox_census(cluster: Cluster) -> Census | None:
+    """AMQP: probe the mailbox queue of every worker seen or announced (None: none known)."""
+    online, offline = _announced(cluster)
+    candidates = (cluster.workers_seen | online) - offline
+    if not candidates:
+        return None
+    namespace = cluster.app.control.mailbox.namespace
+    alive: set[str] = set()
+    gone: set[str] = set()
+    with translate_errors("broker"), cluster.app.connection_for_read() as conn:
+        for name in sorted(candidates):
+            channel = conn.channel()
+            try:
+                declared = channel.queue_declare(f"{name}.{namespace}.pidbox", passive=True)
+                (alive if declared.consumer_count else gone).add(name)
+            except ResourceLocked:  # exclusive to the worker's own, open, connection
+                alive.add(name)
+            except NotFound:
+                gone.add(name)
+            finally:
+                with contextlib.suppress(Exception):
+                    channel.close()
+    # reported missing by this census, then forgotten (a clean stop: not even reported)
+    cluster.workers_seen = cluster.workers_seen - gone - offline
+    return Census(registered=frozenset(alive | gone), connected=len(alive))
+
+
+def _roll_call_due(cluster: Cluster) -> bool:
+    """AMQP: True (once) when no broadcast waited its whole timeout for ROLL_CALL_EVERY_S."""
+    with cluster.lock:
+        if time.monotonic() - cluster.last_roll_call < ROLL_CALL_EVERY_S:
+            return False
+        cluster.last_roll_call = time.monotonic()
+        return True
+
+
+def _roll_call(cluster: Cluster) -> None:
+    """Ping everyone for the whole timeout, so workers nobody has seen become known."""
+    with contextlib.suppress(Exception):
+        timeout = cluster.settings.inspect_timeout_s
+        replies, _ = _broadcast(cluster, "ping", None, None, timeout, None)
+        cluster.workers_seen = cluster.workers_seen | replies.keys()
 
 
 def expected_workers(cluster: Cluster) -> int | None:
@@ -142,8 +217,17 @@ def request(
     expected, limit, missing = _plan(cluster, found, destination, timeout, alive=alive)
     replies: dict[str, Any] = {}
     latency: dict[str, float] = {}
+    if cluster.broker_is_amqp and destination is None:
+        if limit is None:  # this call waits its whole timeout: it is the roll call
+            cluster.last_roll_call = time.monotonic()
+        elif _roll_call_due(cluster):  # this call is fast; a roll call in the background
+            threading.Thread(target=_roll_call, args=(cluster,), daemon=True).start()
+    # AMQP: the census knows only workers seen before; a new one gets a moment to answer too
+    grace = UNSEEN_GRACE_S if cluster.broker_is_amqp and destination is None else 0.0
     if limit != 0:
-        replies, latency = _broadcast(cluster, command, arguments, destination, timeout, limit)
+        replies, latency = _broadcast(
+            cluster, command, arguments, destination, timeout, limit, grace
+        )
     if replies.keys() - cluster.workers_seen:  # replaced whole: other threads may be reading it
         cluster.workers_seen = cluster.workers_seen | replies.keys()
     complete = found is not None and len(replies) >= (limit or 0)
@@ -168,6 +252,7 @@ def _broadcast(
     destination: list[str] | None,
     timeout_s: float,
     limit: int | None,
+    grace_s: float = 0.0,
 ) -> tuple[dict[str, Any], dict[str, float]]:
     start = time.perf_counter()
     latency: dict[str, float] = {}
@@ -177,19 +262,60 @@ def _broadcast(
             latency.setdefault(name, round((time.perf_counter() - start) * 1e3, 2))
 
     with translate_errors("broker"):
-        replies = cluster.app.control.broadcast(
-            command,
-            arguments=arguments or {},
-            destination=destination,
-            reply=True,
-            timeout=timeout_s,
-            limit=limit,
-            callback=arrived,
-        )
+        if grace_s and limit:
+            replies = _broadcast_with_grace(
+                cluster, command, arguments, timeout_s, limit, grace_s, arrived
+            )
+        else:
+            replies = cluster.app.control.broadcast(
+                command,
+                arguments=arguments or {},
+                destination=destination,
+                reply=True,
+                timeout=timeout_s,
+                limit=limit,
+                callback=arrived,
+            )
     merged: dict[str, Any] = {}
     for item in replies or []:
         merged.update(item)
     return merged, latency
+
+
+def _broadcast_with_grace(
+    cluster: Cluster,
+    command: str,
+    arguments: dict[str, Any] | None,
+    timeout_s: float,
+    limit: int,
+    grace_s: float,
+    callback: Any,
+) -> list[dict[str, Any]]:
+    """`control.broadcast` to everyone that returns `grace_s` after the `limit`-th reply, not
+    at it: a worker no census knew of (started a moment ago) answers as fast as the others.
+
+    kombu's `_publish`/`_collect` are what `Mailbox._broadcast` runs; split here so the same
+    ticket is collected twice (`_collect`'s timeout is per reply: it stops at a quiet gap)."""
+    with cluster.app.connection_or_acquire() as conn:
+        mailbox = cluster.app.control.mailbox(conn)
+        channel = conn.default_channel
+        ticket = uuid()
+        mailbox._publish(
+            command,
+            arguments or {},
+            reply_ticket=ticket,
+            channel=channel,
+            timeout=timeout_s,
+            serializer=mailbox.serializer,
+        )
+        replies: list[dict[str, Any]] = mailbox._collect(
+            ticket, limit=limit, timeout=timeout_s, callback=callback, channel=channel
+        )
+        if len(replies) >= limit:
+            replies += mailbox._collect(
+                ticket, limit=None, timeout=grace_s, callback=callback, channel=channel
+            )
+        return replies
 
 
 def cast(cluster: Cluster, command: str, arguments: dict[str, Any], destination: list[str]) -> None:

@@ -7,14 +7,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
+from celery.backends.base import BaseKeyValueStoreBackend
+
 from celery_mcp.config import redact_url
 from celery_mcp.errors import CeleryMcpError, InvalidArgument, NoWorkers, translate_errors
 from celery_mcp.models.health import ComponentHealth, HealthInput, HealthResult
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.discovery import broadcast_inspect
 from celery_mcp.service.results import has_result_backend
+from celery_mcp.service.rpc_results import drain, uses_rpc
 from celery_mcp.service.schedule_rules import tz_name
-from celery_mcp.stores.keys import HEALTH_PROBE_ID
+from celery_mcp.stores.keys import HEALTH_PROBE_ID, RPC_REPLY_QUEUE
 
 #: A heartbeat older than this (plus 3 of its loop intervals) is a dead beat.
 HEARTBEAT_STALE_S = 5.0
@@ -80,8 +83,37 @@ def check_backend(cluster: Cluster) -> ComponentHealth:
             if client is not None and hasattr(client, "ping"):
                 client.ping()
                 return "PING answered"
+            if uses_rpc(cluster):
+                return (
+                    f"rpc://: results come to the reply queue {RPC_REPLY_QUEUE!r} and are kept in "
+                    "the state store; results of tasks other clients sent are not visible"
+                )
             backend.get_task_meta(HEALTH_PROBE_ID)
             return "read a probe key"
+
+    return _timed(check)
+
+
+def check_state_store(cluster: Cluster) -> ComponentHealth:
+    """PING the store of this project's own state, and say what it holds."""
+
+    def check() -> str:
+        url = cluster.state_url
+        if url is None:
+            raise Verdict("no Redis/Valkey for this project's state", ok=None)
+        held = ["task history"]
+        if cluster.schedules.url == url:
+            held.append("periodic tasks")
+        if has_result_backend(cluster) and not isinstance(
+            cluster.app.backend, BaseKeyValueStoreBackend
+        ):
+            held.append("workflow records")
+        if uses_rpc(cluster):
+            drain(cluster)  # results are kept from now on, whoever reads them
+            held.append("rpc:// results (of tasks sent through celery-mcp)")
+        with translate_errors("backend"):
+            cluster.state.ping()
+        return f"{', '.join(held)} in {redact_url(url)}"
 
     return _timed(check)
 
@@ -169,19 +201,21 @@ def health(cluster: Cluster, request: HealthInput) -> HealthResult:
     """Every component's state, each check bounded, failures as data."""
     # The checks are independent and each is bounded: run at once, they take the longest
     # one's time, not the sum (a frozen broker: 1 s instead of 4 s).
-    with ThreadPoolExecutor(3) as pool:
+    with ThreadPoolExecutor(4) as pool:
         backend_f = pool.submit(check_backend, cluster)
         beat_f = pool.submit(check_beat, cluster)
         store_f = pool.submit(check_schedule_store, cluster)
+        state_f = pool.submit(check_state_store, cluster)
         broker = check_broker(cluster)
         if request.include_workers and broker.ok:
             workers, names = check_workers(cluster)
         else:
             workers, names = ComponentHealth(ok=None, detail="not checked"), []
         backend = backend_f.result()
-        beat, store = beat_f.result(), store_f.result()
+        beat, store, state = beat_f.result(), store_f.result(), state_f.result()
+    up = broker.ok and backend.ok is not False and workers.ok is not False
     return HealthResult(
-        ok=bool(broker.ok and backend.ok is not False and workers.ok is not False),
+        ok=bool(up and state.ok is not False),
         broker_url=redact_url(cluster.broker_url),
         backend_url=redact_url(cluster.backend_url),
         embedded=cluster.settings.embedded,
@@ -191,4 +225,5 @@ def health(cluster: Cluster, request: HealthInput) -> HealthResult:
         worker_names=names,
         beat=beat,
         schedule_store=store,
+        state_store=state,
     )

@@ -9,6 +9,7 @@ from typing import Any
 from celery.backends.base import BaseKeyValueStoreBackend, DisabledBackend
 
 from celery_mcp.errors import InvalidArgument, NoResultBackend, translate_errors
+from celery_mcp.service import rpc_results
 from celery_mcp.service.cluster import Cluster
 
 MGET_BATCH = 1000
@@ -21,8 +22,11 @@ def error_text(value: Any) -> str | None:
         return None
     if isinstance(value, BaseException):
         return f"{type(value).__name__}: {value}"
-    if isinstance(value, dict) and "exc_type" in value:
-        return f"{value['exc_type']}: {value.get('exc_message')}"
+    if isinstance(value, dict) and "exc_type" in value:  # the args of the exception, as str()
+        args = value.get("exc_message")
+        if isinstance(args, list | tuple):
+            args = args[0] if len(args) == 1 else tuple(args) if args else ""
+        return f"{value['exc_type']}: {args}"
     return str(value)
 
 
@@ -55,8 +59,12 @@ def kv_backend(cluster: Cluster) -> BaseKeyValueStoreBackend:
 
 
 def task_meta(cluster: Cluster, task_id: str) -> dict[str, Any]:
-    """What the backend stores for `task_id` (status PENDING when it knows nothing)."""
+    """What the backend stores for `task_id` (status PENDING when it knows nothing); on rpc://
+    what the reply consumer stored."""
     check_result_backend(cluster)
+    if rpc_results.uses_rpc(cluster):
+        rpc_results.drain(cluster)
+        return rpc_results.read(cluster, task_id)
     with translate_errors("backend"):
         return dict(cluster.app.backend.get_task_meta(task_id))
 
@@ -86,6 +94,8 @@ def read_metas(backend: Any, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
 def known_metas(cluster: Cluster, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
     """id -> meta of the ids the backend knows (batched MGETs on key-value backends)."""
     backend = cluster.app.backend
+    if rpc_results.uses_rpc(cluster):
+        return rpc_results.read_many(cluster, ids)
     if not isinstance(backend, BaseKeyValueStoreBackend):
         return {i: m for i in ids if (m := known_meta(cluster, i))}
     with translate_errors("backend"):

@@ -20,6 +20,7 @@ from typing import Any
 from celery import Celery
 from celery.schedules import BaseSchedule
 
+from celery_mcp.client_backend import reply_options
 from celery_mcp.errors import CeleryMcpError, InvalidArgument, NotFound, translate_errors
 from celery_mcp.models.schedules import (
     AddPeriodicTaskInput,
@@ -364,7 +365,12 @@ def run_periodic_task_now(cluster: Cluster, request: EntryNameInput) -> RunPerio
     task_id = f"{request.name}:now-{uuid.uuid4().hex[:12]}"
     with translate_errors("broker"):
         cluster.app.send_task(
-            entry.task, args=args, kwargs=kwargs, task_id=task_id, retry=True, **entry.options
+            entry.task,
+            args=args,
+            kwargs=kwargs,
+            task_id=task_id,
+            retry=True,
+            **{**entry.options, **reply_options(cluster.app)},
         )
     return RunPeriodicTaskNowResult(
         name=request.name,

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery_mcp.app import visibility_timeout_s
+from celery_mcp.client_backend import reply_options
 from celery_mcp.errors import (
     CeleryMcpError,
     InvalidArgument,
@@ -29,8 +30,13 @@ from celery_mcp.service.discovery import is_known_task
 from celery_mcp.service.limits import check_payload
 from celery_mcp.service.policy import check_task_allowed
 from celery_mcp.service.priority import to_broker
+from celery_mcp.service.rpc_results import drain, uses_rpc
 from celery_mcp.stores.history import SentTask
-from celery_mcp.stores.keys import RETRIES_HEADER, RETRY_DELAY_HEADER, RETRY_DELAY_MAX_HEADER
+from celery_mcp.stores.keys import (
+    RETRIES_HEADER,
+    RETRY_DELAY_HEADER,
+    RETRY_DELAY_MAX_HEADER,
+)
 
 log = logging.getLogger("celery_mcp.sending")
 
@@ -45,12 +51,13 @@ def retry_headers(retries: int, delay_s: float, delay_max_s: float) -> dict[str,
 
 
 def publish_options(cluster: Cluster, opts: TaskOptions) -> dict[str, Any]:
-    """Celery `apply_async` options for `opts`: routing, delays, priority, retry headers.
+    """Celery `apply_async` options for `opts`: routing, delays, priority, retry headers, and
+    where results go.
 
     `retry=True` applies the app's `task_publish_retry_policy`; client apps set it to no retry
     (see `app.bounded_config`), so a broker that does not answer fails the call at once.
     """
-    options: dict[str, Any] = {"retry": True}
+    options: dict[str, Any] = {"retry": True, **reply_options(cluster.app)}
     for key in ("countdown", "eta", "expires", "queue"):
         value = getattr(opts, key)
         if value is not None:
@@ -122,7 +129,11 @@ def ensure_sendable(
 def note_sent(cluster: Cluster, sent: list[SentTask]) -> None:
     """Keep what this process is about to publish in the task history (exact arguments, so a
     retry can re-send them). Best effort, but when the history lives on the broker and the
-    broker does not answer, the send fails here (it would fail one socket timeout later)."""
+    broker does not answer, the send fails here (it would fail one socket timeout later).
+
+    On rpc:// it also makes sure this process drains the reply queue, so results are kept."""
+    if uses_rpc(cluster):
+        drain(cluster)
     try:
         store = cluster.history
     except CeleryMcpError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,7 @@ from celery_mcp.service.catalog import routed_queue
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.discovery import expected_workers
 from celery_mcp.service.limits import cap_json, cap_text
+from celery_mcp.service.priority import ignored_priority
 from celery_mcp.service.registry import Progress
 from celery_mcp.service.results import (
     check_result_backend,
@@ -35,6 +37,7 @@ from celery_mcp.service.results import (
     has_result_backend,
     task_meta,
 )
+from celery_mcp.service.rpc_results import check_visible, drain, uses_rpc
 from celery_mcp.service.sending import (
     ensure_sendable,
     forget_sent,
@@ -84,6 +87,11 @@ def send_task(cluster: Cluster, request: SendTaskInput) -> SendTaskResult:
     except Exception:
         forget_sent(cluster, [note])
         raise
+    warnings = []
+    if request.priority is not None:
+        target = queue or str(cluster.app.conf.task_default_queue)
+        ignored = ignored_priority(cluster, target, request.priority)
+        warnings += [ignored] if ignored else []
     eta = request.eta
     if request.countdown is not None:
         eta = now + timedelta(seconds=request.countdown)
@@ -94,6 +102,7 @@ def send_task(cluster: Cluster, request: SendTaskInput) -> SendTaskResult:
         queue=queue,
         eta=eta,
         expires=_expires_at(request, now),
+        warnings=warnings,
     )
 
 
@@ -105,6 +114,10 @@ def get_status(cluster: Cluster, request: TaskIdInput) -> TaskStatus:
         group = saved_group_status(cluster, request.task_id)
         if group is not None:
             return group
+        if uses_rpc(cluster):
+            check_visible(cluster, request.task_id, meta)
+    if meta.get("name") is None:  # no result_extended (or rpc://): what the history knows
+        meta = _with_history(cluster, request.task_id, meta)
     args, acut = cap_json("args", meta.get("args"), cluster.settings.max_output_bytes)
     kwargs, kcut = cap_json("kwargs", meta.get("kwargs"), cluster.settings.max_output_bytes)
     delivery = meta.get("delivery_info") or {}
@@ -126,6 +139,25 @@ def get_status(cluster: Cluster, request: TaskIdInput) -> TaskStatus:
     )
 
 
+def _with_history(cluster: Cluster, task_id: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """`meta` with the name, arguments, worker and queue the task history recorded."""
+    try:
+        record = cluster.history.get(task_id)
+    except Exception:  # no history here (or unreachable): the backend's meta is the answer
+        return meta
+    if record is None:
+        return meta
+    known = {
+        "name": record.name,
+        "args": record.args if record.exact else None,
+        "kwargs": record.kwargs if record.exact else None,
+        "worker": record.worker,
+        "queue": record.queue,
+        "retries": record.retries,
+    }
+    return meta | {k: v for k, v in known.items() if v is not None and meta.get(k) is None}
+
+
 def custom_meta(cluster: Cluster, state: str, info: Any) -> tuple[Any, Truncation | None]:
     """The meta a task stored with a custom state (capped); None for Celery's own states."""
     if state in KNOWN_STATES:
@@ -133,23 +165,21 @@ def custom_meta(cluster: Cluster, state: str, info: Any) -> tuple[Any, Truncatio
     return cap_json("meta", info, cluster.settings.max_output_bytes)
 
 
-def task_result(cluster: Cluster, result: AsyncResult, waited_s: float) -> TaskResult:
-    """The `TaskResult` of a result whose state was just read, with output caps applied."""
+def task_result(
+    cluster: Cluster, task_id: str, meta: dict[str, Any], waited_s: float
+) -> TaskResult:
+    """The `TaskResult` of a task meta just read, with output caps applied."""
     cap = cluster.settings.max_output_bytes
-    with translate_errors("backend"):
-        state = str(result.state)
-        value = result.result if state in READY_STATES | {TaskState.RETRY} else None
-        trace = result.traceback if state in {TaskState.FAILURE, TaskState.RETRY} else None
-        custom, mcut = custom_meta(cluster, state, result.info)
-    cuts: list[Truncation] = [mcut] if mcut else []
+    state = str(meta.get("status", "PENDING"))
+    value = meta.get("result") if state in READY_STATES | {TaskState.RETRY} else None
+    trace = meta.get("traceback") if state in {TaskState.FAILURE, TaskState.RETRY} else None
+    custom, mcut = custom_meta(cluster, state, meta.get("result"))
     success = state == TaskState.SUCCESS
     payload, cut = cap_json("result", value, cap) if success else (None, None)
-    error = None if success else error_text(value)
-    error, ecut = cap_text("error", error, cap)
+    error, ecut = cap_text("error", None if success else error_text(value), cap)
     trace, tcut = cap_text("traceback", trace, cap)
-    cuts += [c for c in (cut, ecut, tcut) if c]
     return TaskResult(
-        task_id=result.id,
+        task_id=task_id,
         status=state,
         ready=state in READY_STATES,
         success=success,
@@ -159,8 +189,21 @@ def task_result(cluster: Cluster, result: AsyncResult, waited_s: float) -> TaskR
         meta=custom,
         waited_s=round(waited_s, 4),
         timed_out=state not in READY_STATES,
-        truncated=cuts,
+        truncated=[c for c in (mcut, cut, ecut, tcut) if c],
     )
+
+
+def _wait_once(cluster: Cluster, task_id: str, slice_s: float) -> dict[str, Any]:
+    """Wait up to `slice_s` for the task to be ready; its meta then."""
+    if uses_rpc(cluster):
+        return drain(cluster).wait(task_id, slice_s)
+    result = AsyncResult(task_id, app=cluster.app)
+    with translate_errors("backend"):
+        if result.state not in READY_STATES and slice_s > 0:
+            # a pub/sub wait on Redis: returns as soon as the result is stored
+            with contextlib.suppress(celery.exceptions.TimeoutError):
+                result.get(timeout=slice_s, propagate=False, interval=0.05)
+    return task_meta(cluster, task_id)  # the backend caches a ready meta: no second read
 
 
 def get_result(
@@ -168,37 +211,33 @@ def get_result(
 ) -> TaskResult:
     """Wait (bounded) for a task's or a saved group's outcome, reporting progress."""
     check_result_backend(cluster)
-    result = AsyncResult(request.task_id, app=cluster.app)
-    with translate_errors("backend"):
-        pending = result.state == TaskState.PENDING  # cached by the result once it is ready
-    if pending:  # maybe a saved group id (group_tasks/map_task), which has no state of its own
+    task_id = request.task_id
+    meta = task_meta(cluster, task_id)
+    if meta.get("status", "PENDING") == TaskState.PENDING:  # maybe a saved group id
         group = saved_group_result(cluster, request, progress)
         if group is not None:
             return group
+        if uses_rpc(cluster):
+            check_visible(cluster, task_id, meta)
     start = time.monotonic()
     deadline = start + min(request.timeout_s, cluster.settings.result_wait_max_s)
-    while True:
+    while meta.get("status") not in READY_STATES:
         remaining = deadline - time.monotonic()
-        with translate_errors("backend"):
-            if result.state in READY_STATES or remaining <= 0:
-                break
-            try:
-                result.get(timeout=min(WAIT_SLICE_S, remaining), propagate=False, interval=0.05)
-                break
-            except celery.exceptions.TimeoutError:
-                pass
-        if progress is not None:
+        if remaining <= 0:
+            break
+        meta = _wait_once(cluster, task_id, min(WAIT_SLICE_S, remaining))
+        if progress is not None and meta.get("status") not in READY_STATES:
             waited = time.monotonic() - start
-            progress(waited, request.timeout_s, _progress_text(result, waited))
-    return task_result(cluster, result, time.monotonic() - start)
+            progress(waited, request.timeout_s, _progress_text(meta, waited))
+    return task_result(cluster, task_id, meta, time.monotonic() - start)
 
 
-def _progress_text(result: AsyncResult, waited_s: float) -> str:
+def _progress_text(meta: dict[str, Any], waited_s: float) -> str:
     """'PROGRESS {"done": 3} after 2.0s': the state, and what a custom state reported."""
-    state = str(result.state)
+    state = str(meta.get("status", "PENDING"))
     if state in KNOWN_STATES:
         return f"{state} after {waited_s:.1f}s"
-    info = json.dumps(result.info, default=repr)
+    info = json.dumps(meta.get("result"), default=repr)
     short = info if len(info) <= PROGRESS_META_CHARS else info[: PROGRESS_META_CHARS - 1] + "…"
     return f"{state} {short} after {waited_s:.1f}s"
 
@@ -207,8 +246,7 @@ def _status_now(cluster: Cluster, task_id: str) -> str | None:
     """The task's status, or None when the app keeps no results."""
     if not has_result_backend(cluster):
         return None
-    with translate_errors("backend"):
-        return str(AsyncResult(task_id, app=cluster.app).state)
+    return str(task_meta(cluster, task_id).get("status", "PENDING"))
 
 
 def revoke(cluster: Cluster, request: RevokeInput) -> RevokeResult:
@@ -230,12 +268,13 @@ def revoke(cluster: Cluster, request: RevokeInput) -> RevokeResult:
             "confirm=true",
         )
     expected = expected_workers(cluster)
+    ask = bool(expected) or (expected is None and cluster.broker_is_amqp)  # AMQP: wait to hear
     with translate_errors("broker"):
         replies = cluster.app.control.revoke(
             ids,
             terminate=request.terminate,
             signal=signal or "SIGTERM",
-            reply=bool(expected),
+            reply=ask,
             limit=expected,
             timeout=cluster.settings.inspect_timeout_s,
         )

@@ -50,7 +50,8 @@ from celery_mcp.service.catalog import app_spec, worker_view
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.limits import cap_json
 from celery_mcp.service.registry import Progress
-from celery_mcp.service.results import MGET_BATCH, error_text, kv_backend, metas
+from celery_mcp.service.results import MGET_BATCH, error_text, has_result_backend, metas
+from celery_mcp.service.rpc_results import add_chord, uses_rpc
 from celery_mcp.service.sending import (
     check_delays,
     ensure_sendable,
@@ -200,6 +201,7 @@ class Plan:
     callback: NodeRecord | None = None
     save_group: bool = False
     sent_here: tuple[Signature, ...] = ()  # what this process publishes (the rest: workers)
+    rpc_callback: Signature | None = None  # a chord's callback on rpc://, sent by the drain
 
     @property
     def task_count(self) -> int:
@@ -225,10 +227,18 @@ def _chord_plan(
 ) -> Plan:
     gid = uuid()
     nodes = [_node(s, n or None) for s, n in zip(sigs, items, strict=True)]
-    canvas = chord(group(sigs, app=cluster.app, task_id=gid), body, app=cluster.app)
-    callback = _node(body)
+    header = group(sigs, app=cluster.app, task_id=gid)
+    rpc = uses_rpc(cluster)  # rpc:// has no chords: the reply drain sends the callback
+    canvas = header if rpc else chord(header, body, app=cluster.app)
     return Plan(
-        kind, body.id, canvas, nodes, group_id=gid, callback=callback, sent_here=tuple(sigs)
+        kind,
+        body.id,
+        canvas,
+        nodes,
+        group_id=gid,
+        callback=_node(body),
+        sent_here=tuple(sigs),
+        rpc_callback=body if rpc else None,
     )
 
 
@@ -248,11 +258,14 @@ def _publish(cluster: Cluster, plan: Plan, dry_run: bool) -> WorkflowResult:
             canvas=canvas,
             message=f"dry run: {plan.task_count} task(s) validated, nothing was published{cut}",
         )
-    backend = kv_backend(cluster)
+    kv, prefix = record_store(cluster)
     with translate_errors("backend"):
-        records.save(backend, plan.workflow_id, plan.record())
-        if plan.save_group:
+        records.save(kv, prefix, plan.workflow_id, plan.record())
+        if plan.save_group and not uses_rpc(cluster):  # rpc:// saves no groups
             records.save_group(cluster.app, plan.workflow_id, [n.task_id for n in plan.nodes])
+    if plan.rpc_callback is not None:
+        header_ids = [n.task_id for n in plan.nodes]
+        add_chord(cluster, str(plan.group_id), header_ids, plan.rpc_callback)
     notes = [_sent_note(sig) for sig in plan.sent_here if sig.task != "celery.starmap"]
     note_sent(cluster, notes)
     _published.ids = []
@@ -263,14 +276,26 @@ def _publish(cluster: Cluster, plan: Plan, dry_run: bool) -> WorkflowResult:
         raise _partly_published(cluster, plan, set(_published.ids), notes, exc) from exc
     finally:
         _published.ids = None
-    if result.id != plan.workflow_id:  # ids are assigned above; Celery keeps them
-        raise RuntimeError(f"workflow id {plan.workflow_id} became {result.id}")
+    expected = plan.group_id if plan.rpc_callback is not None else plan.workflow_id
+    if result.id != expected:  # ids are assigned above; Celery keeps them
+        raise RuntimeError(f"workflow id {expected} became {result.id}")
     return WorkflowResult(
         workflow_id=plan.workflow_id,
         task_count=plan.task_count,
         message=f"published {plan.task_count} task(s); get_result waits for the outcome, "
         "get_workflow shows every task's state",
     )
+
+
+def record_store(cluster: Cluster) -> tuple[records.KeyValue, str]:
+    """Where workflow records live, and their key prefix: the result backend when it is a
+    key-value store, else (rpc://) the state store."""
+    backend = cluster.app.backend
+    if isinstance(backend, BaseKeyValueStoreBackend):
+        return backend, records.backend_prefix(backend)
+    ttl = int(cluster.settings.result_expires_s)
+    with translate_errors("backend"):
+        return records.StateKV(cluster.state, ttl), cluster.state_prefix
 
 
 def _sent_note(sig: Signature) -> SentTask:
@@ -308,7 +333,7 @@ def _partly_published(
     try:
         with translate_errors("backend"):
             record = plan.record().model_copy(update={"not_sent": unsent})
-            records.save(kv_backend(cluster), plan.workflow_id, record)
+            records.save(*record_store(cluster), plan.workflow_id, record)
     except CeleryMcpError:
         pass  # the backend is down too: the message below still says what happened
     forget_sent(cluster, [n for n in notes if n.task_id not in published])
@@ -396,11 +421,10 @@ class Members:
 def workflow_members(cluster: Cluster, workflow_id: str) -> Members | None:
     """Every task of the workflow `workflow_id` names (its record, or a saved group), or None
     when it is no workflow's id (a plain task; or no key-value backend to keep records)."""
-    backend = cluster.app.backend
-    if not isinstance(backend, BaseKeyValueStoreBackend):
+    if not has_result_backend(cluster):
         return None
     with translate_errors("backend"):
-        record = records.load(backend, workflow_id)
+        record = records.load(*record_store(cluster), workflow_id)
     if record is not None:
         return Members(record.kind, record.task_ids())
     ids = _saved_group_ids(cluster, workflow_id)
@@ -408,8 +432,14 @@ def workflow_members(cluster: Cluster, workflow_id: str) -> Members | None:
 
 
 def _saved_group_ids(cluster: Cluster, group_id: str) -> list[str] | None:
+    """Member ids of a group saved by id (rpc:// saves none: then a group's record)."""
     with translate_errors("backend"):
-        return records.saved_group_ids(cluster.app, group_id)
+        if not uses_rpc(cluster):
+            return records.saved_group_ids(cluster.app, group_id)
+        record = records.load(*record_store(cluster), group_id)
+    if record is None or record.callback is not None or record.kind == "chain":
+        return None
+    return [n.task_id for n in record.nodes]
 
 
 def parallel_state(states: Sequence[str]) -> tuple[str, bool]:
@@ -543,9 +573,8 @@ def saved_group_result(
 
 
 def _load_record(cluster: Cluster, workflow_id: str) -> WorkflowRecord:
-    backend = kv_backend(cluster)
     with translate_errors("backend"):
-        record = records.load(backend, workflow_id)
+        record = records.load(*record_store(cluster), workflow_id)
     if record is not None:
         return record
     ids = _saved_group_ids(cluster, workflow_id)

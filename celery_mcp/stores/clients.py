@@ -38,6 +38,14 @@ def is_redis_url(url: str | None) -> bool:
     return bool(url) and scheme_of(str(url)) in REDIS_SCHEMES
 
 
+AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
+
+
+def is_amqp_url(url: str | None) -> bool:
+    """True when `url` names an AMQP broker (RabbitMQ) through py-amqp."""
+    return bool(url) and scheme_of(str(url)) in AMQP_SCHEMES
+
+
 def redis_py_url(url: str) -> str:
     """`url` as redis-py reads it: the scheme mapped, a unix socket's `virtual_host` as `db`."""
     target = REDIS_SCHEMES.get(scheme_of(url))

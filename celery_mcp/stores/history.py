@@ -611,6 +611,11 @@ class HistoryStore:
             pipe.zcount(key, _bound(lo), _bound(hi))
         return [int(n) for n in pipe.execute()]
 
+    def recent_queues(self, limit: int) -> set[str]:
+        """Queues the newest `limit` tasks went to."""
+        ids = self.r.zrevrange(self.key("idx"), 0, limit - 1)
+        return {r.queue for r in self.get_many(list(ids)) if r is not None and r.queue}
+
     def workers(self) -> dict[str, WorkerEntry]:
         return {
             h: WorkerEntry.model_validate_json(v)

@@ -20,8 +20,20 @@ SCHEDULE_RUN_FIELD = "celery_mcp_run"  # the last run beat sent: task id, due ti
 BEATS_SUFFIX = ":celery-mcp:beats"
 #: Task id whose result the health check reads on a backend it cannot PING.
 HEALTH_PROBE_ID = "celery-mcp-health-probe"
+#: rpc:// results drained from the reply queue, and chords over rpc:// (stores.replies).
+RPC_RESULT_PREFIX = "celery-mcp:rpc:"
+RPC_CHORD_PREFIX = "celery-mcp:rpc-chord:"  # group id -> header ids and callback
+RPC_CHORD_OF_PREFIX = "celery-mcp:rpc-chord-of:"  # header task id -> group id
+RPC_CHORD_DONE_PREFIX = "celery-mcp:rpc-chord-done:"  # group id -> set of finished header ids
+RPC_CHORD_FIRED_PREFIX = "celery-mcp:rpc-chord-fired:"  # group id -> set once, by who sends
+
 #: Counter of the demo task `demo.flaky`, per caller-chosen key.
 DEMO_FLAKY_PREFIX = "celery-mcp:demo:flaky:"
+
+# -- queues --------------------------------------------------------------------------------
+
+#: rpc:// reply queue every process of this project sends results to (client_backend).
+RPC_REPLY_QUEUE = "celery-mcp.replies"
 
 # -- message headers --------------------------------------------------------------------------
 

@@ -98,13 +98,16 @@ class Entry:
 Write = tuple[Entry, float]
 
 
-def store_location(app: Celery) -> tuple[str | None, str, str]:
+def store_location(app: Celery, fallback_url: str | None) -> tuple[str | None, str, str]:
     """(URL or None, key prefix, lock key) of the app's RedBeat store.
 
-    The app's own `redbeat_redis_url` wins, else the broker URL; None when that is not Redis.
+    The app's own `redbeat_redis_url` wins, else the broker URL when it is Redis, else
+    `fallback_url` (the state store); None when none is Redis.
     """
     conf = app.conf
     url = conf.get("redbeat_redis_url") or str(conf.broker_url or "")
+    if not is_redis_url(url):
+        url = fallback_url or ""
     prefix = conf.get("redbeat_key_prefix") or "redbeat:"
     lock_key = conf.get("redbeat_lock_key") or prefix + ":lock"
     if not lock_key.startswith(prefix):

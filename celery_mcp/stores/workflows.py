@@ -1,8 +1,9 @@
 """Workflow records: the tree behind one workflow id, kept in the result backend.
 
 Every workflow tool assigns all task ids before publishing and stores a record of the tree
-under `keys.WORKFLOW_RECORD_PREFIX + <workflow id>` with the backend's own expiry
-(`result_expires`); get_workflow reads it back. On the wire a node is a compact list
+under `keys.WORKFLOW_RECORD_PREFIX + <workflow id>` in the result backend, with its own expiry
+(`result_expires`), or in the state store when the backend keeps no keys (rpc://);
+get_workflow reads it back. On the wire a node is a compact list
 `[task_id, task_name, items]` (10,000 nodes stay small); in code it is a `NodeRecord`.
 
 Groups (group_tasks, map_task without callback) are also saved with Celery's own
@@ -12,7 +13,8 @@ Groups (group_tasks, map_task without callback) are also saved with Celery's own
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from celery import Celery
 from celery.backends.base import BaseKeyValueStoreBackend
@@ -70,23 +72,45 @@ class WorkflowRecord(BaseModel):
         )
 
 
-def key_of(backend: BaseKeyValueStoreBackend, workflow_id: str) -> str:
-    """The record's key, under the backend's `global_keyprefix` as Celery's own keys are."""
+class KeyValue(Protocol):
+    """Where records are kept: a key-value result backend, or the state store (`StateKV`)."""
+
+    def get(self, key: str) -> Any: ...
+
+    def set(self, key: str, value: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class StateKV:
+    """The state store as a record keeper (when the result backend is no key-value store,
+    e.g. rpc://): records expire as results would."""
+
+    client: Any
+    ttl_s: int
+
+    def get(self, key: str) -> Any:
+        return self.client.get(key)
+
+    def set(self, key: str, value: str) -> Any:
+        return self.client.set(key, value, ex=self.ttl_s)
+
+
+def backend_prefix(backend: BaseKeyValueStoreBackend) -> str:
+    """The backend's `global_keyprefix`, spelled as Celery spells its own keys with it."""
     celery_prefix = backend.task_keyprefix  # "<global prefix>celery-task-meta-"
     if isinstance(celery_prefix, bytes):
         celery_prefix = celery_prefix.decode()
-    global_prefix = str(celery_prefix).removesuffix("celery-task-meta-")
-    return global_prefix + WORKFLOW_RECORD_PREFIX + workflow_id
+    return str(celery_prefix).removesuffix("celery-task-meta-")
 
 
-def save(backend: BaseKeyValueStoreBackend, workflow_id: str, record: WorkflowRecord) -> None:
-    """Store the record (the backend applies its `result_expires`)."""
-    backend.set(key_of(backend, workflow_id), record.to_wire())
+def save(kv: KeyValue, prefix: str, workflow_id: str, record: WorkflowRecord) -> None:
+    """Store the record under `prefix` (a backend applies its `result_expires`)."""
+    kv.set(prefix + WORKFLOW_RECORD_PREFIX + workflow_id, record.to_wire())
 
 
-def load(backend: BaseKeyValueStoreBackend, workflow_id: str) -> WorkflowRecord | None:
+def load(kv: KeyValue, prefix: str, workflow_id: str) -> WorkflowRecord | None:
     """The record of `workflow_id`, or None when there is none (not ours, or expired)."""
-    raw = backend.get(key_of(backend, workflow_id))
+    raw = kv.get(prefix + WORKFLOW_RECORD_PREFIX + workflow_id)
     return WorkflowRecord.model_validate_json(raw) if raw else None
 
 
@@ -96,6 +120,9 @@ def save_group(app: Celery, group_id: str, member_ids: list[str]) -> None:
 
 
 def saved_group_ids(app: Celery, group_id: str) -> list[str] | None:
-    """Member ids of a group saved with `GroupResult.save()`, or None when it is not one."""
+    """Member ids of a group saved with `GroupResult.save()`, or None when it is not one (or
+    the backend saves no groups, as rpc://)."""
+    if not isinstance(app.backend, BaseKeyValueStoreBackend):
+        return None
     saved = app.backend.restore_group(group_id)
     return None if saved is None else [r.id for r in saved.results]

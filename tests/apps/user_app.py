@@ -4,6 +4,7 @@
     USER_KEYPREFIX                          broker + backend `global_keyprefix` (e.g. "proj:")
     USER_VISIBILITY_S                       the Redis `visibility_timeout`
     USER_LOG_KEY                            Redis list the tasks append what they did to
+    USER_PRIORITY_QUEUES                    queues declared with x-max-priority 9 ("a,b")
 
 A stock `celery -A tests.apps.user_app:app worker` runs it; the server imports it with --app.
 No `result_extended`, no task events unless the worker is started with -E: Celery's defaults.
@@ -18,6 +19,7 @@ from typing import Any
 import redis
 from celery import Celery
 from celery.exceptions import Reject
+from kombu import Queue
 
 backend = os.environ.get("USER_RESULT_BACKEND") or None
 app = Celery(
@@ -32,6 +34,11 @@ if os.environ.get("USER_KEYPREFIX"):
     app.conf.result_backend_transport_options = {"global_keyprefix": os.environ["USER_KEYPREFIX"]}
 if os.environ.get("USER_VISIBILITY_S"):
     transport["visibility_timeout"] = float(os.environ["USER_VISIBILITY_S"])
+if os.environ.get("USER_PRIORITY_QUEUES"):
+    names = os.environ["USER_PRIORITY_QUEUES"].split(",")
+    app.conf.task_queues = [Queue("celery")] + [
+        Queue(n, routing_key=n, queue_arguments={"x-max-priority": 9}) for n in names
+    ]
 app.conf.update(
     broker_transport_options=transport,
     broker_connection_retry_on_startup=True,
@@ -49,6 +56,12 @@ def _log(entry: str) -> None:
 @app.task(name="user.add")
 def add(x: int, y: int) -> int:
     return x + y
+
+
+@app.task(name="user.total")
+def total(values: list[int], extra: int = 0) -> int:
+    """A chord callback: the sum of its header's results."""
+    return sum(values) + extra
 
 
 @app.task(name="user.record")

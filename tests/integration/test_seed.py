@@ -25,11 +25,13 @@ from typing import Any
 import pytest
 
 from celery_mcp.runtime.embedded import EmbeddedServer
+from tests.rabbit import RabbitNode
 from tests.support import ROOT, Worker, wait_until
 
 SEED = ROOT / "tests" / "seed" / "celery_skill.md"
 SEED_SHA256 = "5b194b958e332799f0df9abcdbcf115e2120ae7c4a6cd2e37d10e2ca053b7063"
 BROKER_DB, BACKEND_DB = 4, 5  # apart from the other tests' queues and results
+RABBIT_URL = "amqp://guest:guest@localhost:5672//"  # the seed's RabbitMQ, a private node here
 
 
 @dataclass(frozen=True)
@@ -82,15 +84,19 @@ class Seed:
     env: dict[str, str]
     data_dir: Path
     worker: Worker
+    rabbit: Callable[[], RabbitNode]  # started for the first example that names RabbitMQ
     namespace: dict[str, Any] = field(default_factory=dict)
 
     def pointed(self, code: str) -> str:
-        """The example as a user runs it: our package, the test server's URLs."""
-        return (
+        """The example as a user runs it: our package, the test servers' URLs."""
+        code = (
             code.replace("celery_skill", "celery_mcp")
             .replace("redis://localhost:6379/0", self.broker_url)
             .replace("redis://localhost:6379/1", self.backend_url)
         )
+        if RABBIT_URL in code:
+            code = code.replace(RABBIT_URL, self.rabbit().url)
+        return code
 
     def restart_worker(self, **env: str) -> None:
         """Restart the user's worker (with `env`: on the configuration the next example uses)."""
@@ -110,12 +116,17 @@ def start_worker(env: dict[str, str], data_dir: Path) -> Worker:
 
 
 @pytest.fixture(scope="module")
-def seed(embedded: EmbeddedServer, env: dict[str, str], data_dir: Path) -> Iterator[Seed]:
+def seed(
+    embedded: EmbeddedServer, env: dict[str, str], data_dir: Path, request: pytest.FixtureRequest
+) -> Iterator[Seed]:
     broker, backend = embedded.url_for_db(BROKER_DB), embedded.url_for_db(BACKEND_DB)
     # the seed's first skill keeps results in the broker's database (/0 for both): so does
     # the user's worker
     worker_env = env | {"SEED_BROKER_URL": broker, "SEED_RESULT_BACKEND": broker}
-    run = Seed(broker, backend, worker_env, data_dir, start_worker(worker_env, data_dir))
+    worker = start_worker(worker_env, data_dir)
+    run = Seed(
+        broker, backend, worker_env, data_dir, worker, lambda: request.getfixturevalue("rabbit")
+    )
     run.namespace.update(url="https://example.com/data.csv", data={"id": 7}, time=time)
     try:
         yield run
@@ -331,6 +342,12 @@ def _worker_on_backend_1(seed: Seed, _: dict[str, Any]) -> None:
     seed.restart_worker(SEED_RESULT_BACKEND=seed.backend_url)
 
 
+def _worker_on_rabbit(seed: Seed, _: dict[str, Any]) -> None:
+    """The seed's advanced configuration: the user's worker moves to RabbitMQ and rpc://, and
+    the examples after this one (retries, workflow results) run there."""
+    seed.restart_worker(SEED_BROKER_URL=seed.rabbit().url, SEED_RESULT_BACKEND="rpc://")
+
+
 def _redis_backend(seed: Seed, ns: dict[str, Any]) -> None:
     health = ns["skill"].health_check()
     assert health["ok"] and health["backend_url"].endswith(f"/{BACKEND_DB}")
@@ -404,7 +421,7 @@ CHECKS: dict[tuple[str, int], tuple[Check | None, Check]] = {
     ("注册任务函数", 3): (None, _registered_tasks),
     ("注册任务函数", 4): (None, _sent_by_name),
     ("任务结果后端配置", 1): (_worker_on_backend_1, _redis_backend),
-    ("任务结果后端配置", 2): (None, _rpc),
+    ("任务结果后端配置", 2): (_worker_on_rabbit, _rpc),
     ("任务重试策略", 1): (None, _exponential),
     ("工作流结果处理", 1): (None, lambda _, ns: None),  # the chain is read by the next one
     ("工作流结果处理", 2): (None, _chain_result),
@@ -427,8 +444,6 @@ def test_every_example_has_a_check() -> None:
 def test_python_example(seed: Seed, example: Example) -> None:
     before, check = CHECKS[(example.heading, example.index)]
     code = seed.pointed(example.code)
-    if "amqp://" in code:
-        pytest.skip("needs a RabbitMQ node")
     if before is not None:
         before(seed, seed.namespace)
     exec(compile(code, f"<seed {example.id}>", "exec"), seed.namespace)  # noqa: S102
@@ -450,6 +465,8 @@ def test_cli_line(seed: Seed, line: str) -> None:
     """The seed's CLI lines with `python -m celery_mcp`, on the same broker (env settings)."""
     import shlex
 
+    if seed.env["SEED_BROKER_URL"] != seed.broker_url:  # the Python examples ended on RabbitMQ
+        seed.restart_worker(SEED_BROKER_URL=seed.broker_url, SEED_RESULT_BACKEND=seed.backend_url)
     args = shlex.split(line)[3:]  # after `python -m celery_skill`
     env = seed.env | {
         "CELERY_MCP_BROKER_URL": seed.broker_url,

@@ -34,6 +34,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from kombu.entity import Queue
 from pydantic import TypeAdapter, ValidationError
 
 from celery_mcp.app import make_app
@@ -47,11 +48,10 @@ from celery_mcp.interfaces.facade.types import Result
 from celery_mcp.interfaces.facade.workers import WorkerManager
 from celery_mcp.interfaces.facade.workflows import WorkflowManager
 from celery_mcp.models.common import TaskName
-from celery_mcp.runtime import embedded
+from celery_mcp.runtime.connect import open_cluster
 from celery_mcp.runtime.worker import retry, setup
 from celery_mcp.runtime.worker.local import LocalWorker, nameable
 from celery_mcp.service import registry
-from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.health import check_broker
 
 __all__ = [
@@ -88,7 +88,7 @@ class CelerySkill:
             self.settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
         except ValidationError as exc:
             raise InvalidArgument(validation_message(exc), hint="see celery_mcp.Settings") from None
-        self.cluster = Cluster(embedded.resolve(self.settings))
+        self.cluster = open_cluster(self.settings)
         self.app: Any = self.cluster.app
         #: Queue for tasks registered here: only this facade's local worker consumes it.
         self.local_queue = (
@@ -169,6 +169,14 @@ class CelerySkill:
         elif not isinstance(existing, list | tuple):
             existing = (existing,)
         self.app.conf.update(task_routes=(route, *existing))
+        self._declare_local_queue(self.app)
+
+    def _declare_local_queue(self, app: Any) -> None:
+        """Make `local_queue` go away with this process: on RabbitMQ it is auto-deleted when
+        the local worker stops consuming (a Redis list is gone once empty anyway)."""
+        name = self.local_queue
+        queue = Queue(name, routing_key=name, durable=False, auto_delete=True)  # type: ignore[no-untyped-call]
+        app.amqp.queues.add(queue)
 
     def register_task(self, fn: Callable[..., Any], name: str) -> Any:
         """Register `fn` under `name` on this facade's app (and its local worker); return the
@@ -247,6 +255,7 @@ class CelerySkill:
                 for name, fn in self._registered.items():
                     self._register_on_worker(name, fn)
             setup.prepare(self._worker_app)
+            self._declare_local_queue(self._worker_app)
         return self._worker_app
 
     def stop_worker(self) -> None:

@@ -61,12 +61,11 @@ class LazyCluster:
     def get(self) -> Cluster:
         # imported here: Celery and the embedded broker are needed by the first call, not to
         # answer initialize and tools/list (measured: 95 ms of imports at start)
-        from celery_mcp.runtime.embedded import resolve
-        from celery_mcp.service.cluster import Cluster
+        from celery_mcp.runtime.connect import open_cluster
 
         with self._lock:
             if self._cluster is None:
-                self._cluster = Cluster(resolve(self.settings))
+                self._cluster = open_cluster(self.settings)
             return self._cluster
 
 

@@ -46,7 +46,7 @@ from celery_mcp.service.cluster import Cluster, Stamped
 
 WORKER_TASKS_TTL_S = 5.0
 ROLL_CALL_EVERY_S = 30.0
-UNSEEN_GRACE_S = 0.015  # AMQP: how long replies are still taken after the expected ones
+UNSEEN_GRACE_S = 0.010  # AMQP: how long replies are still taken after the expected ones
 ANNOUNCED_WITHIN_S = 600.0  # worker events older than this do not make a worker expected
 
 

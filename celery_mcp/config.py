@@ -31,18 +31,29 @@ TOOLSETS: tuple[str, ...] = (
 #: opt-in. The Python API and the CLI offer every toolset unless toolsets are set.
 DEFAULT_TOOLSETS: tuple[str, ...] = ("tasks", "workers", "catalog", "history", "health")
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^@/\s]*)@")
+# userinfo runs to the last "@" of the authority (as urllib and redis-py split it): a password
+# may itself contain "@"
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<userinfo>[^/\s]*)@")
+_SECRET_NAMES = r"(?:sentinel_)?password|passwd|pass|token|secret"
+_QUERY_SECRET = re.compile(rf"(?P<key>[?&;](?:{_SECRET_NAMES})=)[^&;#\s]*", re.IGNORECASE)
+# a mapping's repr or JSON, e.g. transport options' sentinel_kwargs={'password': ...}
+_MAPPING_SECRET = re.compile(
+    rf"(?P<key>(?P<q>['\"])(?:{_SECRET_NAMES})(?P=q)\s*:\s*)(?P<v>['\"]).*?(?P=v)", re.IGNORECASE
+)
 
 
 def redact_url(text: str) -> str:
-    """Replace the password (or whole userinfo) of every URL in `text` with `***`."""
+    """Replace every credential in `text` with `***`: a URL's password (or whole userinfo), a
+    `password=` query parameter, and a `'password': ...` item of a mapping's repr or JSON."""
 
     def _sub(match: re.Match[str]) -> str:
         user, sep, _password = match.group("userinfo").partition(":")
         kept = f"{user}:***" if sep else "***"
         return f"{match.group('scheme')}{kept}@"
 
-    return _CREDENTIALS.sub(_sub, text)
+    text = _CREDENTIALS.sub(_sub, text)
+    text = _QUERY_SECRET.sub(r"\g<key>***", text)
+    return _MAPPING_SECRET.sub(r"\g<key>\g<v>***\g<v>", text)
 
 
 def default_data_dir() -> Path:
@@ -102,6 +113,11 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="HTTP port.")
     auth_token: SecretStr | None = Field(
         None, description="Bearer token every HTTP request must carry; needed off loopback."
+    )
+    http_auth: bool = Field(
+        True,
+        description="Unset AUTH_TOKEN on HTTP: generate one (kept in the data dir). False: "
+        "loopback HTTP without a token (single-user machines only).",
     )
     allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Extra Host header values accepted on HTTP (loopback always is)."

@@ -12,6 +12,7 @@
     │   ├── BackendUnavailable
     │   └── NoWorkers
     ├── WaitTimeout                a bounded wait ran out (the task may still finish)
+    ├── Cancelled                  the call was cancelled, or ran out of time, mid-wait
     └── TaskFailed                 a result handle's get(): the task or workflow failed
 
 Foreign exceptions (kombu, redis, celery, OS) are mapped in one place, `translate_errors()`,
@@ -30,6 +31,7 @@ from celery_mcp.config import redact_url
 __all__ = [
     "BackendUnavailable",
     "BrokerUnavailable",
+    "Cancelled",
     "CeleryMcpError",
     "Forbidden",
     "InvalidArgument",
@@ -125,6 +127,12 @@ class WaitTimeout(CeleryMcpError):
     """A bounded wait ran out; the operation may still complete later."""
 
     code = "timeout"
+
+
+class Cancelled(CeleryMcpError):
+    """The call was cancelled (by its client, or at its time bound) while it waited."""
+
+    code = "cancelled"
 
 
 class TaskFailed(CeleryMcpError):

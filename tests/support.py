@@ -241,6 +241,12 @@ class HttpServer:
         wait_until(listening, timeout_s, 0.1, f"HTTP server on port {self.port}")
         return self
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The header the server's start-up line says to send (its generated token)."""
+        match = re.search(r"with header '([^:]+): ([^']+)'", self.output())
+        return {match.group(1): match.group(2)} if match else {}
+
     def output(self) -> str:
         """Everything the process wrote to stdout and stderr so far."""
         self._out.flush()

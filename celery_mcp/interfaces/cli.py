@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,12 @@ from pydantic import ValidationError
 
 from celery_mcp.config import Settings, redact_url
 from celery_mcp.errors import CeleryMcpError, Forbidden, InvalidArgument
-from celery_mcp.interfaces.mcp.http_security import check_bind
+from celery_mcp.interfaces.mcp.http_security import (
+    TOKEN_FILE,
+    check_bind,
+    load_or_create_token,
+    with_token,
+)
 from celery_mcp.logs import setup_logging
 from celery_mcp.runtime import embedded
 from celery_mcp.service import registry
@@ -83,27 +89,34 @@ def _env_for_children(settings: Settings) -> dict[str, str]:
 def cmd_serve(ns: argparse.Namespace) -> int:
     settings = _settings(ns, host=ns.host, port=ns.port)
     setup_logging(settings.log_level)
+    generated = False
     if ns.transport == "http":
         try:
             check_bind(settings)
+            generated = settings.auth_token is None and settings.http_auth
+            settings = with_token(settings)
         except Forbidden as exc:
             raise SystemExit(f"celery-mcp: {exc}") from None
     worker = None
     monitor = None
     if ns.with_worker:
         monitor = _spawn_monitor(settings)
-        worker = _spawn_child(settings, ["worker", "--hostname", "demo@%h"], "worker.log")
+        worker = _spawn_child(
+            settings,
+            ["worker", "--hostname", "demo@%h", "--parent-pid", str(os.getpid())],
+            "worker.log",
+        )
         print(
             f"celery-mcp: worker pid {worker.pid}, log {settings.data_dir / 'worker.log'}",
             file=sys.stderr,
         )
     if ns.transport == "http":
-        print(
-            f"celery-mcp: MCP over HTTP at http://{settings.host}:{settings.port}/mcp",
-            file=sys.stderr,
-        )
+        print(f"celery-mcp: {_http_banner(settings, generated)}", file=sys.stderr)
     from celery_mcp.interfaces.mcp.server import run
 
+    # clients stop stdio servers with SIGTERM; uvicorn handles SIGINT/SIGTERM itself
+    stdio_signals = (signal.SIGINT, signal.SIGTERM) if ns.transport != "http" else ()
+    _stop_children_on((*stdio_signals, signal.SIGHUP), monitor, worker)
     try:
         run(settings, "http" if ns.transport == "http" else "stdio")
     except KeyboardInterrupt:
@@ -112,6 +125,57 @@ def cmd_serve(ns: argparse.Namespace) -> int:
         _stop_child(monitor)
         _stop_child(worker)
     return 0
+
+
+def _http_banner(settings: Settings, generated: bool) -> str:
+    """Where to connect, with the header to send (ready to paste)."""
+    url = f"http://{settings.host}:{settings.port}/mcp"
+    if settings.auth_token is None:
+        return f"MCP over HTTP at {url} (no token: http_auth is off)"
+    if generated:
+        where = f"; token kept in {settings.data_dir / TOKEN_FILE}, `celery-mcp http-token`"
+        header = f"Authorization: Bearer {settings.auth_token.get_secret_value()}"
+    else:  # the operator's own token: never echoed
+        where, header = "", "Authorization: Bearer $CELERY_MCP_AUTH_TOKEN"
+    return f"MCP over HTTP at {url} with header '{header}'{where}"
+
+
+def cmd_http_token(ns: argparse.Namespace) -> int:
+    """Print the generated HTTP token (created when missing), e.g. for `--header`."""
+    settings = _settings(ns)
+    try:
+        print(load_or_create_token(settings.data_dir))
+    except Forbidden as exc:
+        raise SystemExit(f"celery-mcp: {exc}") from None
+    return 0
+
+
+def _stop_children_on(
+    signals: tuple[signal.Signals, ...], *children: subprocess.Popen[bytes] | None
+) -> None:
+    """On any of `signals`, stop `children`, then exit. A stdio server cannot wind down by
+    itself while its client keeps stdin open (the read blocks a thread), and Python's default
+    for SIGTERM/SIGHUP ends it at once, leaving the children running."""
+
+    def stop(signum: int, _frame: Any) -> None:
+        for child in children:
+            _stop_child(child)
+        os._exit(128 + signum)
+
+    for sig in signals:
+        signal.signal(sig, stop)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Stop this process (SIGTERM: a warm shutdown) once `parent_pid` is gone, even killed."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        print(f"celery-mcp: parent {parent_pid} exited; stopping", file=sys.stderr)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
 def _spawn_child(settings: Settings, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
@@ -191,6 +255,8 @@ def cmd_worker(ns: argparse.Namespace, extra: list[str]) -> int:
     if ns.queues:
         argv.append(f"--queues={ns.queues}")
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # the statedb lives there
+    if ns.parent_pid:
+        _exit_with_parent(ns.parent_pid)
     monitor = _spawn_monitor(settings) if ns.monitor else None
     if monitor is not None:
         _stop_when_gone(monitor, settings.data_dir / "monitor.log", "monitor")
@@ -399,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--pool", "-P", default="prefork")
     worker.add_argument("--loglevel", "-l", default="INFO")
     worker.add_argument("--monitor", action="store_true", help="also record task history")
+    worker.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     _add_setting_flags(worker)
 
     beat = sub.add_parser("beat", help="run Celery beat (RedBeat scheduler) on the same settings")
@@ -418,6 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
     broker = sub.add_parser("broker", help="the embedded Valkey server")
     broker.add_argument("op", choices=["status", "start", "stop"])
     _add_setting_flags(broker)
+
+    token = sub.add_parser("http-token", help="print the HTTP bearer token serve generated")
+    _add_setting_flags(token)
     return parser
 
 
@@ -467,5 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_monitor(ns)
     if ns.command == "beat":
         return cmd_beat(ns)
+    if ns.command == "http-token":
+        return cmd_http_token(ns)
     parser.print_help()
     return 0

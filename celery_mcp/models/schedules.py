@@ -192,6 +192,9 @@ class PeriodicTask(PeriodicTaskSummary):
     last_fire_delay_ms: float | None = Field(
         None, description="How late after its due time that run was sent."
     )
+    last_refusal: str | None = Field(
+        None, description="Why beat did not send the last due run (then nothing was sent)."
+    )
     created_at: datetime | None = None
     updated_at: datetime | None = None
     message: str | None = Field(

@@ -44,6 +44,7 @@ from celery_mcp.client_backend import reply_options
 from celery_mcp.config import Settings
 from celery_mcp.runtime.connect import open_cluster
 from celery_mcp.service.cluster import Cluster
+from celery_mcp.service.policy import task_allowed
 from celery_mcp.service.schedule_rules import advance, next_due, run_task_id
 from celery_mcp.stores.history import SentTask
 from celery_mcp.stores.schedules import Entry, ScheduleStore, Write, store_location, to_score
@@ -196,10 +197,14 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             return self.max_interval
         if due_at > now:
             return (due_at - now).total_seconds()
-        claimed = self.claim(entry, fire=True)
+        refused = self.refusal(entry)
+        claimed = self.claim(entry, fire=True, refused=refused)
         if claimed is None:
             return self.max_interval  # another beat sent it, or the entry changed or went away
         due, task_id, following = claimed
+        if refused is not None:
+            logger.warning("beat: did not send %s (%s): %s", entry.name, entry.task, refused)
+            return self._wake_at(following)
         entry.options = {**(entry.options or {}), "task_id": task_id, **reply_options(self.app)}
         self.note_sent(entry, task_id)
         try:
@@ -211,11 +216,23 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             logger.info(
                 "beat: sent %s (%s) id %s, %.0f ms late", entry.name, entry.task, task_id, late_ms
             )
-        if following is None:
-            return self.max_interval
+        return self._wake_at(following)
+
+    def _wake_at(self, following: datetime | None) -> float:
         # wake at the next due time (celery's is_due says "one interval from now", which
         # would let each run's lateness add up)
+        if following is None:
+            return float(self.max_interval)
         return max((following - datetime.now(UTC)).total_seconds(), 0.001)
+
+    def refusal(self, entry: RedBeatSchedulerEntry) -> str | None:
+        """Why this due run must not be sent under the current settings (None: send it).
+
+        Checked before each send: an entry written before the allowlist changed must not run."""
+        if self.cluster is None or task_allowed(self.cluster.settings, entry.task):
+            return None
+        patterns = ", ".join(self.cluster.settings.task_allow)
+        return f"task {entry.task!r} is not in the task allowlist ({patterns})"
 
     def note_sent(self, entry: Any, task_id: str) -> None:
         """Keep the run in the task history (exact args: retry_task can re-send it; on rpc://
@@ -230,9 +247,10 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             logger.warning("beat: could not note %s in the task history", task_id, exc_info=True)
 
     def claim(
-        self, entry: RedBeatSchedulerEntry, *, fire: bool
+        self, entry: RedBeatSchedulerEntry, *, fire: bool, refused: str | None = None
     ) -> tuple[datetime, str, datetime | None] | None:
-        """Advance the entry's meta iff nobody did since it was loaded.
+        """Advance the entry's meta iff nobody did since it was loaded (`refused`: the due run
+        is passed over, not counted, and the reason kept).
 
         Returns (due time, task id, next due time), or None when it was not this beat's to send.
         """
@@ -240,7 +258,7 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         sched = entry.schedule
         if fire:
             due, new_last = advance(sched, entry.last_run_at, now)
-            count = entry.total_run_count + 1
+            count = entry.total_run_count + (refused is None)
         else:
             due, new_last, count = now, now, entry.total_run_count
         task_id = run_task_id(entry.name, due)
@@ -252,7 +270,11 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             stored.last_run_at, stored.total_run_count = new_last, count
             if fire:
                 delay_ms = round((now - due).total_seconds() * 1e3, 1)
-                stored.run = {"task_id": task_id, "due_at": due.isoformat(), "delay_ms": delay_ms}
+                stored.run = (
+                    {"task_id": task_id, "due_at": due.isoformat(), "delay_ms": delay_ms}
+                    if refused is None
+                    else {"refused": refused, "due_at": due.isoformat()}
+                )
                 if following is None and isinstance(sched, rrule):
                     stored.definition["enabled"] = False  # a one-off that ran: keep it, disabled
             return stored, to_score(following) if stored.enabled else -1

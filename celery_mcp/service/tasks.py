@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import celery.exceptions
+from celery.backends.redis import RedisBackend
 from celery.result import AsyncResult
 from celery.utils import uuid
 
@@ -25,6 +27,7 @@ from celery_mcp.models.tasks import (
     TaskResult,
     TaskStatus,
 )
+from celery_mcp.service import cancel
 from celery_mcp.service.catalog import routed_queue
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.discovery import expected_workers
@@ -193,16 +196,67 @@ def task_result(
     )
 
 
-def _wait_once(cluster: Cluster, task_id: str, slice_s: float) -> dict[str, Any]:
-    """Wait up to `slice_s` for the task to be ready; its meta then."""
+WaitOnce = Callable[[float], dict[str, Any]]
+
+
+@contextlib.contextmanager
+def _waiter(cluster: Cluster, task_id: str) -> Iterator[WaitOnce]:
+    """A function that waits up to a slice for the task to be ready and returns its meta then;
+    every wait looks at the call's cancel flag each `cancel.POLL_S`."""
+    backend = cluster.app.backend
     if uses_rpc(cluster):
-        return drain(cluster).wait(task_id, slice_s)
+        reply_drain = drain(cluster)
+        yield lambda slice_s: reply_drain.wait(task_id, slice_s)
+    elif isinstance(backend, RedisBackend):
+        with _subscribed(cluster, backend, task_id) as wait_once:
+            yield wait_once
+    else:
+        yield lambda slice_s: _polled(cluster, task_id, slice_s)
+
+
+@contextlib.contextmanager
+def _subscribed(cluster: Cluster, backend: RedisBackend, task_id: str) -> Iterator[WaitOnce]:
+    """A wait on the pub/sub of this thread's Redis backend, drained in `cancel.POLL_S` steps
+    (its `get()` drains in 1 s steps, too long to notice a cancel). Draining also settles the
+    other results the backend is subscribed to (the members of groups and chords sent)."""
+    result = AsyncResult(task_id, app=cluster.app)
+    with translate_errors("backend"):
+        backend.add_pending_result(result, weak=True)
+    fresh = True
+
+    def wait_once(slice_s: float) -> dict[str, Any]:
+        nonlocal fresh
+        if fresh:  # a state stored before the subscription was published to nobody
+            fresh = False
+            meta = task_meta(cluster, task_id)
+            if meta.get("status") in READY_STATES:
+                return meta
+        deadline = time.monotonic() + slice_s
+        with translate_errors("backend"):
+            while not result.on_ready.ready and (remaining := deadline - time.monotonic()) > 0:
+                cancel.check()
+                backend.result_consumer.drain_events(timeout=min(cancel.POLL_S, remaining))
+        return task_meta(cluster, task_id)
+
+    try:
+        yield wait_once
+    finally:
+        with contextlib.suppress(Exception):
+            backend.remove_pending_result(result)
+
+
+def _polled(cluster: Cluster, task_id: str, slice_s: float) -> dict[str, Any]:
+    """Wait up to `slice_s` on a backend that is neither Redis nor rpc:// (Celery polls it)."""
     result = AsyncResult(task_id, app=cluster.app)
     with translate_errors("backend"):
         if result.state not in READY_STATES and slice_s > 0:
-            # a pub/sub wait on Redis: returns as soon as the result is stored
             with contextlib.suppress(celery.exceptions.TimeoutError):
-                result.get(timeout=slice_s, propagate=False, interval=0.05)
+                result.get(
+                    timeout=slice_s,
+                    propagate=False,
+                    interval=cancel.POLL_S,
+                    on_interval=cancel.check,
+                )
     return task_meta(cluster, task_id)  # the backend caches a ready meta: no second read
 
 
@@ -221,14 +275,18 @@ def get_result(
             check_visible(cluster, task_id, meta)
     start = time.monotonic()
     deadline = start + min(request.timeout_s, cluster.settings.result_wait_max_s)
-    while meta.get("status") not in READY_STATES:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        meta = _wait_once(cluster, task_id, min(WAIT_SLICE_S, remaining))
-        if progress is not None and meta.get("status") not in READY_STATES:
-            waited = time.monotonic() - start
-            progress(waited, request.timeout_s, _progress_text(meta, waited))
+    if meta.get("status") in READY_STATES or deadline <= start:
+        return task_result(cluster, task_id, meta, time.monotonic() - start)
+    with _waiter(cluster, task_id) as wait_once:
+        while meta.get("status") not in READY_STATES:
+            cancel.check()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            meta = wait_once(min(WAIT_SLICE_S, remaining))
+            if progress is not None and meta.get("status") not in READY_STATES:
+                waited = time.monotonic() - start
+                progress(waited, request.timeout_s, _progress_text(meta, waited))
     return task_result(cluster, task_id, meta, time.monotonic() - start)
 
 

@@ -53,7 +53,7 @@ from celery_mcp.models.workers import (
     WorkerStats,
     WorkerTasks,
 )
-from celery_mcp.service import discovery
+from celery_mcp.service import cancel, discovery
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.discovery import Replies
 from celery_mcp.service.limits import cap_json
@@ -621,7 +621,7 @@ def shutdown_workers(cluster: Cluster, request: ShutdownInput) -> ShutdownResult
     deadline = time.monotonic() + request.wait_s
     remaining = _still_registered(cluster, targets)
     while remaining and time.monotonic() < deadline:
-        time.sleep(SHUTDOWN_POLL_S)
+        cancel.sleep(SHUTDOWN_POLL_S)
         remaining = _still_registered(cluster, remaining)
     stopped = [t for t in targets if t not in remaining]
     tail = f"; {len(remaining)} still finishing running tasks" if remaining else ""

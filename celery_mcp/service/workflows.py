@@ -46,6 +46,7 @@ from celery_mcp.models.workflows import (
     WorkflowStep,
     WorkflowTree,
 )
+from celery_mcp.service import cancel
 from celery_mcp.service.catalog import app_spec, worker_view
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.limits import cap_json
@@ -565,7 +566,7 @@ def saved_group_result(
             reported = now
             done = sum(n for s, n in agg.counts.items() if s in READY_STATES)
             progress(done, len(ids), f"{done}/{len(ids)} tasks done")
-        time.sleep(min(interval, max(0.0, deadline - now)))
+        cancel.sleep(min(interval, max(0.0, deadline - now)))
         interval = min(interval * 1.5, longest)
 
 

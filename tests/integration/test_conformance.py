@@ -76,8 +76,9 @@ def npm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def served(env: dict[str, str], embedded: EmbeddedServer, data_dir: Path) -> Iterator[HttpServer]:
-    """`celery-mcp serve --transport http` on loopback, default settings."""
-    with http_server(env, data_dir) as srv:
+    """`celery-mcp serve --transport http` on loopback; no token (`conformance server` sends no
+    Authorization header; the token itself is tested in test_http)."""
+    with http_server(env | {"CELERY_MCP_HTTP_AUTH": "false"}, data_dir) as srv:
         yield srv
 
 

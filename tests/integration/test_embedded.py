@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from celery_mcp.errors import BrokerUnavailable
 from celery_mcp.runtime import embedded as emb
 from tests.support import Worker, call, mcp_session, wait_until
 
@@ -42,6 +48,7 @@ def test_state_file_is_private(embedded: emb.EmbeddedServer) -> None:
 
 
 def test_stale_state_file_is_recovered(tmp_path: Path) -> None:
+    """A crashed server comes back on its free port with its password: clients' URLs hold."""
     data = tmp_path / "data"
     first = emb.ensure_running(data)
     os.kill(first.pid, signal.SIGKILL)
@@ -52,6 +59,117 @@ def test_stale_state_file_is_recovered(tmp_path: Path) -> None:
         assert (second.port, second.password) == (first.port, first.password)
     finally:
         emb.stop(data)
+
+
+def test_restart_on_a_new_port_gets_a_new_password(tmp_path: Path) -> None:
+    """The old port taken (by another local user, say) while the server was down: the server
+    moves, and the old password, which old URLs may have sent to that port, opens nothing."""
+    data = tmp_path / "data"
+    first = emb.ensure_running(data)
+    os.kill(first.pid, signal.SIGKILL)
+    wait_until(lambda: not emb.ping(first, 0.1), 5, what="server down")
+    try:
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", first.port))
+            squatter.listen()
+            second = emb.ensure_running(data)
+        assert second.port != first.port and second.password != first.password
+        assert emb.ping(second) and not emb.ping(replace(second, password=first.password))
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=second.port, password=first.password, socket_timeout=5).ping()
+        assert emb.read_state(data) == second
+    finally:
+        emb.stop(data)
+
+
+def _write_record(data: Path, **state: Any) -> None:
+    data.mkdir(mode=0o700, exist_ok=True)
+    path = data / emb.STATE_FILE
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(state, fh)
+
+
+@pytest.fixture(params=["proc", "no-proc"])
+def platform(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Linux as it is, or as if there were no /proc (macOS): pids are then known from `ps`."""
+    if request.param == "no-proc":
+        for name in ("exists", "read_text", "read_bytes"):
+            monkeypatch.setattr(Path, name, _without_proc(name, getattr(Path, name)))
+    return str(request.param)
+
+
+def _without_proc(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+    def method(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if str(self).startswith("/proc/"):
+            if name == "exists":
+                return False
+            raise FileNotFoundError(2, "No such file or directory", str(self))
+        return real(self, *args, **kwargs)
+
+    return method
+
+
+@pytest.mark.parametrize("record", ["legacy", "recorded"])
+def test_a_recycled_pid_is_neither_trusted_nor_signalled(
+    tmp_path: Path, platform: str, record: str
+) -> None:
+    """After a reboot the recorded pid is an unrelated process: a new server starts, and
+    `broker stop` stops that one only. `recorded`: the impostor even bears the server's name
+    (only its start time differs); `legacy`: a record without name and start time."""
+    data = tmp_path / "data"
+    binary = str(shutil.which("sleep"))
+    state: dict[str, Any] = {"port": emb._free_port(), "password": "old", "data_dir": str(data)}
+    if record == "recorded":
+        binary = str(shutil.copy(binary, tmp_path / "valkey-server"))
+        state |= {"name": "valkey-server", "started": "proc:before-reboot:4242"}
+    impostor = subprocess.Popen([binary, "60"])
+    try:
+        _write_record(data, pid=impostor.pid, **state)
+        server = emb.ensure_running(data)
+        assert server.pid != impostor.pid and emb.ping(server)
+        assert emb.stop(data) is True and not emb.ping(server, 0.1)
+        assert emb.stop(data) is False
+        assert impostor.poll() is None, "the unrelated process was signalled"
+    finally:
+        impostor.kill()
+        impostor.wait()
+        emb.stop(data)
+
+
+def test_own_server_not_answering_is_a_typed_error(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = emb.ensure_running(data)
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(emb.EmbeddedServerUnresponsive) as err:
+            emb.ensure_running(data)
+        assert f"pid {server.pid}" in err.value.message and str(data) in err.value.message
+        assert isinstance(err.value, BrokerUnavailable)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        emb.stop(data)
+
+
+def test_a_server_answering_under_a_wrong_pid_is_not_doubled(tmp_path: Path) -> None:
+    """Our password answers on the recorded port, but the pid is another process: no second
+    server is started on the same AOF, and the other process is not signalled."""
+    data = tmp_path / "data"
+    server = emb.ensure_running(data)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        _write_record(data, **(asdict(server) | {"pid": other.pid}))
+        with pytest.raises(emb.EmbeddedServerUnresponsive, match=f"pid {other.pid} is not it"):
+            emb.ensure_running(data)
+        assert emb.stop(data) is False and other.poll() is None and emb.ping(server)
+    finally:
+        other.kill()
+        other.wait()
+        os.kill(server.pid, signal.SIGTERM)
+        wait_until(lambda: not emb.ping(server, 0.1), 10, what="server down")
+        emb._reap(server.pid)
 
 
 def test_concurrent_starts_share_one_server(tmp_path: Path) -> None:

@@ -167,3 +167,40 @@ async def test_token_reaches_neither_the_worker_nor_the_broker(
     assert TOKEN.encode() not in _broker_dump(embedded)
     assert TOKEN not in served.output()
     assert os.environ.get("CELERY_MCP_AUTH_TOKEN") != TOKEN
+
+
+async def test_loopback_http_needs_the_generated_token_by_default(
+    env: dict[str, str], embedded: EmbeddedServer, data_dir: Path, tmp_path: Path
+) -> None:
+    """Another local user can reach 127.0.0.1, not the 0600 token file: without the token the
+    server answers 401; the start-up line's header and `celery-mcp http-token` both work."""
+    own = env | {"CELERY_MCP_DATA_DIR": str(tmp_path / "d")}
+    own |= {"CELERY_MCP_BROKER_URL": embedded.url_for_db(0)}  # broker outside that data dir
+    with http_server(own, tmp_path) as srv:
+        token_file = tmp_path / "d" / "http-token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        first = srv.headers
+        assert first == {"Authorization": f"Bearer {token}"}
+        assert [r.status_code for r in await refused(srv.url, {})] == [401]
+        async with http_session(srv.url, srv.headers) as session:
+            assert (await session.send_ping()) is not None
+        printed = subprocess.run(
+            [sys.executable, "-m", "celery_mcp", "http-token"],
+            env=own,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert printed.stdout.strip() == token
+    with http_server(own, tmp_path) as again:  # the same token on the next start
+        assert again.headers == first
+    token_file.chmod(0o644)
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery_mcp", "serve", "--transport", "http"],
+        env=own,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode != 0 and "not private to this user" in proc.stderr

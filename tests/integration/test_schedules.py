@@ -23,6 +23,7 @@ from redbeat.schedulers import RedBeatSchedulerEntry
 
 from celery_mcp.app import make_app
 from celery_mcp.config import Settings
+from celery_mcp.errors import Forbidden
 from celery_mcp.models.schedules import (
     AddPeriodicTaskInput,
     EntryNameInput,
@@ -36,6 +37,7 @@ from celery_mcp.service.health import check_beat
 from celery_mcp.service.schedules import (
     add_periodic_task,
     disable_periodic_task,
+    enable_periodic_task,
     get_periodic_task,
     get_store,
     list_periodic_tasks,
@@ -549,3 +551,40 @@ async def test_health_reports_a_missing_beat(smcp: ClientSession, beats: Beats) 
     await call(smcp, "add_periodic_task", name=unique("orphan"), task_name="demo.noop", every=60)
     health = await call(smcp, "health", include_workers=False)
     assert health["beat"]["ok"] is False and "celery-mcp beat" in health["beat"]["detail"]
+
+
+def test_allowlist_holds_for_every_write_enable_and_each_beat_send(
+    cluster: Cluster, settings: Settings
+) -> None:
+    """An entry stored before the allowlist was set can be neither enabled nor rescheduled
+    under it, and beat passes over its due runs (kept visible, not counted) instead of sending."""
+    app = make_app(settings, worker=True)
+    app.conf.redbeat_key_prefix = "allow-test:"  # a store no running beat reads
+    configure(app, settings, 1.0)
+    own = Cluster(settings, app=make_app(settings))
+    own.app.conf.redbeat_key_prefix = "allow-test:"
+    strict_settings = settings.model_copy(update={"task_allow": ("demo.add",)})
+    strict = Cluster(strict_settings, app=own.app)
+    off, on = unique("off"), unique("on")
+    add_periodic_task(own, AddPeriodicTaskInput(name=off, task_name="demo.fail", every=1))
+    add_periodic_task(own, AddPeriodicTaskInput(name=on, task_name="demo.fail", every=1))
+    disable_periodic_task(own, EntryNameInput(name=off))
+    with pytest.raises(Forbidden):
+        enable_periodic_task(strict, EntryNameInput(name=off))
+    with pytest.raises(Forbidden):
+        update_periodic_task(strict, UpdatePeriodicTaskInput(name=on, every=2))
+    assert get_periodic_task(own, EntryNameInput(name=off)).enabled is False
+    scheduler = Scheduler(app=app, lazy=True)
+    scheduler.cluster = strict
+    try:
+        due = get_periodic_task(own, EntryNameInput(name=on)).next_run_at
+        assert due is not None
+        wait_until(lambda: datetime.now(UTC) >= due, 5, 0.02, "the entry is due")
+        scheduler.maybe_due(RedBeatSchedulerEntry.from_key(get_store(own).key(on), app=app))
+        got = get_periodic_task(own, EntryNameInput(name=on))
+        assert got.total_run_count == 0 and got.last_task_id is None
+        assert got.last_refusal is not None and "allowlist" in got.last_refusal
+        assert got.next_run_at is not None and got.next_run_at > due  # passed over, not stuck
+    finally:
+        disable_periodic_task(own, EntryNameInput(name=on))
+        scheduler.close()

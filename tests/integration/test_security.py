@@ -42,7 +42,7 @@ async def open_session(
     """A session with a fresh `celery-mcp serve` over `transport`; yields it and its log."""
     if transport == "http":
         with http_server(env, log_dir, *flags) as srv:
-            async with http_session(srv.url) as session:
+            async with http_session(srv.url, srv.headers) as session:
                 yield session, srv.err_path
         return
     log = log_dir / f"stdio-{id(env)}-{len(flags)}.err"
@@ -387,17 +387,25 @@ async def test_no_tool_result_or_log_line_holds_a_broker_password(
 ) -> None:
     """Every tool, called with plausible and with empty arguments, on a server whose broker URL
     carries the real password (databases no worker uses) and on one with a wrong password."""
-    for password, db in ((embedded.password, 6), ("Wr0ngPassw0rd-for-test", 8)):
-        url = f"redis://:{password}@127.0.0.1:{embedded.port}"
+    host = f"127.0.0.1:{embedded.port}"
+    forms = (  # userinfo, a `password=` query, and a wrong password holding "@"
+        (embedded.password, f"redis://:{embedded.password}@{host}/6", "/7"),
+        (embedded.password, f"redis://{host}/6?password={embedded.password}", "/7"),
+        ("Wr0ng@Passw0rd@for-test", f"redis://:Wr0ng@Passw0rd@for-test@{host}/8", "/9"),
+    )
+    for password, broker_url, backend_db in forms:
         sweep_env = env | {
-            "CELERY_MCP_BROKER_URL": f"{url}/{db}",
-            "CELERY_MCP_RESULT_BACKEND": f"{url}/{db + 1}",
+            "CELERY_MCP_BROKER_URL": broker_url,
+            "CELERY_MCP_RESULT_BACKEND": broker_url.replace("/6", backend_db).replace(
+                "/8", backend_db
+            ),
             "CELERY_MCP_TOOLSETS": "all",
             "CELERY_MCP_LOG_LEVEL": "DEBUG",
             "CELERY_MCP_INSPECT_TIMEOUT_S": "0.5",
         }
         async with open_session(transport, sweep_env, data_dir) as (session, log):
-            checked = Checked(session, [password])
+            pieces = [password, *password.split("@")]  # no part of it shows either
+            checked = Checked(session, pieces)
             tools = (await session.list_tools()).tools
             assert password not in (await session.list_tools()).model_dump_json()
             sent = await checked.raw("send_task", task_name="demo.add", args=[1, 2])
@@ -406,4 +414,4 @@ async def test_no_tool_result_or_log_line_holds_a_broker_password(
                 await checked.raw(tool.name)
                 await checked.raw(tool.name, **_sample(tool.input_schema, task_id))
         logged = log.read_text(errors="replace")
-        assert password not in logged and "DEBUG" in logged
+        assert not any(p in logged for p in pieces) and "DEBUG" in logged

@@ -16,6 +16,19 @@ from celery_mcp.config import TOOLSETS, Settings, redact_url
         ("rediss://token@host", "rediss://***@host"),
         ("redis://host:6379/0", "redis://host:6379/0"),
         ("a redis://u:p@h/0 and amqp://x:y@z//", "a redis://u:***@h/0 and amqp://x:***@z//"),
+        ("redis://:p@ss@w0rd@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://h/0?password=s3cret", "redis://h/0?password=***"),
+        ("redis://h/0?db=1&password=s3cret&x=1", "redis://h/0?db=1&password=***&x=1"),
+        ("sentinel://h:26379?sentinel_password=s3", "sentinel://h:26379?sentinel_password=***"),
+        (
+            "{'master_name': 'm', 'sentinel_kwargs': {'password': 's3cret'}}",
+            "{'master_name': 'm', 'sentinel_kwargs': {'password': '***'}}",
+        ),
+        ('{"password": "s3cret", "db": 0}', '{"password": "***", "db": 0}'),
+        (
+            "rediss://h:6380/0?ssl_certfile=/etc/c.pem&ssl_cert_reqs=required",
+            "rediss://h:6380/0?ssl_certfile=/etc/c.pem&ssl_cert_reqs=required",
+        ),
     ],
 )
 def test_redact_url_hides_passwords(url: str, expected: str) -> None:

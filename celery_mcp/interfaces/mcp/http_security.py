@@ -8,6 +8,8 @@ read-only mode are the service's policy: `service.policy`).
 - DNS rebinding: the Host and Origin headers are checked against allow-lists built here (the
   SDK checks nothing on a non-loopback bind unless it is given them).
 - Bearer token: checked on every HTTP request, in constant time, before the MCP app sees it.
+  Without a configured one, a generated token is kept in the data dir (`TOKEN_FILE`, 0600,
+  the way Jupyter does it): other local users can reach a loopback port, not that file.
 """
 
 from __future__ import annotations
@@ -16,8 +18,14 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import os
+import secrets
+import stat
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
+
+from pydantic import SecretStr
 
 from celery_mcp.config import Settings
 from celery_mcp.errors import Forbidden
@@ -25,7 +33,9 @@ from celery_mcp.errors import Forbidden
 __all__ = [
     "LOOPBACK_NAMES",
     "MIN_TOKEN_CHARS",
+    "TOKEN_FILE",
     "BearerTokenMiddleware",
+    "with_token",
     "allowed_hosts",
     "allowed_origins",
     "check_bind",
@@ -36,6 +46,8 @@ __all__ = [
 LOOPBACK_NAMES: tuple[str, ...] = ("127.0.0.1", "localhost", "[::1]")
 #: Shortest bearer token accepted when binding a non-loopback address.
 MIN_TOKEN_CHARS = 16
+#: The generated HTTP token's file, in the data dir.
+TOKEN_FILE = "http-token"
 
 
 def is_loopback(host: str) -> bool:
@@ -116,6 +128,41 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def load_or_create_token(data_dir: Path) -> str:
+    """The token in `data_dir/TOKEN_FILE`, created (0600) when missing. A file another user
+    owns or can read is refused: the token is only as private as that file."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = data_dir / TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        info = path.stat()
+        if info.st_uid != os.getuid() or info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise Forbidden(
+                f"{path} is not private to this user (owner uid {info.st_uid}, "
+                f"mode {stat.filemode(info.st_mode)})",
+                hint=f"remove it (a new token is generated) or `chmod 600 {path}`",
+            ) from None
+        token = path.read_text().strip()
+        if len(token) >= MIN_TOKEN_CHARS:
+            return token
+        path.unlink()
+        return load_or_create_token(data_dir)
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    return token
+
+
+def with_token(settings: Settings) -> Settings:
+    """`settings` for the HTTP transport: its AUTH_TOKEN, else the data dir's generated token
+    (unless `http_auth` is off)."""
+    if settings.auth_token is not None or not settings.http_auth:
+        return settings
+    token = SecretStr(load_or_create_token(settings.data_dir))
+    return settings.model_copy(update={"auth_token": token})
 
 
 class BearerTokenMiddleware:

@@ -3,8 +3,10 @@
 Each operation's input model becomes the tool's flat arguments (agents and the Inspector CLI
 pass `{"task_id": ...}` more reliably than nested objects) and its output model the tool's
 output schema. Calls run in worker threads under a hard bound, so a slow broker never stalls
-the event loop or another call; typed service errors become `isError` results whose text starts
-with the error code and ends with what to do next.
+the event loop or another call; a call cancelled by its client or by its time bound sets its
+cancel flag, which ends its waits, and keeps its thread's slot until the thread ends, so live
+threads never exceed TOOL_THREADS. Typed service errors become `isError` results whose text
+starts with the error code and ends with what to do next.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import logging
 import threading
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -30,12 +33,15 @@ from celery_mcp.config import Settings, redact_url
 from celery_mcp.errors import CeleryMcpError, validation_message
 from celery_mcp.interfaces.mcp import http_security
 from celery_mcp.interfaces.mcp.schema_compact import compact_input, output_shape
+from celery_mcp.service import cancel
 from celery_mcp.service.registry import OPERATIONS, Call, Operation, offered, prepare
 
 if TYPE_CHECKING:  # types only: the cluster module imports Celery, loaded on first call
     from celery_mcp.service.cluster import Cluster
 
 log = logging.getLogger("celery_mcp.server")
+
+T = TypeVar("T")
 
 #: Worker threads for tool calls, apart from anyio's default limiter (40 threads), which the
 #: SDK's stdio transport uses to read stdin and write stdout: sharing it, 40 waiting get_result
@@ -88,10 +94,14 @@ def _flat_parameters(model: type[BaseModel]) -> list[inspect.Parameter]:
     return params
 
 
-def _progress_bridge(ctx: Context) -> Callable[[float, float | None, str], None]:
+def _progress_bridge(
+    ctx: Context, cancelled: threading.Event
+) -> Callable[[float, float | None, str], None]:
     """A sync progress callback for worker threads that reports through `ctx`."""
 
     def report(progress: float, total: float | None, message: str) -> None:
+        if cancelled.is_set():
+            return
         try:
             anyio.from_thread.run(ctx.report_progress, progress, total, message)
         except Exception:  # progress is best effort; never fail the call for it
@@ -110,13 +120,12 @@ def _tool_function(op: Operation, clusters: LazyCluster) -> Callable[..., Any]:
         except CeleryMcpError as exc:
             raise ToolError(f"{exc.code}: {exc}") from None
         bound = prepared.bound_s(settings)
-        progress = _progress_bridge(ctx) if op.progress else None
-        run = partial(_run, prepared, clusters, progress)
+        cancelled = threading.Event()
+        progress = _progress_bridge(ctx, cancelled) if op.progress else None
+        run = partial(_run, prepared, clusters, progress, cancelled)
         try:
             with anyio.fail_after(bound):
-                return await anyio.to_thread.run_sync(
-                    run, abandon_on_cancel=True, limiter=clusters.threads
-                )
+                return await in_thread(run, clusters.threads, cancelled)
         except TimeoutError:
             raise ToolError(
                 f"timeout: {op.name} did not finish within {bound:.1f}s "
@@ -141,8 +150,37 @@ def _tool_function(op: Operation, clusters: LazyCluster) -> Callable[..., Any]:
     return tool
 
 
-def _run(call: Call, clusters: LazyCluster, progress: Any) -> BaseModel:
-    return call.run(clusters.get(), progress)
+def _run(call: Call, clusters: LazyCluster, progress: Any, cancelled: threading.Event) -> BaseModel:
+    with cancel.watching(cancelled):
+        return call.run(clusters.get(), progress)
+
+
+async def in_thread(
+    func: Callable[[], T], limiter: anyio.CapacityLimiter, cancelled: threading.Event
+) -> T:
+    """`func()` in a worker thread under `limiter`. When the caller is cancelled (the client
+    cancelled the call, or its bound ran out) `cancelled` is set, which ends the service's waits
+    within `cancel.POLL_S`; the thread keeps its slot until it ends, then the cancellation goes
+    on."""
+
+    async def flag_on_cancel() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    error: Exception | None = None
+    async with anyio.create_task_group() as watch:
+        watch.start_soon(flag_on_cancel)
+        try:  # not abandoned on cancel: a thread running on would hold no slot
+            value = await anyio.to_thread.run_sync(func, limiter=limiter)
+        except Exception as exc:  # raised below, not wrapped in the task group's group
+            error = exc
+        watch.cancel_scope.cancel()
+    await anyio.lowlevel.checkpoint_if_cancelled()
+    if error is not None:
+        raise error
+    return value
 
 
 def annotations_for(op: Operation) -> ToolAnnotations:

@@ -22,7 +22,6 @@ import contextlib
 import fcntl
 import json
 import os
-import pwd
 import secrets
 import socket
 import subprocess
@@ -32,7 +31,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from celery_mcp.config import Settings
-from celery_mcp.errors import BrokerUnavailable, Forbidden
+from celery_mcp.errors import BrokerUnavailable
+from celery_mcp.runtime.private_files import (
+    UnsafeDataDir as UnsafeDataDir,  # raised from here: part of this module's errors
+)
+from celery_mcp.runtime.private_files import (
+    private_dir,
+    read_private,
+    write_private,
+)
 from celery_mcp.runtime.proc_identity import Identity, identity
 
 STATE_FILE = "valkey.json"
@@ -43,10 +50,6 @@ LOCK_TIMEOUT_S = 15.0
 START_TIMEOUT_S = 10.0
 PING_TIMEOUT_S = 1.0
 SERVER_NAME = "valkey-server"
-
-
-class UnsafeDataDir(Forbidden):
-    """The data dir or its state file is another user's, or open to other users: refused."""
 
 
 class EmbeddedServerUnresponsive(BrokerUnavailable):
@@ -74,43 +77,10 @@ class EmbeddedServer:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/{db}"
 
 
-def _owner(uid: int) -> str:
-    try:
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:
-        return f"uid {uid}"
-
-
-def _check_private(path: Path, st: os.stat_result, mode: int) -> None:
-    """Refuse `path` unless it is the user's own and no more open than `mode`."""
-    if st.st_uid != os.getuid():
-        raise UnsafeDataDir(
-            f"{path} belongs to {_owner(st.st_uid)}, not to this user ({_owner(os.getuid())})",
-            hint="use a data dir of your own (CELERY_MCP_DATA_DIR)",
-        )
-    if st.st_mode & 0o777 & ~mode:
-        raise UnsafeDataDir(
-            f"{path} has mode {st.st_mode & 0o777:o}: other users may read or change it",
-            hint=f"chmod {mode:o} {path}, or remove it so it is created anew",
-        )
-
-
-def _prepare_dir(data_dir: Path) -> Path:
-    """Create the data dir (0700), or check it is the user's own and private (fixing its mode)."""
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = data_dir.stat()
-    if st.st_uid == os.getuid() and st.st_mode & 0o077:
-        with contextlib.suppress(OSError):  # a failed chmod is refused just below
-            data_dir.chmod(0o700)
-            st = data_dir.stat()
-    _check_private(data_dir, st, 0o700)
-    return data_dir
-
-
 @contextlib.contextmanager
 def _locked(data_dir: Path) -> Iterator[None]:
     """Hold the data dir's start-up lock (bounded wait)."""
-    fd = os.open(_prepare_dir(data_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(private_dir(data_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + LOCK_TIMEOUT_S
     try:
         while True:
@@ -135,35 +105,13 @@ def read_state(data_dir: Path) -> EmbeddedServer | None:
 
     Raises `UnsafeDataDir` when the state file is a symlink, another user's, or not mode 0600.
     """
-    path = data_dir / STATE_FILE
+    text = read_private(data_dir / STATE_FILE)
+    if text is None:
+        return None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
+        return EmbeddedServer(**json.loads(text))
+    except (ValueError, TypeError):
         return None
-    except OSError as exc:
-        if path.is_symlink():
-            raise UnsafeDataDir(
-                f"{path} is a symlink", hint="remove it; celery-mcp writes its own"
-            ) from exc
-        return None
-    with os.fdopen(fd) as fh:
-        _check_private(path, os.fstat(fh.fileno()), 0o600)
-        try:
-            return EmbeddedServer(**json.load(fh))
-        except (OSError, ValueError, TypeError):
-            return None
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Replace `path` with `text`, mode 0600 (never writing through a planted file or link)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        os.fchmod(fh.fileno(), 0o600)
-        fh.write(text)
-    tmp.replace(path)
 
 
 def _is_ours(server: EmbeddedServer) -> bool:
@@ -240,7 +188,7 @@ def _spawn(data_dir: Path, previous: EmbeddedServer | None) -> EmbeddedServer:
     else:  # a new port, a new password: an old URL may have reached whoever holds the old port
         port, password = _free_port(), secrets.token_urlsafe(24)
     conf = data_dir / CONF_FILE
-    _write_private(conf, _config(data_dir, port, password))
+    write_private(conf, _config(data_dir, port, password))
     proc = subprocess.Popen(
         [str(get_binary_path()), str(conf)],
         stdin=subprocess.DEVNULL,
@@ -266,7 +214,7 @@ def _spawn(data_dir: Path, previous: EmbeddedServer | None) -> EmbeddedServer:
                     hint="celery-mcp needs /proc or `ps` to recognise its server",
                 )
             server = replace(server, name=now.name, started=now.started)
-            _write_private(data_dir / STATE_FILE, json.dumps(asdict(server)))
+            write_private(data_dir / STATE_FILE, json.dumps(asdict(server)))
             return server
         time.sleep(0.02)
     proc.kill()
@@ -278,7 +226,7 @@ def _spawn(data_dir: Path, previous: EmbeddedServer | None) -> EmbeddedServer:
 
 def ensure_running(data_dir: Path) -> EmbeddedServer:
     """Reuse the data dir's live server, or start one (recovering its AOF data)."""
-    current = read_state(_prepare_dir(data_dir))
+    current = read_state(private_dir(data_dir))
     if current and _is_ours(current) and ping(current):
         return current  # fast path, no lock
     with _locked(data_dir):

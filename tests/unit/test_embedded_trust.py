@@ -16,6 +16,7 @@ import pytest
 from celery_mcp.errors import Forbidden
 from celery_mcp.runtime import embedded as emb
 from celery_mcp.runtime import proc_identity as pi
+from celery_mcp.runtime.private_files import write_private
 
 NOBODY = 65534
 READERS = pytest.mark.parametrize("reader", [pi._from_proc, pi._from_ps], ids=["proc", "ps"])
@@ -164,7 +165,7 @@ def test_private_files_are_written_0600_through_no_planted_link(tmp_path: Path) 
     path.symlink_to(victim)
     old = os.umask(0)
     try:
-        emb._write_private(path, "secret")
+        write_private(path, "secret")
     finally:
         os.umask(old)
     assert victim.read_text() == "untouched"

@@ -18,9 +18,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import os
 import secrets
-import stat
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from pydantic import SecretStr
 
 from celery_mcp.config import Settings
 from celery_mcp.errors import Forbidden
+from celery_mcp.runtime.private_files import private_dir, read_private, write_private
 
 __all__ = [
     "LOOPBACK_NAMES",
@@ -131,28 +130,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def load_or_create_token(data_dir: Path) -> str:
-    """The token in `data_dir/TOKEN_FILE`, created (0600) when missing. A file another user
-    owns or can read is refused: the token is only as private as that file."""
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = data_dir / TOKEN_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        info = path.stat()
-        if info.st_uid != os.getuid() or info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise Forbidden(
-                f"{path} is not private to this user (owner uid {info.st_uid}, "
-                f"mode {stat.filemode(info.st_mode)})",
-                hint=f"remove it (a new token is generated) or `chmod 600 {path}`",
-            ) from None
-        token = path.read_text().strip()
-        if len(token) >= MIN_TOKEN_CHARS:
-            return token
-        path.unlink()
-        return load_or_create_token(data_dir)
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as file:
-        file.write(token + "\n")
+    """The token in `data_dir/TOKEN_FILE`, created (0600) when missing or too short. A file
+    another user owns or can read is refused: the token is only as private as that file."""
+    path = private_dir(data_dir) / TOKEN_FILE
+    token = (read_private(path) or "").strip()
+    if len(token) < MIN_TOKEN_CHARS:
+        token = secrets.token_urlsafe(32)
+        write_private(path, token + "\n")
     return token
 
 

@@ -231,9 +231,13 @@ def ensure_running(data_dir: Path) -> EmbeddedServer:
         return current  # fast path, no lock
     with _locked(data_dir):
         current = read_state(data_dir)
-        if current and _is_ours(current):
+        deadline = time.monotonic() + PING_TIMEOUT_S  # a killed server may still be exiting
+        while current and _is_ours(current):
             if ping(current):
                 return current
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
             raise EmbeddedServerUnresponsive(
                 f"the embedded valkey-server of {data_dir} (pid {current.pid}, port "
                 f"{current.port}) is running but not answering",

@@ -26,8 +26,8 @@ TOOLSETS: tuple[str, ...] = (
     "health",
 )
 #: The MCP server's default: what an operator needs first (send and read tasks, see and steer
-#: workers, know how to call a task, what happened and what is wrong): 20 tools, under 20 KB of
-#: tools/list. `workflows` (5 tools, about 7 KB of nested step schemas) and `schedules` are
+#: workers, know how to call a task, what happened and what is wrong): 20 tools, about 22 KB of
+#: tools/list. `workflows` (5 tools, about 10 KB of nested step schemas) and `schedules` are
 #: opt-in. The Python API and the CLI offer every toolset unless toolsets are set.
 DEFAULT_TOOLSETS: tuple[str, ...] = ("tasks", "workers", "catalog", "history", "health")
 
@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     history_field_bytes: int = Field(
         4_096, gt=0, description="Cap on each stored args/kwargs/result/traceback."
     )
+
+    # Set by `celery-mcp serve --with-worker` on its own settings, not by users.
+    own_worker: str | None = Field(
+        None, description="Hostname of the worker `serve --with-worker` started."
+    )
+    own_worker_since: float | None = Field(None, description="When it was started (unix s).")
 
     timezone: str = Field("UTC", description="Timezone for schedules and ETAs.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"

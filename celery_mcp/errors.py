@@ -13,7 +13,9 @@
     │   └── NoWorkers
     ├── WaitTimeout                a bounded wait ran out (the task may still finish)
     ├── Cancelled                  the call was cancelled, or ran out of time, mid-wait
-    └── TaskFailed                 a result handle's get(): the task or workflow failed
+    ├── TaskFailed                 a result handle's get(): the task or workflow failed
+    ├── UnknownTool                an MCP call of a tool no front end has
+    └── InternalError              anything unexpected (`detail()` of a foreign exception)
 
 Foreign exceptions (kombu, redis, celery, OS) are mapped in one place, `translate_errors()`,
 most specific first.
@@ -27,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from celery_mcp.config import redact_url
+from celery_mcp.models.common import ErrorDetail
 
 __all__ = [
     "BackendUnavailable",
@@ -34,6 +37,7 @@ __all__ = [
     "Cancelled",
     "CeleryMcpError",
     "Forbidden",
+    "InternalError",
     "InvalidArgument",
     "NoWorkers",
     "NoResultBackend",
@@ -42,7 +46,9 @@ __all__ = [
     "TaskFailed",
     "Unavailable",
     "UnknownTask",
+    "UnknownTool",
     "WaitTimeout",
+    "detail",
     "translate_errors",
     "validation_message",
 ]
@@ -142,6 +148,18 @@ class TaskFailed(CeleryMcpError):
     code = "task_failed"
 
 
+class UnknownTool(CeleryMcpError):
+    """No operation has this name."""
+
+    code = "unknown_tool"
+
+
+class InternalError(CeleryMcpError):
+    """An unexpected failure: a bug, or a foreign exception no rule maps."""
+
+    code = "internal_error"
+
+
 _BROKER_HINT = "check the broker is running (health tool) and CELERY_MCP_BROKER_URL is right"
 
 
@@ -215,3 +233,14 @@ def translate_errors(where: str = "broker") -> Iterator[None]:
         if mapped is None:
             raise
         raise mapped from exc
+
+
+INTERNAL_HINT = "run health; report it if it persists"
+
+
+def detail(exc: BaseException) -> ErrorDetail:
+    """Any exception as the error every front end reports: ours keep their code and hint, a
+    foreign one is InternalError with 'Type: message'."""
+    if not isinstance(exc, CeleryMcpError):
+        exc = InternalError(f"{type(exc).__name__}: {exc}", hint=INTERNAL_HINT)
+    return ErrorDetail(code=exc.code, message=exc.message, hint=exc.hint)

@@ -138,11 +138,14 @@ def server_params(env: Mapping[str, str], *extra: str) -> StdioServerParameters:
 
 
 @contextlib.asynccontextmanager
-async def mcp_session(env: Mapping[str, str], *extra: str) -> AsyncIterator[ClientSession]:
-    """An initialized official-client session with a fresh `celery-mcp serve` process."""
-    with open(os.devnull, "w") as devnull:
+async def mcp_session(
+    env: Mapping[str, str], *extra: str, errlog: Path | None = None
+) -> AsyncIterator[ClientSession]:
+    """An initialized official-client session with a fresh `celery-mcp serve` process (its
+    stderr goes to `errlog`, when given)."""
+    with open(errlog or os.devnull, "a") as err:
         async with (
-            stdio_client(server_params(env, *extra), errlog=devnull) as (read, write),
+            stdio_client(server_params(env, *extra), errlog=err) as (read, write),
             ClientSession(read, write) as session,
         ):
             await session.initialize()
@@ -209,6 +212,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: What `serve --transport http` prints once it serves.
+READY_LINE = "MCP over HTTP at"
+
+
 class HttpServer:
     """A real `celery-mcp serve --transport http` process on a free port (stdout/stderr kept)."""
 
@@ -229,16 +236,18 @@ class HttpServer:
         )
 
     def wait_ready(self, timeout_s: float = 30.0) -> HttpServer:
-        """Wait until the port accepts connections (fail early if the process exits)."""
+        """Wait for the ready line (fail early if the process exits); the port must then
+        accept connections at once: the line is printed only once the server serves."""
         import socket
 
-        def listening() -> bool:
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"serve exited {self.proc.returncode}: {self.output()}")
-            with socket.socket() as sock:
-                return sock.connect_ex(("127.0.0.1", self.port)) == 0
+            return READY_LINE in self.output()
 
-        wait_until(listening, timeout_s, 0.1, f"HTTP server on port {self.port}")
+        wait_until(ready, timeout_s, 0.05, f"HTTP server on port {self.port}")
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", self.port)) == 0, self.output()
         return self
 
     @property

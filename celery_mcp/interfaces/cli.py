@@ -15,18 +15,20 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from celery_mcp.config import Settings, redact_url
-from celery_mcp.errors import CeleryMcpError, Forbidden, InvalidArgument
+from celery_mcp.config import Settings
+from celery_mcp.errors import CeleryMcpError, Forbidden, InvalidArgument, detail
 from celery_mcp.interfaces.mcp.http_security import (
     TOKEN_FILE,
     check_bind,
@@ -90,6 +92,7 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     settings = _settings(ns, host=ns.host, port=ns.port)
     setup_logging(settings.log_level)
     generated = False
+    sock = None
     if ns.transport == "http":
         try:
             check_bind(settings)
@@ -97,34 +100,86 @@ def cmd_serve(ns: argparse.Namespace) -> int:
             settings = with_token(settings)
         except Forbidden as exc:
             raise SystemExit(f"celery-mcp: {exc}") from None
+        sock = _bind(settings)  # before any child starts: a taken port stops here
+        settings = settings.model_copy(update={"port": sock.getsockname()[1]})
     worker = None
     monitor = None
     if ns.with_worker:
         monitor = _spawn_monitor(settings)
+        # one name per serve process: two servers on one broker must not both be demo@host
+        hostname = f"demo-{os.getpid()}@{socket.gethostname()}"
         worker = _spawn_child(
             settings,
-            ["worker", "--hostname", "demo@%h", "--parent-pid", str(os.getpid())],
+            ["worker", "--hostname", hostname, "--parent-pid", str(os.getpid())],
             "worker.log",
         )
+        settings = settings.model_copy(
+            update={"own_worker": hostname, "own_worker_since": time.time()}
+        )
         print(
-            f"celery-mcp: worker pid {worker.pid}, log {settings.data_dir / 'worker.log'}",
+            f"celery-mcp: worker {hostname} (pid {worker.pid}) starting, log "
+            f"{settings.data_dir / 'worker.log'}",
             file=sys.stderr,
         )
-    if ns.transport == "http":
-        print(f"celery-mcp: {_http_banner(settings, generated)}", file=sys.stderr)
     from celery_mcp.interfaces.mcp.server import run
+
+    def ready() -> None:
+        print(f"celery-mcp: {_http_banner(settings, generated)}", file=sys.stderr, flush=True)
+
+    def wind_down() -> None:
+        _stop_child(monitor)
+        _stop_child(worker)
+        if worker is not None:
+            _forget_worker_state(settings, str(settings.own_worker))
+        _say_embedded_left_running(settings)
 
     # clients stop stdio servers with SIGTERM; uvicorn handles SIGINT/SIGTERM itself
     stdio_signals = (signal.SIGINT, signal.SIGTERM) if ns.transport != "http" else ()
-    _stop_children_on((*stdio_signals, signal.SIGHUP), monitor, worker)
+    _exit_on((*stdio_signals, signal.SIGHUP), wind_down)
     try:
-        run(settings, "http" if ns.transport == "http" else "stdio")
+        run(settings, "http" if ns.transport == "http" else "stdio", sock=sock, on_ready=ready)
     except KeyboardInterrupt:
         pass
     finally:
-        _stop_child(monitor)
-        _stop_child(worker)
+        wind_down()
     return 0
+
+
+def _bind(settings: Settings) -> socket.socket:
+    """The HTTP listening socket, bound (uvicorn listens on it), or exit with one line."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(
+            f"celery-mcp: cannot listen on {settings.host}:{settings.port}: {exc.strerror}; "
+            "pick another port with --port (or stop what holds it)"
+        ) from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def _forget_worker_state(settings: Settings, hostname: str) -> None:
+    """Remove the statedb of a worker named for one serve process (no one reuses it)."""
+    for path in settings.data_dir.glob(f"worker-{_state_name(hostname)}.state*"):
+        path.unlink(missing_ok=True)
+
+
+def _say_embedded_left_running(settings: Settings) -> None:
+    """One stderr line at exit: the embedded Valkey stays up for the other processes."""
+    if not settings.embedded:
+        return
+    server = embedded.read_state(settings.data_dir)
+    if server is not None and embedded.ping(server):
+        print(
+            f"celery-mcp: the embedded Valkey (pid {server.pid}, 127.0.0.1:{server.port}, data "
+            f"{settings.data_dir}) keeps running for other sessions; stop it with "
+            "`celery-mcp broker stop`",
+            file=sys.stderr,
+        )
 
 
 def _http_banner(settings: Settings, generated: bool) -> str:
@@ -150,16 +205,13 @@ def cmd_http_token(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_children_on(
-    signals: tuple[signal.Signals, ...], *children: subprocess.Popen[bytes] | None
-) -> None:
-    """On any of `signals`, stop `children`, then exit. A stdio server cannot wind down by
-    itself while its client keeps stdin open (the read blocks a thread), and Python's default
-    for SIGTERM/SIGHUP ends it at once, leaving the children running."""
+def _exit_on(signals: tuple[signal.Signals, ...], wind_down: Callable[[], None]) -> None:
+    """On any of `signals`, run `wind_down` (stop the children), then exit. A stdio server
+    cannot wind down by itself while its client keeps stdin open (the read blocks a thread),
+    and Python's default for SIGTERM/SIGHUP ends it at once, leaving the children running."""
 
     def stop(signum: int, _frame: Any) -> None:
-        for child in children:
-            _stop_child(child)
+        wind_down()
         os._exit(128 + signum)
 
     for sig in signals:
@@ -242,7 +294,7 @@ def cmd_worker(ns: argparse.Namespace, extra: list[str]) -> int:
     app = make_app(embedded.resolve(settings), worker=True)
     setup.prepare(app)
     hostname = ns.hostname or "celery@%h"
-    state_name = hostname.replace("%h", "host").replace("@", "_")
+    state_name = _state_name(hostname)
     argv = [
         "worker",
         f"--loglevel={ns.loglevel}",
@@ -265,6 +317,11 @@ def cmd_worker(ns: argparse.Namespace, extra: list[str]) -> int:
     finally:
         _stop_child(monitor)
     return 0
+
+
+def _state_name(hostname: str) -> str:
+    """The part of a worker's statedb file name its hostname gives."""
+    return hostname.replace("%h", "host").replace("@", "_")
 
 
 def cmd_beat(ns: argparse.Namespace) -> int:
@@ -357,22 +414,14 @@ def cmd_action(ns: argparse.Namespace, extra: list[str]) -> int:
         _error(exc)
         return 1
     except Exception as exc:  # still JSON on stdout, never a bare traceback
-        _print(
-            {
-                "error": {
-                    "code": "internal_error",
-                    "message": f"{type(exc).__name__}: {redact_url(str(exc))}",
-                    "hint": "run `celery-mcp --action health`; report it if it persists",
-                }
-            }
-        )
+        _error(exc)
         return 1
     print(result.model_dump_json(indent=2))
     return 0
 
 
-def _error(exc: Any) -> None:
-    _print({"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}})
+def _error(exc: BaseException) -> None:
+    _print({"error": detail(exc).model_dump()})
 
 
 def _first_sentence(text: str) -> str:

@@ -64,6 +64,9 @@ READY_STATES: frozenset[str] = frozenset(
 )
 #: The states Celery defines; any other is a custom state a task set (`update_state`).
 KNOWN_STATES: frozenset[str] = frozenset(TaskState)
+#: Not a Celery state: a chain step that never ran because a step before it failed (Celery
+#: stores that failure under the step's id too, as if it had failed itself).
+NOT_RUN = "NOT_RUN"
 #: Ready states that are not a success.
 FAILED_STATES: frozenset[str] = frozenset(
     {TaskState.FAILURE, TaskState.REVOKED, TaskState.REJECTED}
@@ -78,3 +81,16 @@ class Model(BaseModel):
 
 Truncation = str
 """What was cut from an output to respect the size cap, e.g. 'result: 120000 -> 64000 bytes'."""
+
+
+class ErrorDetail(Model):
+    """A failed call, as every front end reports it: the MCP error result's structured
+    content, the CLI's `{"error": ...}` line."""
+
+    code: str = Field(description="Stable error code, e.g. 'invalid_argument', 'unknown_task'.")
+    message: str = Field(description="What went wrong.")
+    hint: str | None = Field(None, description="What to do next.")
+
+    def text(self) -> str:
+        """One line, code first: 'code: message (hint)'."""
+        return f"{self.code}: {self.message}" + (f" ({self.hint})" if self.hint else "")

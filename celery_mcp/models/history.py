@@ -121,6 +121,9 @@ class TaskDetail(Model):
     children_count: int = 0
     retry_of: str | None = Field(None, description="Task this one re-ran (retry_task).")
     retried_as: list[str] = Field(default_factory=list, description="Re-runs made by retry_task.")
+    blocked_by: str | None = Field(
+        None, description="NOT_RUN: the failed chain step that stopped this one."
+    )
     sources: list[str] = Field(description="Where this came from: history, backend.")
     truncated: list[Truncation] = Field(default_factory=list)
 

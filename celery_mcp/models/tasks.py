@@ -153,6 +153,7 @@ class TaskResult(Model):
     )
     waited_s: float = Field(description="How long this call waited.")
     timed_out: bool = Field(False, description="True when the wait ran out before the end.")
+    note: str | None = Field(None, description="How to read a PENDING status.")
     truncated: list[Truncation] = Field(default_factory=list, description="What was cut.")
 
 

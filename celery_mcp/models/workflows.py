@@ -11,9 +11,8 @@ from celery_mcp.models.tasks import TaskOptions
 
 WorkflowKind = Literal["chain", "group", "chord", "map"]
 
-#: A node status: a Celery state, NOT_RUN for chain steps after the one that failed, or
-#: NOT_SENT for tasks whose publish failed (a publish that stopped part-way).
-NOT_RUN = "NOT_RUN"
+#: A node status: a Celery state, NOT_RUN (models.common) for chain steps after the one that
+#: failed, or NOT_SENT for tasks whose publish failed (a publish that stopped part-way).
 NOT_SENT = "NOT_SENT"
 
 DRY_RUN = Field(False, description="Return the canvas that would be sent, publish nothing.")
@@ -116,6 +115,9 @@ class WorkflowResult(Model):
     task_count: int = Field(description="Tasks in the workflow (callback included).")
     canvas: Json = Field(None, description="Celery canvas as JSON (dry_run only, size-capped).")
     message: str = Field(description="What happened and what to call next.")
+    warnings: list[str] = Field(
+        default_factory=list, description="E.g. a queue of a step that no live worker consumes."
+    )
 
 
 class GetWorkflowInput(Model):

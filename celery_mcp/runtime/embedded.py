@@ -25,6 +25,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
@@ -215,6 +216,13 @@ def _spawn(data_dir: Path, previous: EmbeddedServer | None) -> EmbeddedServer:
                 )
             server = replace(server, name=now.name, started=now.started)
             write_private(data_dir / STATE_FILE, json.dumps(asdict(server)))
+            # a new broker in this data dir: processes using another data dir will not see it
+            print(
+                f"celery-mcp: started the embedded Valkey (pid {proc.pid}, 127.0.0.1:{port}) "
+                f"for data dir {data_dir}; it outlives this process (`celery-mcp broker stop`)",
+                file=sys.stderr,
+                flush=True,
+            )
             return server
         time.sleep(0.02)
     proc.kill()

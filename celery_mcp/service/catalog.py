@@ -18,7 +18,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from celery_mcp.errors import UnknownTask
 from celery_mcp.models.catalog import (
     DescribeTaskInput,
     ListTaskTypesInput,
@@ -30,7 +29,7 @@ from celery_mcp.models.catalog import (
 )
 from celery_mcp.service import discovery
 from celery_mcp.service.cluster import Cluster, Stamped
-from celery_mcp.service.discovery import expected_workers
+from celery_mcp.service.discovery import expected_workers, unknown_task
 from celery_mcp.service.signatures import check_call, task_spec
 from celery_mcp.stores.keys import SPECS_COMMAND
 
@@ -200,11 +199,7 @@ def describe_task(cluster: Cluster, request: DescribeTaskInput) -> TaskDescripti
     spec, source = resolve_spec(cluster, name, view)
     workers = sorted(view.hosts.get(name, ()))
     if spec is None and not workers:
-        known = len(cluster.app_task_names() | set(view.hosts))
-        raise UnknownTask(
-            f"unknown task {name!r}: no live worker and no imported app registers it",
-            hint=f"list_task_types shows the {known} known tasks (pattern filters by name)",
-        )
+        raise unknown_task(cluster, name)
     data = spec.model_dump() if spec else {"name": name}
     note = _note(cluster, source, spec, workers) or None
     return TaskDescription(**data, source=source, workers=workers, note=note)

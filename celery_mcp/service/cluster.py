@@ -51,6 +51,8 @@ class Cluster:
         self.last_roll_call = 0.0
         #: Task names live workers registered, and when they were asked.
         self.worker_tasks: Stamped[frozenset[str]] | None = None
+        #: Queue name -> hostnames of live workers consuming it, and when they were asked.
+        self.queue_consumers: Stamped[dict[str, list[str]]] | None = None
         #: What live workers reported to the catalog, and when.
         self.worker_view: Stamped[WorkerView] | None = None
         #: Specs of the imported app's tasks, derived once each.

@@ -201,6 +201,16 @@ def check_workers(run: Run) -> str:
             worker=host,
             status=["STARTED", "RECEIVED"],
         )
+    if not roll.by_worker and not lost:
+        run.add(
+            "no_workers",
+            "critical",
+            "no worker is running: nothing consumes any queue and sent tasks wait; start one "
+            "with `celery-mcp worker` (or your app's `celery worker`)",
+            {"workers_answering": 0},
+            weight=1,
+            next_tool="health",
+        )
     stuck = _stuck_tasks(run, roll.by_worker)
     running = sum(len(t or []) for t in roll.by_worker.values())
     return (
@@ -317,10 +327,7 @@ def check_queues(run: Run) -> str:
     """Queues with messages and no consumer; messages waiting long; ETAs past visibility."""
     cluster = run.cluster
     roll = discovery.request(cluster, "active_queues")
-    consumers: dict[str, list[str]] = {}
-    for host, queues in roll.by_worker.items():
-        for q in queues or []:
-            consumers.setdefault(str(q.get("name")), []).append(host)
+    consumers = discovery.consumers_by_queue(roll.by_worker)
     names = queue_names(cluster) | set(consumers) | {str(cluster.app.conf.task_default_queue)}
     depths = queue_depths(cluster, sorted(names))
     orphaned = 0
@@ -332,12 +339,28 @@ def check_queues(run: Run) -> str:
         busy.append(name)
         if not consumers.get(name) and not depth.consumer_count:
             orphaned += 1
+            evidence: dict[str, Json] = {
+                "queue": name,
+                "messages": messages,
+                "workers_answering": len(roll.by_worker),
+            }
+            if not roll.by_worker:  # nobody to add a consumer to
+                run.add(
+                    "queue_without_consumer",
+                    "critical",
+                    f"queue {name} holds {messages} message(s) and no worker is running; start "
+                    f"one with `celery-mcp worker -Q {name}` (or your app's `celery worker`)",
+                    evidence,
+                    weight=messages,
+                    next_tool="health",
+                )
+                continue
             run.add(
                 "queue_without_consumer",
                 "critical",
                 f"queue {name} holds {messages} message(s) and no worker consumes it; start a "
                 f"worker with -Q {name} or add a consumer",
-                {"queue": name, "messages": messages, "workers_answering": len(roll.by_worker)},
+                evidence,
                 weight=messages,
                 next_tool="control_workers",
                 command="add_consumer",

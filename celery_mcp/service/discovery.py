@@ -32,15 +32,16 @@ taken `UNSEEN_GRACE_S` past the expected ones; one slower than that is found by 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from amqp.exceptions import NotFound, ResourceLocked
 from kombu.utils.uuid import uuid
 
-from celery_mcp.errors import translate_errors
+from celery_mcp.errors import UnknownTask, translate_errors
 from celery_mcp.models.workers import MissingReason, MissingWorker
 from celery_mcp.service.cluster import Cluster, Stamped
 
@@ -72,6 +73,8 @@ class Replies:
     missing: list[MissingWorker]
     timeout_s: float
     elapsed_ms: float = 0.0
+    #: hostnames two or more workers answered as (only one of each is in `by_worker`)
+    duplicates: list[str] = field(default_factory=list)
 
 
 def census(cluster: Cluster, connection: Any = None) -> Census | None:
@@ -142,7 +145,7 @@ def _roll_call(cluster: Cluster) -> None:
     """Ping everyone for the whole timeout, so workers nobody has seen become known."""
     with contextlib.suppress(Exception):
         timeout = cluster.settings.inspect_timeout_s
-        replies, _ = _broadcast(cluster, "ping", None, None, timeout, None)
+        replies, _, _ = _broadcast(cluster, "ping", None, None, timeout, None)
         cluster.workers_seen = cluster.workers_seen | replies.keys()
 
 
@@ -217,6 +220,7 @@ def request(
     expected, limit, missing = _plan(cluster, found, destination, timeout, alive=alive)
     replies: dict[str, Any] = {}
     latency: dict[str, float] = {}
+    duplicates: list[str] = []
     if cluster.broker_is_amqp and destination is None:
         if limit is None:  # this call waits its whole timeout: it is the roll call
             cluster.last_roll_call = time.monotonic()
@@ -225,7 +229,7 @@ def request(
     # AMQP: the census knows only workers seen before; a new one gets a moment to answer too
     grace = UNSEEN_GRACE_S if cluster.broker_is_amqp and destination is None else 0.0
     if limit != 0:
-        replies, latency = _broadcast(
+        replies, latency, duplicates = _broadcast(
             cluster, command, arguments, destination, timeout, limit, grace
         )
     if replies.keys() - cluster.workers_seen:  # replaced whole: other threads may be reading it
@@ -242,6 +246,7 @@ def request(
         missing=missing,
         timeout_s=timeout,
         elapsed_ms=round((time.perf_counter() - start) * 1e3, 2),
+        duplicates=duplicates,
     )
 
 
@@ -253,7 +258,8 @@ def _broadcast(
     timeout_s: float,
     limit: int | None,
     grace_s: float = 0.0,
-) -> tuple[dict[str, Any], dict[str, float]]:
+) -> tuple[dict[str, Any], dict[str, float], list[str]]:
+    """(replies by hostname, latency by hostname, hostnames that replied more than once)."""
     start = time.perf_counter()
     latency: dict[str, float] = {}
 
@@ -277,9 +283,11 @@ def _broadcast(
                 callback=arrived,
             )
     merged: dict[str, Any] = {}
+    duplicates: set[str] = set()
     for item in replies or []:
+        duplicates |= merged.keys() & item.keys()
         merged.update(item)
-    return merged, latency
+    return merged, latency, sorted(duplicates)
 
 
 def _broadcast_with_grace(
@@ -364,6 +372,38 @@ def worker_task_names(cluster: Cluster, *, max_age_s: float = WORKER_TASKS_TTL_S
     return names
 
 
+def consumers_by_queue(replies: dict[str, Any]) -> dict[str, list[str]]:
+    """queue name -> sorted hostnames, from `active_queues` replies."""
+    consumers: dict[str, list[str]] = {}
+    for host, queues in replies.items():
+        for queue in queues or []:
+            consumers.setdefault(str(queue.get("name")), []).append(host)
+    return {name: sorted(hosts) for name, hosts in consumers.items()}
+
+
+def queue_consumers(
+    cluster: Cluster, *, max_age_s: float = WORKER_TASKS_TTL_S
+) -> dict[str, list[str]]:
+    """Which live workers consume each queue (cached for `max_age_s`)."""
+    cached = cluster.queue_consumers
+    if cached is not None and cached.fresh(max_age_s):
+        return cached.value
+    now = time.monotonic()
+    consumers = consumers_by_queue(broadcast_inspect(cluster, "active_queues"))
+    cluster.queue_consumers = Stamped(now, consumers)
+    return consumers
+
+
+def unconsumed_queue_warning(cluster: Cluster, queue: str) -> str | None:
+    """A warning when no live worker consumes `queue` (checked again on a cached miss)."""
+    if queue in queue_consumers(cluster) or queue in queue_consumers(cluster, max_age_s=0.5):
+        return None
+    return (
+        f"no live worker consumes queue {queue!r}: the task waits there until one does; start "
+        f"one with `celery-mcp worker -Q {queue}` (or `celery -A yourapp worker -Q {queue}`)"
+    )
+
+
 def known_task_names(cluster: Cluster) -> frozenset[str]:
     """Every task name the imported app or a live worker knows."""
     return cluster.app_task_names() | worker_task_names(cluster)
@@ -374,3 +414,16 @@ def is_known_task(cluster: Cluster, name: str) -> bool:
     if name in cluster.app_task_names() or name in worker_task_names(cluster):
         return True
     return name in worker_task_names(cluster, max_age_s=0.5)
+
+
+def unknown_task(cluster: Cluster, name: str) -> UnknownTask:
+    """The error for a task name nobody registers, naming the closest known names."""
+    known = sorted(n for n in known_task_names(cluster) if not n.startswith("celery."))
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.75)
+    if close:
+        hint = f"did you mean {' or '.join(map(repr, close))}? list_task_types lists all"
+    else:
+        hint = f"list_task_types shows the {len(known)} known tasks (pattern filters by name)"
+    return UnknownTask(
+        f"unknown task {name!r}: no live worker and no imported app registers it", hint=hint
+    )

@@ -12,8 +12,9 @@ from celery.backends.base import BaseKeyValueStoreBackend
 from celery_mcp.config import redact_url
 from celery_mcp.errors import CeleryMcpError, InvalidArgument, NoWorkers, translate_errors
 from celery_mcp.models.health import ComponentHealth, HealthInput, HealthResult
+from celery_mcp.service import cancel
 from celery_mcp.service.cluster import Cluster
-from celery_mcp.service.discovery import broadcast_inspect
+from celery_mcp.service.discovery import request
 from celery_mcp.service.results import has_result_backend
 from celery_mcp.service.rpc_results import drain, uses_rpc
 from celery_mcp.service.schedule_rules import tz_name
@@ -21,6 +22,12 @@ from celery_mcp.stores.keys import HEALTH_PROBE_ID, RPC_REPLY_QUEUE
 
 #: A heartbeat older than this (plus 3 of its loop intervals) is a dead beat.
 HEARTBEAT_STALE_S = 5.0
+#: `serve --with-worker`'s worker: health waits for it until it is this old (it answers about
+#: 5 s after its spawn on a 2-core machine) ...
+OWN_WORKER_WAIT_S = 8.0
+#: ... and reports it as starting, not missing, until this old.
+OWN_WORKER_STARTING_S = 60.0
+OWN_WORKER_POLL_S = 0.25
 
 
 class Verdict(Exception):
@@ -119,19 +126,53 @@ def check_state_store(cluster: Cluster) -> ComponentHealth:
 
 
 def check_workers(cluster: Cluster) -> tuple[ComponentHealth, list[str]]:
-    """Ping live workers, returning once every expected worker answered."""
+    """Ping live workers, returning once every expected worker answered.
+
+    The worker `serve --with-worker` started answers a few seconds after its spawn: while it
+    is that young, the check waits for it (within OWN_WORKER_WAIT_S) rather than report that
+    no worker runs, and says it is starting if it still has not answered.
+    """
     names: list[str] = []
 
     def check() -> str:
-        names.extend(sorted(broadcast_inspect(cluster, "ping")))
+        replies = request(cluster, "ping")
+        while _own_worker_pending(cluster, replies.by_worker, OWN_WORKER_WAIT_S):
+            cancel.sleep(OWN_WORKER_POLL_S)
+            replies = request(cluster, "ping")
+        names.extend(replies.by_worker)
+        starting = _own_worker_pending(cluster, replies.by_worker, OWN_WORKER_STARTING_S)
+        if not names and starting:
+            raise Verdict(
+                f"the worker this server started ({cluster.settings.own_worker}) is still "
+                "starting; call health again in a few seconds",
+                ok=None,
+            )
         if not names:
             raise NoWorkers(
                 "no worker answered ping",
                 hint="start one with `celery-mcp worker` (or your own celery worker)",
             )
-        return f"{len(names)} worker(s) answered ping"
+        found = f"{len(names)} worker(s) answered ping"
+        if replies.duplicates:
+            raise Verdict(
+                f"{found}, but several workers answer as {', '.join(replies.duplicates)}: "
+                "commands and the history cannot tell them apart; give each a unique "
+                "--hostname (e.g. name@%h with a distinct name)"
+            )
+        return found
 
     return _timed(check), names
+
+
+def _own_worker_pending(cluster: Cluster, answered: dict[str, object], within_s: float) -> bool:
+    """True when the worker `serve --with-worker` started is younger than `within_s` and has
+    not answered yet."""
+    settings = cluster.settings
+    if settings.own_worker is None or settings.own_worker_since is None:
+        return False
+    if any(name == settings.own_worker for name in answered):
+        return False
+    return time.time() - settings.own_worker_since < within_s
 
 
 def check_schedule_store(cluster: Cluster) -> ComponentHealth:

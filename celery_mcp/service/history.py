@@ -20,7 +20,7 @@ from typing import Any
 from celery.utils import uuid
 
 from celery_mcp.errors import CeleryMcpError, InvalidArgument, NotFound, translate_errors
-from celery_mcp.models.common import READY_STATES, Truncation
+from celery_mcp.models.common import NOT_RUN, READY_STATES, Truncation
 from celery_mcp.models.history import (
     GetTaskInput,
     ListTasksInput,
@@ -39,9 +39,16 @@ from celery_mcp.models.history import (
 from celery_mcp.models.tasks import TaskOptions
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.limits import cap_json, cap_text
-from celery_mcp.service.results import error_text, known_meta, known_metas
+from celery_mcp.service.results import known_meta, known_metas
 from celery_mcp.service.sending import ensure_sendable, note_sent, publish_options
-from celery_mcp.stores.history import STATES, HistoryStore, SentTask, TaskRecord
+from celery_mcp.stores.history import (
+    STATES,
+    HistoryStore,
+    SentTask,
+    TaskRecord,
+    record_from_meta,
+)
+from celery_mcp.task_failures import exception_text, user_traceback
 
 SCAN_BUDGET = 20_000
 RETRYABLE = ("FAILURE", "REVOKED")
@@ -353,8 +360,10 @@ def _outcome(
     exception = None
     if state in ("FAILURE", "RETRY", "REVOKED", "REJECTED"):
         has = from_meta and meta.get("result") is not None
-        exception = capper.text("exception", error_text(meta["result"]) if has else rec.exception)
-    trace = capper.text("traceback", meta.get("traceback") or rec.traceback)
+        exception = capper.text(
+            "exception", exception_text(meta["result"] if has else rec.exception)
+        )
+    trace = capper.text("traceback", user_traceback(meta.get("traceback") or rec.traceback))
     return result, exception, trace
 
 
@@ -389,6 +398,10 @@ def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
     exact = exact_arguments(found, meta)
     args, kwargs = (exact.args, exact.kwargs) if exact else (rec.args, rec.kwargs)
     result, exception, trace = _outcome(state, rec, meta, capper)
+    with translate_errors("broker"):
+        blocked_by = rec.blocked_by or _copied_failure(store, tid, found, meta)
+    if blocked_by is not None:  # Celery's copy of an earlier step's failure: it never ran
+        state, exception, trace = NOT_RUN, None, None
     children, retried_as = _relations(rel, meta)
     retries = meta.get("retries")
     return TaskDetail(
@@ -414,9 +427,21 @@ def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
         children_count=len(children),
         retry_of=rel.get("retry_of"),
         retried_as=retried_as,
+        blocked_by=blocked_by,
         sources=[s for s, known in (("history", found), ("backend", meta)) if known],
         truncated=capper.cuts,
     )
+
+
+def _copied_failure(
+    store: HistoryStore, task_id: str, found: TaskRecord | None, meta: dict[str, Any]
+) -> str | None:
+    """The failed chain step whose failure the backend holds for this task too, if the task
+    never ran (see `HistoryStore.failed_upstream`)."""
+    if found is not None and (found.received or found.started):
+        return None
+    probe = record_from_meta(TaskRecord(id=task_id), meta, store.cap)
+    return None if probe is None else store.failed_upstream(probe)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,4 @@
-"""Reading task results from the result backend: task metas, one at a time or in batches, and
-the one way an error is written as text."""
+"""Reading task results from the result backend: task metas, one at a time or in batches."""
 
 from __future__ import annotations
 
@@ -14,20 +13,6 @@ from celery_mcp.service.cluster import Cluster
 
 MGET_BATCH = 1000
 PENDING_META: dict[str, Any] = {"status": "PENDING", "result": None}
-
-
-def error_text(value: Any) -> str | None:
-    """'Type: message' of an exception, a stored exception dict or any other value."""
-    if value is None:
-        return None
-    if isinstance(value, BaseException):
-        return f"{type(value).__name__}: {value}"
-    if isinstance(value, dict) and "exc_type" in value:  # the args of the exception, as str()
-        args = value.get("exc_message")
-        if isinstance(args, list | tuple):
-            args = args[0] if len(args) == 1 else tuple(args) if args else ""
-        return f"{value['exc_type']}: {args}"
-    return str(value)
 
 
 def has_result_backend(cluster: Cluster) -> bool:

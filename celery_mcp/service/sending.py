@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,13 +21,12 @@ from celery_mcp.errors import (
     CeleryMcpError,
     InvalidArgument,
     Unavailable,
-    UnknownTask,
     translate_errors,
 )
 from celery_mcp.models.tasks import TaskOptions
 from celery_mcp.service.catalog import check_arguments
 from celery_mcp.service.cluster import Cluster
-from celery_mcp.service.discovery import is_known_task
+from celery_mcp.service.discovery import is_known_task, unconsumed_queue_warning, unknown_task
 from celery_mcp.service.limits import check_payload
 from celery_mcp.service.policy import check_task_allowed
 from celery_mcp.service.priority import to_broker
@@ -116,10 +116,7 @@ def ensure_sendable(
     check_task_allowed(s, name)
     check_payload(args, kwargs, max_bytes=s.max_payload_bytes, max_depth=s.max_depth)
     if not is_known_task(cluster, name):
-        raise UnknownTask(
-            f"unknown task {name!r}: no live worker and no imported app registers it",
-            hint="check the name with list_task_types or the workers with health",
-        )
+        raise unknown_task(cluster, name)
     if validate:
         check_arguments(cluster, name, args, kwargs)
     if opts is not None:
@@ -153,3 +150,14 @@ def forget_sent(cluster: Cluster, sent: list[SentTask]) -> None:
         cluster.history.forget(sent)
     except Exception:
         log.debug("could not drop notes of unsent tasks", exc_info=True)
+
+
+def queue_warnings(cluster: Cluster, queues: Iterable[str | None]) -> list[str]:
+    """A warning per queue (None: the default queue) that no live worker consumes. Asked after
+    the publish: a census that fails costs the caller a warning, never the call."""
+    default = str(cluster.app.conf.task_default_queue)
+    targets = dict.fromkeys(q or default for q in queues)
+    try:
+        return [w for w in (unconsumed_queue_warning(cluster, q) for q in targets) if w]
+    except CeleryMcpError as exc:
+        return [f"could not check which workers consume {', '.join(targets)}: {exc.message}"]

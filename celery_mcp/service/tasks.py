@@ -14,7 +14,7 @@ from celery.backends.redis import RedisBackend
 from celery.result import AsyncResult
 from celery.utils import uuid
 
-from celery_mcp.errors import translate_errors
+from celery_mcp.errors import CeleryMcpError, translate_errors
 from celery_mcp.models.common import KNOWN_STATES, READY_STATES, TaskState, Truncation
 from celery_mcp.models.tasks import (
     GetResultInput,
@@ -36,7 +36,6 @@ from celery_mcp.service.priority import ignored_priority
 from celery_mcp.service.registry import Progress
 from celery_mcp.service.results import (
     check_result_backend,
-    error_text,
     has_result_backend,
     task_meta,
 )
@@ -46,6 +45,7 @@ from celery_mcp.service.sending import (
     forget_sent,
     note_sent,
     publish_options,
+    queue_warnings,
 )
 from celery_mcp.service.workflows import (
     saved_group_result,
@@ -53,10 +53,16 @@ from celery_mcp.service.workflows import (
     workflow_members,
 )
 from celery_mcp.stores.history import SentTask
+from celery_mcp.task_failures import exception_text, user_traceback
 
 PENDING_NOTE = (
     "PENDING means queued and not yet received by a worker, or an id this backend does not "
     "know (never sent, or its result expired)"
+)
+UNKNOWN_ID_NOTE = (
+    "neither the result backend nor the task history knows this id: it may be mistyped, never "
+    "sent, or expired (or queued by a producer that sends no task events); check it with "
+    "get_task or list_tasks"
 )
 WAIT_SLICE_S = 1.0
 PROGRESS_META_CHARS = 200
@@ -90,7 +96,7 @@ def send_task(cluster: Cluster, request: SendTaskInput) -> SendTaskResult:
     except Exception:
         forget_sent(cluster, [note])
         raise
-    warnings = []
+    warnings = queue_warnings(cluster, [queue])
     if request.priority is not None:
         target = queue or str(cluster.app.conf.task_default_queue)
         ignored = ignored_priority(cluster, target, request.priority)
@@ -179,8 +185,8 @@ def task_result(
     custom, mcut = custom_meta(cluster, state, meta.get("result"))
     success = state == TaskState.SUCCESS
     payload, cut = cap_json("result", value, cap) if success else (None, None)
-    error, ecut = cap_text("error", None if success else error_text(value), cap)
-    trace, tcut = cap_text("traceback", trace, cap)
+    error, ecut = cap_text("error", None if success else exception_text(value), cap)
+    trace, tcut = cap_text("traceback", user_traceback(trace), cap)
     return TaskResult(
         task_id=task_id,
         status=state,
@@ -287,7 +293,19 @@ def get_result(
             if progress is not None and meta.get("status") not in READY_STATES:
                 waited = time.monotonic() - start
                 progress(waited, request.timeout_s, _progress_text(meta, waited))
-    return task_result(cluster, task_id, meta, time.monotonic() - start)
+    result = task_result(cluster, task_id, meta, time.monotonic() - start)
+    if result.status == TaskState.PENDING:
+        result.note = UNKNOWN_ID_NOTE if _unheard_of(cluster, task_id) else PENDING_NOTE
+    return result
+
+
+def _unheard_of(cluster: Cluster, task_id: str) -> bool:
+    """True when the task history has no record of `task_id` (nor can be read)."""
+    try:
+        with translate_errors("backend"):
+            return cluster.history.get(task_id) is None
+    except CeleryMcpError:  # no history store here: nothing to say either way
+        return False
 
 
 def _progress_text(meta: dict[str, Any], waited_s: float) -> str:

@@ -401,10 +401,7 @@ def queue_lengths(cluster: Cluster, request: QueueLengthsInput) -> QueueLengthsR
     queue)."""
     start = time.perf_counter()
     roll = discovery.request(cluster, "active_queues", timeout_s=request.timeout_s)
-    consumers: dict[str, list[str]] = {}
-    for host, queues in roll.by_worker.items():
-        for q in queues or []:
-            consumers.setdefault(q["name"], []).append(host)
+    consumers = discovery.consumers_by_queue(roll.by_worker)
     default = str(cluster.app.conf.task_default_queue)
     names = request.queues or sorted({default, *consumers})
     depths = queue_depths(cluster, list(dict.fromkeys(names)))

@@ -29,10 +29,16 @@ from celery.signals import after_task_publish
 from celery.utils import uuid
 
 from celery_mcp.errors import CeleryMcpError, InvalidArgument, NotFound, translate_errors
-from celery_mcp.models.common import FAILED_STATES, READY_STATES, Json, TaskState, Truncation
+from celery_mcp.models.common import (
+    FAILED_STATES,
+    NOT_RUN,
+    READY_STATES,
+    Json,
+    TaskState,
+    Truncation,
+)
 from celery_mcp.models.tasks import GetResultInput, TaskOptions, TaskResult, TaskStatus
 from celery_mcp.models.workflows import (
-    NOT_RUN,
     NOT_SENT,
     ChainInput,
     ChordInput,
@@ -47,11 +53,11 @@ from celery_mcp.models.workflows import (
     WorkflowTree,
 )
 from celery_mcp.service import cancel
-from celery_mcp.service.catalog import app_spec, worker_view
+from celery_mcp.service.catalog import app_spec, routed_queue, worker_view
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.limits import cap_json
 from celery_mcp.service.registry import Progress
-from celery_mcp.service.results import MGET_BATCH, error_text, has_result_backend, metas
+from celery_mcp.service.results import MGET_BATCH, has_result_backend, metas
 from celery_mcp.service.rpc_results import add_chord, uses_rpc
 from celery_mcp.service.sending import (
     check_delays,
@@ -59,11 +65,13 @@ from celery_mcp.service.sending import (
     forget_sent,
     note_sent,
     publish_options,
+    queue_warnings,
 )
 from celery_mcp.service.signatures import check_call
 from celery_mcp.stores import workflows as records
 from celery_mcp.stores.history import SentTask
 from celery_mcp.stores.workflows import NodeRecord, WorkflowRecord
+from celery_mcp.task_failures import exception_text
 
 #: Stands for the previous step's result when a chained step's args are checked.
 PREVIOUS_RESULT = None
@@ -285,7 +293,19 @@ def _publish(cluster: Cluster, plan: Plan, dry_run: bool) -> WorkflowResult:
         task_count=plan.task_count,
         message=f"published {plan.task_count} task(s); get_result waits for the outcome, "
         "get_workflow shows every task's state",
+        warnings=queue_warnings(cluster, _queues(cluster, plan.canvas)),
     )
+
+
+def _queues(cluster: Cluster, canvas: Signature) -> list[str | None]:
+    """The queue each task of `canvas` goes to (None: the default queue)."""
+    if isinstance(canvas, chord):
+        parts = [*canvas.tasks, canvas.body]
+    else:  # a chain or group holds its tasks; a task signature has no `tasks`
+        parts = getattr(canvas, "tasks", None) or []
+    if parts:
+        return [q for part in parts for q in _queues(cluster, part)]
+    return [canvas.options.get("queue") or routed_queue(cluster, _node(canvas).task_name)]
 
 
 def record_store(cluster: Cluster) -> tuple[records.KeyValue, str]:
@@ -506,7 +526,7 @@ def aggregate(cluster: Cluster, ids: Sequence[str]) -> Aggregate:
         first = failed[0]
         error = (
             f"{len(failed)} of {len(ids)} tasks failed; first: #{first} "
-            f"({ids[first]}): {error_text(found[first].get('result'))}"
+            f"({ids[first]}): {exception_text(found[first].get('result'))}"
         )
     results = [
         m.get("result") if s == "SUCCESS" else None for m, s in zip(found, states, strict=True)
@@ -597,7 +617,7 @@ def _view(
     if state == NOT_RUN:
         error = f"not run: {prior}"
     elif state in FAILED_STATES or state == "RETRY":
-        error = error_text(meta.get("result"))
+        error = exception_text(meta.get("result"))
     return (
         WorkflowNode(
             index=index,
@@ -663,9 +683,9 @@ def get_workflow(cluster: Cluster, request: GetWorkflowInput) -> WorkflowTree:
         else:
             result = [m.get("result") for m in found]
     elif callback and cb_state in FAILED_STATES:
-        error = error_text(found[-1].get("result"))
+        error = exception_text(found[-1].get("result"))
     elif failed_at is not None:
-        error = f"{prior}: {error_text(found[failed_at].get('result'))}"
+        error = f"{prior}: {exception_text(found[failed_at].get('result'))}"
         if kind != "chain":
             error = error.replace("step", "task", 1)
     payload, cut = cap_json("result", result, cluster.settings.max_output_bytes // 2)

@@ -31,11 +31,18 @@ from celery.states import precedence
 from pydantic import BaseModel, ConfigDict
 from redis.lock import Lock
 
-from celery_mcp.models.common import READY_STATES, Json, TaskState
+from celery_mcp.models.common import NOT_RUN, READY_STATES, Json, TaskState
 from celery_mcp.stores.keys import HISTORY_PREFIX
+from celery_mcp.task_failures import exception_text
 
 #: States an event can put a record in (the indexes `s:<STATE>` that may exist).
-STATES: tuple[str, ...] = tuple(s.value for s in TaskState)
+#: The states the history indexes by: Celery's, and NOT_RUN for chain steps after a failure.
+STATES: tuple[str, ...] = (*(s.value for s in TaskState), NOT_RUN)
+#: How many recent failures are compared when telling whether a failure was copied from one.
+UPSTREAM_SCAN = 100
+#: The failed step's task-failed event is sent after Celery stored the failure of the steps
+#: after it: its time may be a little later than theirs.
+UPSTREAM_SLACK_S = 2.0
 EVENT_STATES = {
     "task-sent": "PENDING",
     "task-received": "RECEIVED",
@@ -120,6 +127,8 @@ class TaskRecord(BaseModel):
     signum: Json = None
     requeue: bool | None = None
     backfilled: bool = False  # built from the result backend, without a timeline
+    #: NOT_RUN: the failed chain step whose failure Celery stored under this id too
+    blocked_by: str | None = None
     #: where exact args/kwargs came from: "sent" (noted when this project sent the task),
     #: "backend" (result_extended), "repr" (the worker's repr, parsed); None: not exact
     args_source: str | None = None
@@ -197,7 +206,7 @@ def apply_event(rec: TaskRecord, event: dict[str, Any], cap: int) -> TaskRecord:
     setattr(rec, kind, ts)
     rec.first = min(rec.first, ts) if rec.first else ts
     fields = {
-        key: _typed(key, cap_value(event[src], cap, tail=key in TAIL_FIELDS))
+        key: _typed(key, cap_value(_readable(key, event[src]), cap, tail=key in TAIL_FIELDS))
         for key, src in EVENT_FIELDS[kind].items()
         if event.get(src) is not None
     }
@@ -222,6 +231,11 @@ def apply_event(rec: TaskRecord, event: dict[str, Any], cap: int) -> TaskRecord:
         rec.exception = None
         rec.traceback = None
     return rec
+
+
+def _readable(key: str, value: Any) -> Any:
+    """An event's exception (its repr) as 'Type: message', the way every tool writes it."""
+    return exception_text(value) if key == "exception" else value
 
 
 def _typed(key: str, value: Any) -> Any:
@@ -276,10 +290,29 @@ def record_from_meta(rec: TaskRecord, meta: dict[str, Any], cap: int) -> TaskRec
     if state == "SUCCESS":
         out.result = cap_value(result, cap)
     elif isinstance(result, dict) and "exc_type" in result:
-        out.exception = str(cap_value(f"{result['exc_type']}: {result.get('exc_message')}", cap))
+        out.exception = str(cap_value(exception_text(result), cap))
     if meta.get("traceback"):
         out.traceback = str(cap_value(meta["traceback"], cap, tail=True))
     return out
+
+
+def mark_not_run(rec: TaskRecord, upstream: str) -> None:
+    """Record `rec` as a chain step that never ran because `upstream` failed."""
+    rec.state, rec.blocked_by = NOT_RUN, upstream
+    rec.exception = rec.traceback = None
+
+
+def _ran(rec: TaskRecord) -> bool:
+    """True when a worker was seen with the task (an event, or result_extended's worker)."""
+    return bool(rec.received or rec.started or rec.worker)
+
+
+def _same_traceback(a: str | None, b: str | None) -> bool:
+    """Equal tracebacks, either possibly capped from its start ('…' + its end)."""
+    if not a or not b:
+        return False
+    a, b = a.removeprefix("…"), b.removeprefix("…")
+    return a.endswith(b) or b.endswith(a)
 
 
 def worker_entry(event: dict[str, Any]) -> WorkerEntry:
@@ -408,15 +441,53 @@ class HistoryStore:
     def backfill(self, metas: dict[str, dict[str, Any]]) -> int:
         """Record finished tasks from backend metas unless the history already has their end."""
         ids = list(metas)
-        pipe = self.r.pipeline(transaction=False)
-        added = 0
+        built: list[tuple[TaskRecord | None, TaskRecord]] = []
         for tid, old in zip(ids, self.get_many(ids), strict=True):
             rec = record_from_meta(old or TaskRecord(id=tid), metas[tid], self.cap)
             if rec is not None:
-                self._write(pipe, old, rec)
-                added += 1
+                built.append((old, rec))
+        new = [rec for _, rec in built]
+        for rec in new:
+            upstream = self.failed_upstream(rec, among=new)
+            if upstream is not None:
+                mark_not_run(rec, upstream)
+        pipe = self.r.pipeline(transaction=False)
+        for old, rec in built:
+            self._write(pipe, old, rec)
         pipe.execute()
-        return added
+        return len(built)
+
+    def failed_upstream(self, rec: TaskRecord, among: Iterable[TaskRecord] = ()) -> str | None:
+        """The failed task whose failure Celery copied onto `rec`, when `rec` is a chain step
+        that never ran; else None.
+
+        When a chain step fails, Celery stores the same failure (same traceback, within
+        milliseconds) under the ids of the steps after it, which never run. So a failure no
+        worker was seen with, whose traceback is that of another failure stored at nearly the
+        same time, is one of those, unless it is the first stored; the other failure is among
+        the newest UPSTREAM_SCAN failures (or `among`, records not yet stored).
+        """
+        if rec.state != "FAILURE" or not rec.traceback or _ran(rec):
+            return None
+        finished = rec.finished or math.inf
+        ids = self.r.zrevrangebyscore(
+            self.key("s", "FAILURE"), _bound(finished), "-inf", start=0, num=UPSTREAM_SCAN
+        )
+        candidates = [*among, *(r for r in self.get_many(list(ids)) if r is not None)]
+        group = [
+            c
+            for c in candidates
+            if c.id != rec.id
+            and c.state == "FAILURE"
+            and abs((c.finished or 0) - finished) <= UPSTREAM_SLACK_S
+            and _same_traceback(c.traceback, rec.traceback)
+        ]
+        if not group:
+            return None
+        # the one that ran (seen by a worker), else the first stored: Celery stores the failed
+        # step's failure before the copies
+        first = min([*group, rec], key=lambda c: (not _ran(c), c.finished or math.inf))
+        return None if first is rec else first.id
 
     def note_sent(self, sent: list[SentTask], *, at: float) -> None:
         """Record tasks about to be published, with their exact arguments (if not known yet).

@@ -116,11 +116,14 @@ def test_conformance_scenario_passes(
 
 
 def inspector(npm_env: dict[str, str], env: dict[str, str], *args: str) -> Any:
-    """Run the Inspector CLI against `celery-mcp serve` over stdio; return its JSON output."""
+    """Run the Inspector CLI against `celery-mcp serve` over stdio; return its JSON output.
+
+    Its schema portability check must find nothing (it prints warnings on stderr)."""
     server_env = [f"-e{k}={v}" for k, v in env.items() if k.startswith("CELERY_MCP_")]
     cmd = ["inspector", "--cli", *server_env, *args, "--", sys.executable, "-m", "celery_mcp"]
     proc = run(npm_env, *cmd, "serve")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Warning" not in proc.stderr and "portability" not in proc.stderr, proc.stderr
     return json.loads(proc.stdout)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from celery import chain
 from mcp import ClientSession
 
 from celery_mcp.runtime.embedded import EmbeddedServer
@@ -84,6 +85,30 @@ def test_tasks_finished_while_no_monitor_ran_are_backfilled_from_the_backend(
     failed = store.get(bad.id)
     assert failed and failed.state == "FAILURE" and "nobody watched" in str(failed.exception)
     assert str(failed.worker).startswith("w1@") and failed.queue == "celery"
+
+
+def test_chain_steps_after_a_failure_backfill_as_not_run(
+    env: dict[str, str], worker: Worker, cluster: Cluster, data_dir: Path
+) -> None:
+    """A user's own chain (Celery's canvas) that failed while no monitor recorded."""
+    store = history_store(cluster)
+    assert not store.status()["recording"], "another monitor is running"
+    app = cluster.app
+    message = f"broke {uuid.uuid4().hex[:6]}"
+    first = app.signature("demo.fail", kwargs={"message": message})
+    flow = chain(first, app.signature("demo.mul", args=[2]), app.signature("demo.mul", args=[5]))
+    last = flow.apply_async()
+    last.get(timeout=15, propagate=False)
+    ids = [last.parent.parent.id, last.parent.id, last.id]
+    with started_monitor(env, data_dir):
+        wait_until(lambda: all(store.get(i) for i in ids), 15, 0.2, "backfill")
+    recs = [store.get(i) for i in ids]
+    assert (
+        recs[0] and recs[0].state == "FAILURE" and recs[0].exception == f"RuntimeError: {message}"
+    )
+    for rec in recs[1:]:
+        assert rec and rec.state == "NOT_RUN" and rec.blocked_by == ids[0], rec
+        assert rec.exception is None
 
 
 def test_a_standby_monitor_takes_over_when_the_recorder_is_killed(
@@ -295,3 +320,65 @@ async def test_retry_task_resends_a_revoked_task(mcp: ClientSession, monitor: No
     assert retried["original_status"] == "REVOKED"
     rerun = await call(mcp, "get_result", task_id=retried["new_task_id"], timeout_s=10)
     assert rerun["result"] == {"args": [1], "kwargs": {"k": "v"}}
+
+
+async def test_chain_steps_after_a_failure_are_recorded_not_run(
+    env: dict[str, str], worker: Worker, monitor: None
+) -> None:
+    async with mcp_session({**env, "CELERY_MCP_TOOLSETS": "all"}) as session:
+        steps = [
+            {"task_name": "demo.fail", "kwargs": {"message": "step one broke"}},
+            {"task_name": "demo.mul", "args": [3]},
+        ]
+        sent = await call(session, "chain_tasks", steps=steps)
+        tree = await call(session, "get_workflow", workflow_id=sent["workflow_id"])
+        failed_id, skipped_id = (n["task_id"] for n in tree["nodes"])
+        await wait_for_task(session, failed_id, "FAILURE")
+        skipped = await call(session, "get_task", task_id=skipped_id)
+        assert skipped["status"] == "NOT_RUN" and skipped["blocked_by"] == failed_id, skipped
+        assert skipped["exception"] is None
+        failed = await call(session, "get_task", task_id=failed_id)
+        # one exception format everywhere, and only the user's frames in the traceback
+        assert failed["exception"] == "RuntimeError: step one broke"
+        assert (
+            "demo_tasks.py" in failed["traceback"] and "runtime/worker" not in failed["traceback"]
+        )
+        result = await call(session, "get_result", task_id=failed_id, timeout_s=5)
+        assert (
+            result["error"] == failed["exception"] and "runtime/worker" not in result["traceback"]
+        )
+        failures = await call(session, "list_tasks", status=["FAILURE"], within_s=600, limit=200)
+        assert skipped_id not in {t["task_id"] for t in failures["tasks"]}
+        row = next(t for t in failures["tasks"] if t["task_id"] == failed_id)
+        assert row["error"] == "RuntimeError: step one broke"
+        dry = await call(session, "retry_failed", task_name="demo.mul", within_s=600)
+        assert skipped_id not in {c["task_id"] for c in dry["candidates"]}
+
+
+async def test_retry_failed_dry_run_reports_exactly_what_confirm_does(
+    mcp: ClientSession, monitor: None
+) -> None:
+    start = datetime.now(UTC).isoformat()
+    tag = uuid.uuid4().hex[:6]
+    sent = [
+        await call(mcp, "send_task", task_name="demo.fail", kwargs={"message": f"{tag}-{i}"})
+        for i in range(2)
+    ]
+    # arguments its signature refuses: it failed on the worker, and a re-send is refused
+    sent.append(await call(mcp, "send_task", task_name="demo.add", args=[tag], validate_args=False))
+    for task in sent:
+        await call(mcp, "get_result", task_id=task["task_id"], timeout_s=10)
+        await wait_for_task(mcp, task["task_id"], "FAILURE")
+    ids = {t["task_id"] for t in sent}
+    args = {"since": start, "max_tasks": 50}
+
+    def mine(result: dict[str, Any]) -> dict[str, bool]:
+        return {
+            c["task_id"]: c["skipped"] is None for c in result["candidates"] if c["task_id"] in ids
+        }
+
+    dry = await call(mcp, "retry_failed", **args)
+    done = await call(mcp, "retry_failed", confirm=True, **args)
+    assert mine(dry) == mine(done) and len(mine(dry)) == 3, (dry, done)
+    assert sorted(mine(done).values()) == [False, True, True]
+    assert dry["retried"] == done["retried"] and dry["skipped"] == done["skipped"]

@@ -159,7 +159,7 @@ async def test_token_reaches_neither_the_worker_nor_the_broker(
         sent = await call(session, "send_task", task_name="demo.echo", args=["x"], countdown=60)
         await call(session, "get_status", task_id=sent["task_id"])
     match = wait_until(
-        lambda: re.search(r"worker pid (\d+)", served.output()), 10, what="worker pid line"
+        lambda: re.search(r"\(pid (\d+)\) starting", served.output()), 10, what="worker pid line"
     )
     environ = Path(f"/proc/{match.group(1)}/environ").read_bytes()
     assert b"CELERY_MCP_BROKER_URL" in environ or b"CELERY_MCP_DATA_DIR" in environ

@@ -26,7 +26,7 @@ def _list_bytes(tools: dict[str, object]) -> int:
     return len(json.dumps(dumped, separators=(",", ":")))
 
 
-async def test_default_tool_list_is_small_and_under_20kb(env: dict[str, str]) -> None:
+async def test_default_tool_list_is_small(env: dict[str, str]) -> None:
     async with mcp_session(env) as session:
         tools = await _tools(session)
     expected = set().union(*(TOOLSET_TOOLS[t] for t in DEFAULT_TOOLSETS))

@@ -24,6 +24,7 @@ from celery_mcp.stores.history import (
     record_from_meta,
     worker_entry,
 )
+from celery_mcp.task_failures import exception_text, user_traceback
 
 
 def event(kind: str, ts: float, **fields: object) -> dict[str, object]:
@@ -47,7 +48,7 @@ def test_a_late_event_fills_gaps_but_does_not_move_the_state_back() -> None:
     apply_event(rec, event("failed", 2.5, exception="KeyError('x')"), 100)
     apply_event(rec, event("sent", 1.9, name="demo.fail", queue="celery"), 100)
     assert rec.state == "FAILURE" and rec.name == "demo.fail"
-    assert rec.first == 1.9 and rec.exception == "KeyError('x')"
+    assert rec.first == 1.9 and rec.exception == "KeyError: 'x'"
 
 
 def test_retry_then_success_clears_the_old_exception() -> None:
@@ -167,3 +168,38 @@ def test_backfill_builds_a_record_from_a_finished_backend_meta() -> None:
     assert str(rec.exception).startswith("ValueError") and rec.name == "demo.fail"
     assert record_from_meta(TaskRecord(id="t1", state="SUCCESS"), meta, 100) is None  # has its end
     assert record_from_meta(TaskRecord(id="t1"), {"status": "STARTED"}, 100) is None  # not finished
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (RuntimeError("boom"), "RuntimeError: boom"),
+        ("RuntimeError('boom')", "RuntimeError: boom"),
+        ({"exc_type": "RuntimeError", "exc_message": ["boom"]}, "RuntimeError: boom"),
+        (KeyError("x"), "KeyError: 'x'"),
+        ("KeyError('x')", "KeyError: 'x'"),
+        ({"exc_type": "KeyError", "exc_message": ["x"]}, "KeyError: 'x'"),
+        ("ValueError(1, 2)", "ValueError: (1, 2)"),
+        ("Weird<repr>", "Weird<repr>"),
+        ("MyError(<object at 0x1>)", "MyError(<object at 0x1>)"),
+    ],
+)
+def test_every_failure_reads_type_colon_message(value: object, text: str) -> None:
+    assert exception_text(value) == text
+
+
+def test_tracebacks_lose_the_worker_wrapper_frames() -> None:
+    trace = (
+        "Traceback (most recent call last):\n"
+        '  File "/x/celery/app/trace.py", line 1, in trace_task\n'
+        "    R = retval = fun(*args, **kwargs)\n"
+        '  File "/x/celery_mcp/runtime/worker/retry.py", line 41, in run\n'
+        "    return original(*args, **kwargs)\n"
+        "           ^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+        '  File "/x/proj/tasks.py", line 9, in fail\n'
+        "    raise RuntimeError(message)\n"
+        "RuntimeError: boom\n"
+    )
+    kept = user_traceback(trace)
+    assert kept is not None and "retry.py" not in kept and "original(" not in kept
+    assert "proj/tasks.py" in kept and kept.endswith("RuntimeError: boom\n")

@@ -7,9 +7,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from celery_mcp.interfaces.mcp.schema_compact import compact_input, output_shape
+from celery_mcp.interfaces.mcp.schema_compact import ANY_JSON, compact_input, output_shape
 from celery_mcp.models.health import ComponentHealth, HealthResult
 from celery_mcp.models.tasks import SendTaskInput, TaskResult
+from celery_mcp.service.registry import OPERATIONS
 
 SAMPLES: list[Any] = [
     {"task_name": "demo.add"},
@@ -61,7 +62,8 @@ def test_output_shape_keeps_top_level_names_and_types() -> None:
     assert shape["properties"]["worker_names"] == {"type": "array", "items": {"type": "string"}}
     assert ComponentHealth.model_fields["ok"].annotation == bool | None
     inner = output_shape(ComponentHealth.model_json_schema())
-    assert inner is not None and inner["properties"]["ok"] == {}  # nullable: left open
+    nullable = {"anyOf": [{"type": "boolean"}, {"type": "null"}]}
+    assert inner is not None and inner["properties"]["ok"] == nullable
     assert set(shape["properties"]) == set(HealthResult.model_fields)
 
 
@@ -95,3 +97,34 @@ def _valid(schema: dict[str, Any], value: Any) -> bool:
     except jsonschema.ValidationError:
         return False
     return True
+
+
+def _untyped(schema: Any, path: str = "") -> list[str]:
+    """Paths of subschemas with no validation keyword (the Inspector's 'untyped-schema')."""
+    if not isinstance(schema, dict):
+        return []
+    found = [] if set(schema) & CONSTRAINING else [path]
+    for key in ("items", "additionalProperties"):
+        found += _untyped(schema.get(key), f"{path}.{key}")
+    for key in ("anyOf", "allOf", "oneOf"):
+        for i, sub in enumerate(schema.get(key, [])):
+            found += _untyped(sub, f"{path}.{key}[{i}]")
+    for key in ("properties", "$defs"):
+        for name, sub in schema.get(key, {}).items():
+            found += _untyped(sub, f"{path}.{key}.{name}")
+    return found
+
+
+CONSTRAINING = {"type", "enum", "const", "anyOf", "allOf", "oneOf", "$ref", "properties", "items"}
+
+
+def test_every_listed_schema_is_typed() -> None:
+    for op in OPERATIONS.values():
+        compact = compact_input(op.input_model.model_json_schema())
+        shape = output_shape(op.output_model.model_json_schema(mode="serialization"))
+        assert _untyped(compact) == [] and _untyped(shape) == [], op.name
+
+
+def test_any_json_accepts_every_json_value() -> None:
+    for value in ({"a": 1}, [1], "x", 1.5, 2, True, None):
+        jsonschema.validate(value, ANY_JSON)

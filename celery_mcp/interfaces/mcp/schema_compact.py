@@ -7,9 +7,13 @@
   patterns and length limits to the server, which validates every call with the full model
   and answers `invalid_argument`. Unit tests check with jsonschema that the compact schema
   refuses nothing the model accepts.
-- `output_shape`: the output's top level: field names, and types where they are a single
-  JSON type (nullable fields are left open). The server validates its own output with the
-  full pydantic model; the agent reads nested details from the result itself.
+- `output_shape`: the output's top level: field names and types (a nullable field is
+  `anyOf [X, null]`). The server validates its own output with the full pydantic model; the
+  agent reads nested details from the result itself.
+
+No schema is left untyped: a value that may be any JSON (task args, results) is spelled
+`ANY_JSON`, one `anyOf` branch per JSON type, rather than `{}`, which the Inspector's
+portability check flags ("accepts any value") and which gives a client nothing to map.
 """
 
 from __future__ import annotations
@@ -20,6 +24,12 @@ _MAPS = ("properties", "$defs", "patternProperties", "definitions")
 _PRIMITIVES = {"string", "number", "integer", "boolean", "null"}
 #: Limits the server checks with the full model; noise in every turn's tool list.
 _SERVER_SIDE = {"pattern", "minLength", "maxLength", "minItems", "maxItems"}
+#: Keys whose value is data, not a schema.
+_DATA = {"default", "examples", "enum", "const"}
+#: Any JSON value, one single-`type` branch per JSON type (portable, unlike a type array).
+ANY_JSON: dict[str, Any] = {
+    "anyOf": [{"type": t} for t in ("object", "array", "string", "number", "boolean", "null")]
+}
 
 
 def _fold_nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -45,15 +55,19 @@ def _compact(schema: Any, defs: dict[str, Any], describe: bool) -> Any:
     if not isinstance(schema, dict):
         return schema
     ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/") and defs.get(ref[8:]) == {}:
-        return {}
+    if not schema or (
+        isinstance(ref, str) and ref.startswith("#/$defs/") and defs.get(ref[8:]) == {}
+    ):
+        return dict(ANY_JSON)
     out: dict[str, Any] = {}
     for key, value in _fold_nullable(schema).items():
         if (key == "title" and isinstance(value, str)) or (key == "default" and value is None):
             continue
         if (key == "description" and not describe) or key in _SERVER_SIDE:
             continue
-        if key == "$defs" and isinstance(value, dict):
+        if key in _DATA:
+            out[key] = value
+        elif key == "$defs" and isinstance(value, dict):
             kept = {n: _compact(s, defs, False) for n, s in value.items() if s != {}}
             if kept:
                 out[key] = kept
@@ -72,17 +86,20 @@ def compact_input(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _type_of(schema: Any, defs: dict[str, Any]) -> dict[str, Any]:
-    """`{"type": ...}` of a property, arrays keeping primitive item types."""
+    """The JSON type of a property: `{"type": X}`, `anyOf [X, null]` when nullable, arrays
+    keeping primitive item types, ANY_JSON when it may be anything."""
     if not isinstance(schema, dict):
-        return {}
+        return dict(ANY_JSON)
     ref = schema.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/$defs/"):
         return _type_of(defs.get(ref[8:], {}), defs)
     if "anyOf" in schema:
-        kinds = {_type_of(option, defs).get("type") for option in schema["anyOf"]}
-        if len(kinds) == 1 and isinstance(only := kinds.pop(), str):
-            return {"type": only}
-        return {}  # nullable or mixed: any (type arrays are not portable, anyOf is long)
+        options = [_type_of(option, defs) for option in schema["anyOf"]]
+        kinds = [o for o in options if o != {"type": "null"}]
+        nullable = len(kinds) < len(options)
+        if len(kinds) == 1 and "type" in kinds[0]:
+            return {"anyOf": [kinds[0], {"type": "null"}]} if nullable else kinds[0]
+        return dict(ANY_JSON)  # mixed types: any (the full model validates the output)
     kind = schema.get("type")
     if kind == "array":
         items = _type_of(schema.get("items", {}), defs)
@@ -91,7 +108,7 @@ def _type_of(schema: Any, defs: dict[str, Any]) -> dict[str, Any]:
             if items.get("type") in _PRIMITIVES
             else {"type": "array"}
         )
-    return {"type": kind} if kind else {}
+    return {"type": kind} if isinstance(kind, str) else dict(ANY_JSON)
 
 
 def output_shape(schema: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -25,15 +26,26 @@ import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import Tool, ToolAnnotations
+from mcp.types import CallToolResult, TextContent, Tool, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from celery_mcp import __version__
-from celery_mcp.config import Settings, redact_url
-from celery_mcp.errors import CeleryMcpError, validation_message
+from celery_mcp.config import TOOLSETS, Settings
+from celery_mcp.errors import (
+    INTERNAL_HINT,
+    CeleryMcpError,
+    InternalError,
+    InvalidArgument,
+    UnknownTool,
+    WaitTimeout,
+    detail,
+    validation_message,
+)
 from celery_mcp.interfaces.mcp import http_security
 from celery_mcp.interfaces.mcp.schema_compact import compact_input, output_shape
+from celery_mcp.models.common import ErrorDetail
 from celery_mcp.service import cancel
+from celery_mcp.service.policy import enabled_toolsets
 from celery_mcp.service.registry import OPERATIONS, Call, Operation, offered, prepare
 
 if TYPE_CHECKING:  # types only: the cluster module imports Celery, loaded on first call
@@ -53,6 +65,19 @@ INSTRUCTIONS = (
     "send_task and read it back with get_result (bounded wait; call again if timed_out). "
     "Destructive tools act only with confirm=true; without it they report what they would do."
 )
+
+
+def instructions(settings: Settings) -> str:
+    """INSTRUCTIONS, naming the toolsets this server leaves off and how to turn them on."""
+    enabled = enabled_toolsets(settings, "mcp")
+    off = [t for t in TOOLSETS if t not in enabled]
+    if not off:
+        return INSTRUCTIONS
+    wanted = ",".join((*enabled, *off))
+    return (
+        f"{INSTRUCTIONS} Not enabled here: the {', '.join(off)} toolset(s); the operator "
+        f"turns them on with CELERY_MCP_TOOLSETS={wanted} (or --toolsets all)."
+    )
 
 
 class LazyCluster:
@@ -118,7 +143,7 @@ def _tool_function(op: Operation, clusters: LazyCluster) -> Callable[..., Any]:
         try:
             prepared = prepare(op.name, settings, arguments, "mcp")
         except CeleryMcpError as exc:
-            raise ToolError(f"{exc.code}: {exc}") from None
+            raise ToolFailure(detail(exc)) from None
         bound = prepared.bound_s(settings)
         cancelled = threading.Event()
         progress = _progress_bridge(ctx, cancelled) if op.progress else None
@@ -127,17 +152,15 @@ def _tool_function(op: Operation, clusters: LazyCluster) -> Callable[..., Any]:
             with anyio.fail_after(bound):
                 return await in_thread(run, clusters.threads, cancelled)
         except TimeoutError:
-            raise ToolError(
-                f"timeout: {op.name} did not finish within {bound:.1f}s "
-                "(broker, backend or workers not answering; call health)"
-            ) from None
-        except CeleryMcpError as exc:
-            raise ToolError(f"{exc.code}: {exc}") from None
+            late = WaitTimeout(
+                f"{op.name} did not finish within {bound:.1f}s",
+                hint="broker, backend or workers not answering; call health",
+            )
+            raise ToolFailure(detail(late)) from None
         except Exception as exc:
-            log.exception("%s failed", op.name)
-            raise ToolError(
-                f"internal_error: {type(exc).__name__}: {redact_url(str(exc))}"
-            ) from None
+            if not isinstance(exc, CeleryMcpError):
+                log.exception("%s failed", op.name)
+            raise ToolFailure(detail(exc)) from None
 
     ctx_param = inspect.Parameter(
         "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Context
@@ -183,6 +206,43 @@ async def in_thread(
     return value
 
 
+class ToolFailure(ToolError):
+    """A failed tool call, with the error every front end reports."""
+
+    def __init__(self, error: ErrorDetail) -> None:
+        super().__init__(error.text())
+        self.error = error
+
+
+def _error_of(name: str, exc: ToolError) -> ErrorDetail:
+    """The error a failed call reports, whichever layer raised it (ours, or the SDK's
+    argument validation and tool lookup, which wrap what they raise)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ToolFailure):
+            return cause.error
+        if isinstance(cause, ValidationError):
+            hint = f"see the input schema of {name} in tools/list"
+            return detail(InvalidArgument(validation_message(cause), hint=hint))
+        cause = cause.__cause__
+    if name not in OPERATIONS:
+        return detail(
+            UnknownTool(
+                f"no tool named {name!r}", hint="tools/list shows the tools this server offers"
+            )
+        )
+    return detail(InternalError(str(exc), hint=INTERNAL_HINT))
+
+
+def error_result(error: ErrorDetail) -> CallToolResult:
+    """An `isError` result: the text code first, the same error as structured content."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=error.text())],
+        structured_content={"error": error.model_dump()},
+        is_error=True,
+    )
+
+
 def annotations_for(op: Operation) -> ToolAnnotations:
     """MCP tool annotations from an operation's safety flags.
 
@@ -216,24 +276,28 @@ class CeleryMcpServer(MCPServer):
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context | None = None
     ) -> Any:
+        try:
+            self._check_call(name, arguments)
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            return error_result(_error_of(name, exc))
+
+    def _check_call(self, name: str, arguments: dict[str, Any]) -> None:
+        """Refuse a tool this server does not offer (saying which toolset has it) and unknown
+        arguments, before the SDK's argument model, which would ignore them."""
         if name in OPERATIONS and name not in self.argument_names:
-            try:  # a tool this server does not offer: say which toolset has it
+            try:
                 prepare(name, self.settings_, arguments, "mcp")
             except CeleryMcpError as exc:
-                raise ToolError(f"{exc.code}: {exc}") from None
+                raise ToolFailure(detail(exc)) from None
         allowed = self.argument_names.get(name)
         unknown = sorted(set(arguments) - allowed) if allowed is not None else []
         if unknown:
-            raise ToolError(
-                f"invalid_argument: unknown argument(s) {', '.join(map(repr, unknown))} for "
-                f"{name}; it takes: {', '.join(sorted(allowed or ())) or 'no arguments'}"
+            refused = InvalidArgument(
+                f"unknown argument(s) {', '.join(map(repr, unknown))} for {name}",
+                hint=f"it takes: {', '.join(sorted(allowed or ())) or 'no arguments'}",
             )
-        try:
-            return await super().call_tool(name, arguments, context)
-        except ToolError as exc:
-            if isinstance(exc.__cause__, ValidationError):
-                raise ToolError(f"invalid_argument: {validation_message(exc.__cause__)}") from None
-            raise
+            raise ToolFailure(detail(refused))
 
     async def list_tools(self) -> list[Tool]:
         if self._listed is None:
@@ -256,7 +320,7 @@ def build_server(settings: Settings) -> MCPServer:
         settings,
         name="celery-mcp",
         version=__version__,
-        instructions=INSTRUCTIONS,
+        instructions=instructions(settings),
         log_level="WARNING",
     )
     for op in offered(settings, "mcp"):
@@ -290,16 +354,23 @@ def http_app(settings: Settings, server: MCPServer) -> Any:
     return app
 
 
-def run(settings: Settings, transport: str = "stdio") -> None:
-    """Serve over `transport` ('stdio' or 'http') until the client or a signal stops it."""
+def run(
+    settings: Settings,
+    transport: str = "stdio",
+    *,
+    sock: socket.socket | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve over `transport` ('stdio' or 'http') until the client or a signal stops it.
+
+    HTTP serves on `sock` when given (bound by the caller, so a taken port fails before
+    anything else starts) and calls `on_ready` once it accepts requests."""
     if transport == "stdio":
         build_server(settings).run("stdio")
         return
     import uvicorn  # HTTP only: stdio never pays for it
 
-    http_security.check_bind(
-        settings
-    )  # refuses a non-loopback bind without a token, before binding
+    http_security.check_bind(settings)  # refuses a non-loopback bind without a token
     app = http_app(settings, build_server(settings))
     config = uvicorn.Config(
         app,
@@ -310,4 +381,11 @@ def run(settings: Settings, transport: str = "stdio") -> None:
         timeout_graceful_shutdown=2,  # open SSE streams must not hold a shutdown
         server_header=False,
     )
-    uvicorn.Server(config).run()
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started and on_ready is not None:
+                on_ready()
+
+    Server(config).run(sockets=[sock] if sock is not None else None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, ValidationInfo, field_validator, model_validator
 
@@ -78,6 +78,18 @@ class TaskOptions(Model):
         return self
 
 
+#: A wait for the outcome right after sending: one agent step instead of send + get_result.
+WaitS = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=3600,
+        description="Also wait up to this many seconds for the result (0: return at once); "
+        "the result is in outcome.",
+    ),
+]
+
+
 class SendTaskInput(TaskOptions):
     """Send one task by name."""
 
@@ -85,6 +97,7 @@ class SendTaskInput(TaskOptions):
     args: list[Json] = Field(default_factory=list, description="Positional args (JSON list).")
     kwargs: dict[str, Json] = Field(default_factory=dict, description="Keyword args (JSON object).")
     validate_args: bool = Field(True, description="Check args against the task signature first.")
+    wait_s: WaitS = 0.0
 
 
 class SendTaskResult(Model):
@@ -98,6 +111,9 @@ class SendTaskResult(Model):
     expires: datetime | None = Field(None, description="Discard time, if any.")
     warnings: list[str] = Field(
         default_factory=list, description="Sent, but not as asked (e.g. priority ignored)."
+    )
+    outcome: TaskResult | None = Field(
+        None, description="With wait_s: the result, or timed_out=true (then call get_result)."
     )
 
 

@@ -240,8 +240,13 @@ class QueueLengthsInput(Model):
         description="Default: every consumed queue + the default queue.",
     )
     timeout_s: float | None = Field(
-        None, gt=0, le=MAX_TIMEOUT_S, description="Wait for workers' queue lists, s (default 1)."
+        None,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        description="Ask workers for their queues now, waiting this long (default: their "
+        "answer of the last 5 s).",
     )
+    consumers: bool = Field(True, description="Also list the workers consuming each queue.")
 
 
 class QueueDepth(Model):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from celery_mcp.models.common import Json, Model, TaskId, TaskName, Truncation
-from celery_mcp.models.tasks import TaskOptions
+from celery_mcp.models.tasks import TaskOptions, TaskResult, WaitS
 
 WorkflowKind = Literal["chain", "group", "chord", "map"]
 
@@ -70,6 +70,7 @@ class ChainInput(Model):
         "unless immutable."
     )
     dry_run: bool = DRY_RUN
+    wait_s: WaitS = 0.0
 
 
 class GroupInput(Model):
@@ -87,6 +88,7 @@ class ChordInput(Model):
         description="Task that receives the list of header results as its first argument."
     )
     dry_run: bool = DRY_RUN
+    wait_s: WaitS = 0.0
 
 
 class MapInput(Model):
@@ -117,6 +119,9 @@ class WorkflowResult(Model):
     message: str = Field(description="What happened and what to call next.")
     warnings: list[str] = Field(
         default_factory=list, description="E.g. a queue of a step that no live worker consumes."
+    )
+    outcome: TaskResult | None = Field(
+        None, description="With wait_s: the workflow's result, or timed_out=true."
     )
 
 

@@ -10,6 +10,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from celery import Celery
+from celery.backends.base import BaseKeyValueStoreBackend
 
 from celery_mcp.app import make_app
 from celery_mcp.config import Settings, redact_url
@@ -22,6 +23,7 @@ from celery_mcp.stores.schedules import ScheduleStore, store_location
 if TYPE_CHECKING:  # types only: these modules import this one
     from celery_mcp.models.catalog import TaskSpec
     from celery_mcp.service.catalog import WorkerView
+    from celery_mcp.service.discovery import Replies
     from celery_mcp.service.rpc_results import ReplyDrain
 
 T = TypeVar("T")
@@ -51,8 +53,8 @@ class Cluster:
         self.last_roll_call = 0.0
         #: Task names live workers registered, and when they were asked.
         self.worker_tasks: Stamped[frozenset[str]] | None = None
-        #: Queue name -> hostnames of live workers consuming it, and when they were asked.
-        self.queue_consumers: Stamped[dict[str, list[str]]] | None = None
+        #: Live workers' `active_queues` replies, and when they were asked.
+        self.queue_census: Stamped[Replies] | None = None
         #: What live workers reported to the catalog, and when.
         self.worker_view: Stamped[WorkerView] | None = None
         #: Specs of the imported app's tasks, derived once each.
@@ -61,21 +63,33 @@ class Cluster:
         self.reply_drain: ReplyDrain | None = None
         self._app_tasks: frozenset[str] | None = None
 
-    @property
+    # read once: Celery's conf lookups cost about 10 us each, and these are read on every call
+    @cached_property
     def broker_url(self) -> str:
         return str(self.app.conf.broker_url)
 
-    @property
+    @cached_property
     def backend_url(self) -> str:
         return str(self.app.conf.result_backend)
 
-    @property
+    @cached_property
     def broker_is_redis(self) -> bool:
         return is_redis_url(self.broker_url)
 
-    @property
+    @cached_property
     def broker_is_amqp(self) -> bool:
         return is_amqp_url(self.broker_url)
+
+    @cached_property
+    def sends_are_recorded(self) -> bool:
+        """True when the app's own settings keep what `sending.note_sent` would: a task-sent
+        event per send, and the exact arguments in a key-value backend (result_extended)."""
+        conf = self.app.conf
+        return bool(
+            conf.result_extended
+            and conf.task_send_sent_event
+            and isinstance(self.app.backend, BaseKeyValueStoreBackend)
+        )
 
     @cached_property
     def broker_redis(self) -> Any:

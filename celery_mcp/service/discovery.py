@@ -381,17 +381,22 @@ def consumers_by_queue(replies: dict[str, Any]) -> dict[str, list[str]]:
     return {name: sorted(hosts) for name, hosts in consumers.items()}
 
 
+def active_queues(cluster: Cluster, *, max_age_s: float = WORKER_TASKS_TTL_S) -> Replies:
+    """Every live worker's `active_queues` reply (cached for `max_age_s`)."""
+    cached = cluster.queue_census
+    if cached is not None and cached.fresh(max_age_s):
+        return cached.value
+    now = time.monotonic()
+    replies = request(cluster, "active_queues")
+    cluster.queue_census = Stamped(now, replies)
+    return replies
+
+
 def queue_consumers(
     cluster: Cluster, *, max_age_s: float = WORKER_TASKS_TTL_S
 ) -> dict[str, list[str]]:
     """Which live workers consume each queue (cached for `max_age_s`)."""
-    cached = cluster.queue_consumers
-    if cached is not None and cached.fresh(max_age_s):
-        return cached.value
-    now = time.monotonic()
-    consumers = consumers_by_queue(broadcast_inspect(cluster, "active_queues"))
-    cluster.queue_consumers = Stamped(now, consumers)
-    return consumers
+    return consumers_by_queue(active_queues(cluster, max_age_s=max_age_s).by_worker)
 
 
 def unconsumed_queue_warning(cluster: Cluster, queue: str) -> str | None:

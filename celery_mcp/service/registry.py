@@ -107,7 +107,8 @@ OPERATIONS: dict[str, Operation] = _ops(
     Operation(
         "send_task", "tasks", tsk.SendTaskInput, tsk.SendTaskResult,
         "Send a task by name (args, kwargs, countdown, eta, expires, queue, priority, "
-        "retries). Returns task_id at once.",
+        "retries). Returns task_id at once, or with wait_s its result too.",
+        wait_field="wait_s", progress=True,
     ),
     Operation(
         "get_status", "tasks", tsk.TaskIdInput, tsk.TaskStatus,
@@ -177,7 +178,9 @@ OPERATIONS: dict[str, Operation] = _ops(
     Operation(
         "chain_tasks", "workflows", wfl.ChainInput, wfl.WorkflowResult,
         "Run tasks in sequence, each getting the previous result as first argument (unless "
-        "immutable); a failed step stops the chain. Returns one id (the last step's).",
+        "immutable); a failed step stops the chain. Returns one id (the last step's); "
+        "wait_s also waits for the result.",
+        wait_field="wait_s", progress=True,
     ),
     Operation(
         "group_tasks", "workflows", wfl.GroupInput, wfl.WorkflowResult,
@@ -187,7 +190,9 @@ OPERATIONS: dict[str, Operation] = _ops(
     Operation(
         "chord_workflow", "workflows", wfl.ChordInput, wfl.WorkflowResult,
         "Run header tasks in parallel, then the callback on the list of their results. "
-        "Returns the callback's id; a failed header task makes it FAILURE.",
+        "Returns the callback's id; a failed header task makes it FAILURE. wait_s also waits "
+        "for the result.",
+        wait_field="wait_s", progress=True,
     ),
     Operation(
         "map_task", "workflows", wfl.MapInput, wfl.WorkflowResult,

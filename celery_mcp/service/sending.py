@@ -88,6 +88,8 @@ def check_delays(cluster: Cluster, opts: TaskOptions) -> None:
     the broker would deliver the held message again, and the task would run more than once."""
     if not cluster.broker_is_redis or opts.accept_redelivery:
         return
+    if opts.countdown is None and opts.eta is None and not opts.retries:
+        return  # nothing held back
     delay, what = longest_delay_s(opts, datetime.now(UTC))
     limit = visibility_timeout_s(cluster.app)
     if delay >= limit:
@@ -128,9 +130,15 @@ def note_sent(cluster: Cluster, sent: list[SentTask]) -> None:
     retry can re-send them). Best effort, but when the history lives on the broker and the
     broker does not answer, the send fails here (it would fail one socket timeout later).
 
-    On rpc:// it also makes sure this process drains the reply queue, so results are kept."""
+    On rpc:// it also makes sure this process drains the reply queue, so results are kept.
+
+    Skipped when the app already keeps all of that: with `result_extended` on a key-value
+    backend the finished task's meta holds its exact arguments (what a retry needs), and with
+    `task_send_sent_event` the history records the send (it saves a round trip per send)."""
     if uses_rpc(cluster):
         drain(cluster)
+    if cluster.sends_are_recorded:
+        return
     try:
         store = cluster.history
     except CeleryMcpError:

@@ -67,6 +67,8 @@ SHUTDOWN_POLL_S = 0.1
 PLAIN_WORKER_TIME_LIMIT = (
     "not a celery-mcp worker: Celery applies new limits after its next pool_restart"
 )
+#: queue_lengths without consumers names the queues workers consumed within this long.
+QUEUES_SEEN_S = 300.0
 QUEUE_NOTE = (
     "messages waiting on the broker; tasks a worker already prefetched are not counted here "
     "(get_active_tasks lists them as reserved)"
@@ -398,22 +400,36 @@ def queue_depths(cluster: Cluster, names: list[str]) -> dict[str, QueueDepth]:
 
 def queue_lengths(cluster: Cluster, request: QueueLengthsInput) -> QueueLengthsResult:
     """Messages waiting per queue and the workers consuming each (default: consumed queues + default
-    queue)."""
+    queue). The broker is read every call; workers are asked when `timeout_s` is given, else
+    their answer of the last few seconds is used, and not at all without `consumers`."""
     start = time.perf_counter()
-    roll = discovery.request(cluster, "active_queues", timeout_s=request.timeout_s)
-    consumers = discovery.consumers_by_queue(roll.by_worker)
+    roll: discovery.Replies | None
+    if request.timeout_s is not None:
+        roll = discovery.request(cluster, "active_queues", timeout_s=request.timeout_s)
+    elif request.consumers:
+        roll = discovery.active_queues(cluster)
+    else:  # the broker only; the queue lists workers gave lately, if any, name the queues
+        cached = cluster.queue_census
+        roll = cached.value if cached is not None and cached.fresh(QUEUES_SEEN_S) else None
+    consumers = discovery.consumers_by_queue(roll.by_worker) if roll else {}
     default = str(cluster.app.conf.task_default_queue)
     names = request.queues or sorted({default, *consumers})
     depths = queue_depths(cluster, list(dict.fromkeys(names)))
-    for name, depth in depths.items():
-        depth.consumers = sorted(consumers.get(name, []))
+    if request.consumers:
+        for name, depth in depths.items():
+            depth.consumers = consumers.get(name, [])
     ordered = sorted(depths.values(), key=lambda d: (-(d.messages or 0), d.name))
+    roll_fields = (
+        _roll_fields(roll, start)
+        if roll
+        else {"missing": [], "timeout_s": 0.0, "elapsed_ms": _elapsed_ms(start)}
+    )
     return QueueLengthsResult(
         broker=_broker_kind(cluster),
         total_messages=sum(d.messages or 0 for d in ordered),
         queues=ordered,
         note=QUEUE_NOTE,
-        **_roll_fields(roll, start),
+        **roll_fields,
     )
 
 
@@ -511,6 +527,7 @@ def control_workers(cluster: Cluster, request: ControlInput) -> ControlResult:
         message = f"would restart the pools of {names}; call again with confirm=true"
         return _control_result(request, roll, [], message, start)
     roll = COMMANDS[command](cluster, request)
+    cluster.queue_census = None  # consumers may have changed: the next census asks again
     replies = [_reply(h, body) for h, body in roll.by_worker.items()]
     failed = sum(not r.ok for r in replies)
     message = f"{command.value}: {len(replies) - failed} ok, {failed} error(s)"

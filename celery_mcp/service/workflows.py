@@ -57,7 +57,7 @@ from celery_mcp.service.catalog import app_spec, routed_queue, worker_view
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.limits import cap_json
 from celery_mcp.service.registry import Progress
-from celery_mcp.service.results import MGET_BATCH, has_result_backend, metas
+from celery_mcp.service.results import MGET_BATCH, check_result_backend, has_result_backend, metas
 from celery_mcp.service.rpc_results import add_chord, uses_rpc
 from celery_mcp.service.sending import (
     check_delays,
@@ -68,6 +68,7 @@ from celery_mcp.service.sending import (
     queue_warnings,
 )
 from celery_mcp.service.signatures import check_call
+from celery_mcp.service.waiting import wait_for_result
 from celery_mcp.stores import workflows as records
 from celery_mcp.stores.history import SentTask
 from celery_mcp.stores.workflows import NodeRecord, WorkflowRecord
@@ -251,8 +252,17 @@ def _chord_plan(
     )
 
 
-def _publish(cluster: Cluster, plan: Plan, dry_run: bool) -> WorkflowResult:
-    """Store the record (and saved group), then publish; or describe it on a dry run."""
+def _publish(
+    cluster: Cluster,
+    plan: Plan,
+    dry_run: bool,
+    wait_s: float = 0.0,
+    progress: Progress | None = None,
+) -> WorkflowResult:
+    """Store the record (and saved group), then publish; or describe it on a dry run. With
+    `wait_s`, wait for the workflow id's result too."""
+    if wait_s and not dry_run:  # refused before anything is sent
+        check_result_backend(cluster)
     if plan.kind != "chain":  # a chain publishes its first step; the worker sends the rest
         items = sum(n.items or 1 for n in plan.nodes)
         budget = cluster.settings.call_timeout_s
@@ -294,6 +304,7 @@ def _publish(cluster: Cluster, plan: Plan, dry_run: bool) -> WorkflowResult:
         message=f"published {plan.task_count} task(s); get_result waits for the outcome, "
         "get_workflow shows every task's state",
         warnings=queue_warnings(cluster, _queues(cluster, plan.canvas)),
+        outcome=wait_for_result(cluster, plan.workflow_id, wait_s, progress) if wait_s else None,
     )
 
 
@@ -367,15 +378,17 @@ def _partly_published(
     )
 
 
-def chain_tasks(cluster: Cluster, request: ChainInput) -> WorkflowResult:
-    """Publish a chain; its id is the last step's."""
+def chain_tasks(
+    cluster: Cluster, request: ChainInput, progress: Progress | None = None
+) -> WorkflowResult:
+    """Publish a chain (its id is the last step's); with `wait_s`, wait for its result."""
     check_size(len(request.steps), "steps", cluster.settings.max_workflow_size)
     for i, step in enumerate(request.steps):
         _check_step(cluster, step, after_result=i > 0)
     sigs = [_step(cluster, s) for s in request.steps]
     canvas = chain(*sigs, app=cluster.app)
     plan = Plan("chain", sigs[-1].id, canvas, [_node(s) for s in sigs], sent_here=(sigs[0],))
-    return _publish(cluster, plan, request.dry_run)
+    return _publish(cluster, plan, request.dry_run, request.wait_s, progress)
 
 
 def group_tasks(cluster: Cluster, request: GroupInput) -> WorkflowResult:
@@ -388,15 +401,17 @@ def group_tasks(cluster: Cluster, request: GroupInput) -> WorkflowResult:
     return _publish(cluster, plan, request.dry_run)
 
 
-def chord_workflow(cluster: Cluster, request: ChordInput) -> WorkflowResult:
-    """Publish a chord; its id is the callback's."""
+def chord_workflow(
+    cluster: Cluster, request: ChordInput, progress: Progress | None = None
+) -> WorkflowResult:
+    """Publish a chord (its id is the callback's); with `wait_s`, wait for its result."""
     check_size(len(request.header), "header", cluster.settings.max_workflow_size)
     for step in request.header:
         _check_step(cluster, step, after_result=False)
     _check_step(cluster, request.callback, after_result=True)
     sigs = [_step(cluster, s) for s in request.header]
     plan = _chord_plan(cluster, "chord", sigs, [0] * len(sigs), _step(cluster, request.callback))
-    return _publish(cluster, plan, request.dry_run)
+    return _publish(cluster, plan, request.dry_run, request.wait_s, progress)
 
 
 def map_task(cluster: Cluster, request: MapInput) -> WorkflowResult:

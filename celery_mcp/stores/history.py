@@ -19,6 +19,7 @@ oldest entry is older than max_age_s, every index is cut at one score and the re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -29,6 +30,7 @@ from typing import Any
 
 from celery.states import precedence
 from pydantic import BaseModel, ConfigDict
+from redis.exceptions import NoScriptError
 from redis.lock import Lock
 
 from celery_mcp.models.common import NOT_RUN, READY_STATES, Json, TaskState
@@ -38,6 +40,19 @@ from celery_mcp.task_failures import exception_text
 #: States an event can put a record in (the indexes `s:<STATE>` that may exist).
 #: The states the history indexes by: Celery's, and NOT_RUN for chain steps after a failure.
 STATES: tuple[str, ...] = (*(s.value for s in TaskState), NOT_RUN)
+#: `note_sent`'s write of one new record and its indexes, skipped when the record exists.
+#: KEYS: record, time index, PENDING index, PENDING+name index, the set of name indexes;
+#: ARGV: record JSON, TTL seconds, first-seen score, task id.
+NOTE_SENT_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
+redis.call('SADD', KEYS[5], KEYS[4])
+return 1
+"""
+NOTE_SENT_SHA = hashlib.sha1(NOTE_SENT_LUA.encode()).hexdigest()  # noqa: S324 (Redis's id)
 #: How many recent failures are compared when telling whether a failure was copied from one.
 UPSTREAM_SCAN = 100
 #: The failed step's task-failed event is sent after Celery stored the failure of the steps
@@ -494,14 +509,10 @@ class HistoryStore:
 
         Written before the publish, so the monitor, which merges the task's events into the
         record, keeps the exact arguments (it never replaces exact ones with the worker's repr).
+        A record that exists already (a re-send under the same id) is left as it is.
         """
-        fresh = [
-            t
-            for t, old in zip(sent, self.get_many([t.task_id for t in sent]), strict=True)
-            if old is None
-        ]
-        pipe = self.r.pipeline(transaction=False)
-        for task in fresh:
+        writes: list[tuple[Any, ...]] = []
+        for task in sent:
             fits = len(json.dumps([task.args, task.kwargs], default=repr)) <= 2 * self.cap
             rec = TaskRecord(
                 id=task.task_id,
@@ -515,8 +526,21 @@ class HistoryStore:
                 exact=fits,
                 args_source="sent" if fits else None,
             )
-            self._write(pipe, None, rec)
-        pipe.execute()
+            # what `_write(pipe, None, rec)` writes, unless the record exists (one round trip)
+            keys = [self.key("t", rec.id), self.key("idx"), self.key("s", "PENDING")]
+            keys += [self.key("n", "PENDING", task.name), self.key("nkeys")]
+            writes.append((NOTE_SENT_SHA, len(keys), *keys, rec.to_json(), self.ttl_s, at, rec.id))
+        for attempt in (1, 2):
+            pipe = self.r.pipeline(transaction=False)
+            for write in writes:
+                pipe.evalsha(*write)
+            try:
+                pipe.execute()
+                return
+            except NoScriptError:  # a fresh server (or SCRIPT FLUSH): load it, once
+                if attempt == 2:
+                    raise
+                self.r.script_load(NOTE_SENT_LUA)
 
     def forget(self, sent: list[SentTask]) -> None:
         """Drop the notes of tasks whose publish failed."""

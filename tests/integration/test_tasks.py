@@ -172,3 +172,18 @@ async def test_retries_exhausted_end_in_failure(mcp: ClientSession) -> None:
     )
     result = await call(mcp, "get_result", task_id=sent["task_id"], timeout_s=15)
     assert result["status"] == "FAILURE" and "attempt 2 of 5" in result["error"]
+
+
+async def test_send_task_with_wait_returns_the_result_in_one_call(mcp: ClientSession) -> None:
+    done = await call(mcp, "send_task", task_name="demo.add", args=[20, 22], wait_s=10)
+    assert done["status"] == "SUCCESS" and done["outcome"]["result"] == 42, done
+    assert done["outcome"]["task_id"] == done["task_id"] and not done["outcome"]["timed_out"]
+    failed = await call(mcp, "send_task", task_name="demo.fail", kwargs={"message": "x"}, wait_s=10)
+    assert failed["outcome"]["error"] == "RuntimeError: x" and failed["status"] == "FAILURE"
+    start = time.monotonic()
+    slow = await call(mcp, "send_task", task_name="demo.sleep", args=[2], wait_s=0.3)
+    assert time.monotonic() - start < 2 and slow["outcome"]["timed_out"], slow
+    later = await call(mcp, "get_result", task_id=slow["task_id"], timeout_s=10)
+    assert later["success"]
+    plain = await call(mcp, "send_task", task_name="demo.noop")
+    assert plain["outcome"] is None and plain["status"] == "PENDING"

@@ -194,6 +194,11 @@ async def test_an_app_without_result_backend_sends_and_says_results_are_not_kept
             assert "no result backend" in health["backend"]["detail"]
             revoked = await call(s, "revoke", task_id=sent["task_id"])
             assert revoked["executed"] and revoked["status_before"] is None
+            # a send that would wait for a result it cannot read is refused before it is sent
+            text = await call_error(s, "send_task", task_name="user.record", args=["w"], wait_s=5)
+            assert text.startswith("no_result_backend"), text
+            time.sleep(0.5)
+            assert client.lrange("nobackend", 0, -1) == [b"ran"]
 
 
 # -- 6. revoking a workflow id revokes its tasks ----------------------------------------------

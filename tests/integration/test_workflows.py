@@ -261,3 +261,21 @@ async def test_retries_apply_to_the_chunks_of_a_chunked_map(mcp: ClientSession) 
 async def test_get_workflow_of_an_unknown_id_is_not_found(mcp: ClientSession) -> None:
     text = await call_error(mcp, "get_workflow", workflow_id="no-such-workflow")
     assert "not_found" in text and "no-such-workflow" in text
+
+
+async def test_chain_and_chord_with_wait_return_the_result_in_one_call(
+    mcp: ClientSession,
+) -> None:
+    chained = await call(
+        mcp, "chain_tasks", steps=[add(1, 2), {"task_name": "demo.mul", "args": [10]}], wait_s=15
+    )
+    assert chained["outcome"]["result"] == 30, chained
+    assert chained["outcome"]["task_id"] == chained["workflow_id"]
+    chord = await call(
+        mcp,
+        "chord_workflow",
+        header=[add(i, i) for i in range(5)],
+        callback={"task_name": "demo.xsum"},
+        wait_s=15,
+    )
+    assert chord["outcome"]["result"] == 20, chord

@@ -37,8 +37,8 @@ class TaskManager:
         `countdown` (seconds or timedelta) or `eta` (a naive datetime is local time) delays
         it; `expires` (seconds, timedelta or datetime) discards it if not started by then;
         `retries` with `retry_delay` (the first delay, doubled each retry: 10, 20, 40, ...)
-        re-runs it on failure (celery-mcp workers); other options: retry_delay_max_s,
-        validate_args.
+        re-runs it on failure (celery-mcp workers); `wait_s=N` also waits up to N seconds for
+        the result (in `outcome`); other options: retry_delay_max_s, validate_args.
         """
         return self._call(
             "send_task",

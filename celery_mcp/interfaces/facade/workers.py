@@ -64,10 +64,14 @@ class WorkerManager:
         return self._call("get_registered_tasks", destination=destination, timeout_s=timeout_s)
 
     def queue_lengths(
-        self, queues: list[str] | None = None, *, timeout_s: float | None = None
+        self,
+        queues: list[str] | None = None,
+        *,
+        timeout_s: float | None = None,
+        consumers: bool = True,
     ) -> Result:
-        """Messages waiting per queue on the broker."""
-        return self._call("queue_lengths", queues=queues, timeout_s=timeout_s)
+        """Messages waiting per queue on the broker, and (`consumers`) who consumes each."""
+        return self._call("queue_lengths", queues=queues, timeout_s=timeout_s, consumers=consumers)
 
     def purge_queue(self, queue: str, *, confirm: bool | None = None) -> Result:
         """Delete every message waiting in `queue` (confirm=False: a dry run)."""

@@ -74,12 +74,14 @@ class WorkflowManager:
         kind = op_name.split("_")[0]
         return WorkflowHandle(self._call, kind, self._call(op_name, **fields))
 
-    def chain_tasks(self, *steps: Step, dry_run: bool = False) -> WorkflowHandle:
+    def chain_tasks(
+        self, *steps: Step, dry_run: bool = False, wait_s: float = 0.0
+    ) -> WorkflowHandle:
         """Run steps one after another, each getting the previous result first (unless
         immutable); a failed step stops the chain. `chain_tasks(("t.a", (1,)), ("t.b",))`
-        or `chain_tasks([...])`."""
+        or `chain_tasks([...])`; `wait_s` also waits for the result (`handle["outcome"]`)."""
         fields = [self._step(s) for s in _steps(steps)]
-        return self._handle("chain_tasks", steps=fields, dry_run=dry_run)
+        return self._handle("chain_tasks", steps=fields, dry_run=dry_run, wait_s=wait_s)
 
     def group_tasks(self, *tasks: Step, dry_run: bool = False) -> WorkflowHandle:
         """Run tasks in parallel; `.results` has a handle per task, `.get()` the list of
@@ -88,14 +90,21 @@ class WorkflowManager:
         return self._handle("group_tasks", tasks=fields, dry_run=dry_run)
 
     def chord_workflow(
-        self, header_tasks: list[Step], callback_task: Step, *, dry_run: bool = False
+        self,
+        header_tasks: list[Step],
+        callback_task: Step,
+        *,
+        dry_run: bool = False,
+        wait_s: float = 0.0,
     ) -> WorkflowHandle:
-        """Run header tasks in parallel, then `callback_task` on the list of their results."""
+        """Run header tasks in parallel, then `callback_task` on the list of their results;
+        `wait_s` also waits for the result (`handle["outcome"]`)."""
         return self._handle(
             "chord_workflow",
             header=[self._step(s) for s in header_tasks],
             callback=self._step(callback_task),
             dry_run=dry_run,
+            wait_s=wait_s,
         )
 
     def map_task(

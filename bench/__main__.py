@@ -34,7 +34,13 @@ from bench.harness import Row, Run, bench_env, render
 CORE = ("bench.tasks", "bench.cluster")
 LAST = "bench.startup"
 #: Modules of bench/ that are not benchmarks.
-SUPPORT = ("bench.harness", "bench.floor_server", "bench.__main__")
+SUPPORT = (
+    "bench.harness",
+    "bench.floor_server",
+    "bench.flower_app",
+    "bench.user_app",
+    "bench.__main__",
+)
 
 
 def _others() -> list[str]:

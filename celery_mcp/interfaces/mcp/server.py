@@ -12,19 +12,22 @@ starts with the error code and ends with what to do next.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import json
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast, get_args, get_origin
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+import pydantic_core
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
@@ -143,14 +146,14 @@ def _tool_function(op: Operation, clusters: LazyCluster) -> Callable[..., Any]:
     """An async tool function with `op`'s flat arguments that calls `op` in a thread."""
     settings = clusters.settings
 
-    async def tool(ctx: Context, **arguments: Any) -> BaseModel:
+    async def tool(ctx: Context | None, **arguments: Any) -> BaseModel:
         try:
             prepared = prepare(op.name, settings, arguments, "mcp")
         except CeleryMcpError as exc:
             raise ToolFailure(detail(exc)) from None
         bound = prepared.bound_s(settings)
         cancelled = threading.Event()
-        progress = _progress_bridge(ctx, cancelled) if op.progress else None
+        progress = _progress_bridge(ctx, cancelled) if op.progress and ctx is not None else None
         run = partial(_run, prepared, clusters, progress, cancelled)
         try:
             with anyio.fail_after(bound):
@@ -232,6 +235,28 @@ def _error_of(name: str, exc: ToolError) -> ErrorDetail:
     return detail(InternalError(str(exc), hint=INTERNAL_HINT))
 
 
+def tool_result(output: BaseModel) -> CallToolResult:
+    """A tool's result: its output model as structured content, and as compact JSON text for
+    clients that read only text."""
+    data = output.model_dump(mode="json", by_alias=True)
+    text = pydantic_core.to_json(data).decode()
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+
+
+def _json_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of `model` that take a JSON array or object."""
+
+    def takes_json(annotation: Any) -> bool:
+        origin = get_origin(annotation)
+        if origin in (list, dict, tuple) or (
+            isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        ):
+            return True
+        return any(takes_json(arg) for arg in get_args(annotation))
+
+    return frozenset(n for n, f in model.model_fields.items() if takes_json(f.annotation))
+
+
 def error_result(error: ErrorDetail) -> CallToolResult:
     """An `isError` result: the text code first, the same error as structured content."""
     return CallToolResult(
@@ -270,15 +295,50 @@ class CeleryMcpServer(MCPServer):
         super().__init__(*args, **kwargs)
         self.settings_ = settings
         self.argument_names: dict[str, frozenset[str]] = {}
+        #: each offered tool's function and its arguments that take JSON arrays or objects
+        self.functions: dict[str, Callable[..., Awaitable[BaseModel]]] = {}
+        self.json_arguments: dict[str, frozenset[str]] = {}
+
+    def add_operation(self, op: Operation, clusters: LazyCluster) -> None:
+        """Offer `op` as a tool."""
+        function = _tool_function(op, clusters)
+        self.argument_names[op.name] = frozenset(op.input_model.model_fields)
+        self.json_arguments[op.name] = _json_fields(op.input_model)
+        self.functions[op.name] = function
+        self.add_tool(
+            function,
+            name=op.name,
+            description=op.description,
+            annotations=annotations_for(op),
+            structured_output=True,
+        )
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context | None = None
     ) -> Any:
+        """Our tools are called directly: the operation's model validates the arguments once
+        (the SDK's argument model would validate them a second time, for 30-60 us a call)."""
         try:
             self._check_call(name, arguments)
-            return await super().call_tool(name, arguments, context)
+            function = self.functions.get(name)
+            if function is None:  # not a tool of ours: the SDK answers (unknown tool)
+                return await super().call_tool(name, arguments, context)
+            return tool_result(await function(context, **self._parsed(name, arguments)))
         except ToolError as exc:
             return error_result(_error_of(name, exc))
+
+    def _parsed(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """`arguments` with JSON text decoded where an array or object is expected: some
+        clients (Claude Desktop) send `"[1, 2]"` for `[1, 2]` (the SDK does the same)."""
+        wanted = self.json_arguments[name]
+        parsed = dict(arguments)
+        for key, value in arguments.items():
+            if key in wanted and isinstance(value, str):
+                with contextlib.suppress(ValueError):
+                    decoded = json.loads(value)
+                    if isinstance(decoded, list | dict):
+                        parsed[key] = decoded
+        return parsed
 
     def _check_call(self, name: str, arguments: dict[str, Any]) -> None:
         """Refuse a tool this server does not offer (saying which toolset has it) and unknown
@@ -322,14 +382,7 @@ def build_server(settings: Settings) -> MCPServer:
         log_level="WARNING",
     )
     for op in offered(settings, "mcp"):
-        server.argument_names[op.name] = frozenset(op.input_model.model_fields)
-        server.add_tool(
-            _tool_function(op, clusters),
-            name=op.name,
-            description=op.description,
-            annotations=annotations_for(op),
-            structured_output=True,
-        )
+        server.add_operation(op, clusters)
     return server
 
 

@@ -244,3 +244,18 @@ def test_cli_errors_have_the_same_shape(env: dict[str, str], embedded: EmbeddedS
     code, out = run_cli(env, "--action", "send_task", "--task-name", "demo.addd")
     assert code != 0 and out["error"]["code"] == "unknown_task", out
     assert set(out["error"]) == {"code", "message", "hint"}
+
+
+async def test_tools_list_comes_before_the_user_app_and_the_broker(
+    env: dict[str, str],
+) -> None:
+    """Clients spawn the server at launch and some give up on a slow first list: it is
+    answered before the user's app is imported (20 s here) or the broker (down) is touched."""
+    start = time.monotonic()
+    async with mcp_session(env, "--app", "tests.apps.slow_app:app") as session:
+        listed = await session.list_tools()
+        elapsed = time.monotonic() - start
+        default = {t.name for t in listed.tools}
+    async with mcp_session(env) as plain:
+        assert default == {t.name for t in (await plain.list_tools()).tools}
+    assert elapsed < 15, f"tools/list took {elapsed:.1f}s: it waited for the app's import"

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field, ValidationError
 from celery_mcp import __version__
 from celery_mcp.config import Settings, redact_url
 from celery_mcp.errors import CeleryMcpError, validation_message
-from celery_mcp.interfaces.mcp import http_security
+from celery_mcp.interfaces.mcp import http_security, protocol
 from celery_mcp.interfaces.mcp.schema_compact import compact_input, output_shape
 from celery_mcp.service import cancel
 from celery_mcp.service.registry import OPERATIONS, Call, Operation, offered, prepare
@@ -155,6 +155,16 @@ def _run(call: Call, clusters: LazyCluster, progress: Any, cancelled: threading.
         return call.run(clusters.get(), progress)
 
 
+async def run_call(clusters: LazyCluster, call: Call) -> BaseModel:
+    """`call` in a worker thread under its bound (TimeoutError when it runs out): resources
+    read through this, so they run like tools."""
+    cancelled = threading.Event()
+    with anyio.fail_after(call.bound_s(clusters.settings)):
+        return await in_thread(
+            partial(_run, call, clusters, None, cancelled), clusters.threads, cancelled
+        )
+
+
 async def in_thread(
     func: Callable[[], T], limiter: anyio.CapacityLimiter, cancelled: threading.Event
 ) -> T:
@@ -268,6 +278,7 @@ def build_server(settings: Settings) -> MCPServer:
             annotations=annotations_for(op),
             structured_output=True,
         )
+    protocol.register(server, settings, partial(run_call, clusters), clusters.get)
     return server
 
 

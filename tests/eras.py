@@ -166,11 +166,14 @@ class EraClient:
 
 
 @contextlib.asynccontextmanager
-async def era_client(env: Mapping[str, str], era: str, *extra: str) -> AsyncIterator[EraClient]:
-    """An `EraClient` on a fresh `celery-mcp serve` over stdio, speaking `era`."""
-    params = server_params(env, *extra)
+async def era_client(
+    env: Mapping[str, str], era: str, *extra: str, url: str | None = None
+) -> AsyncIterator[EraClient]:
+    """An `EraClient` speaking `era`: on a fresh `celery-mcp serve` over stdio, or on the HTTP
+    server at `url`."""
     if era == "2026-07-28":
-        async with Client(params, mode="auto") as client:
+        target: Any = url if url is not None else server_params(env, *extra)
+        async with Client(target, mode="auto") as client:
             assert client.protocol_version == era, client.protocol_version
             yield EraClient(era, client.session, client)
         return
@@ -180,12 +183,22 @@ async def era_client(env: Mapping[str, str], era: str, *extra: str) -> AsyncIter
         if isinstance(message, ResourceUpdatedNotification) and holder:
             holder[0].updates.note(str(message.params.uri))
 
-    with open(os.environ.get("CELERY_MCP_TEST_ERRLOG", os.devnull), "a") as devnull:
-        async with (
-            stdio_client(params, errlog=devnull) as (read, write),
-            ClientSession(read, write, message_handler=on_message) as session,
-        ):
-            init = await session.initialize()
-            assert init.protocol_version == era, init.protocol_version
-            holder.append(EraClient(era, session, None))
-            yield holder[0]
+    async with contextlib.AsyncExitStack() as stack:
+        if url is None:
+            errlog = stack.enter_context(
+                open(os.environ.get("CELERY_MCP_TEST_ERRLOG", os.devnull), "a")  # noqa: SIM115
+            )
+            read, write = await stack.enter_async_context(
+                stdio_client(server_params(env, *extra), errlog=errlog)
+            )
+        else:
+            from mcp.client.streamable_http import streamable_http_client
+
+            read, write = await stack.enter_async_context(streamable_http_client(url))
+        session = await stack.enter_async_context(
+            ClientSession(read, write, message_handler=on_message)
+        )
+        init = await session.initialize()
+        assert init.protocol_version == era, init.protocol_version
+        holder.append(EraClient(era, session, None))
+        yield holder[0]

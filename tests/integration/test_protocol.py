@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from mcp.shared.exceptions import MCPError
 
 from celery_mcp.service.cluster import Cluster
 from tests.eras import ERAS, EraClient, era_client
-from tests.support import Worker, error_text, http_server, wait_until
+from tests.support import HttpServer, Worker, error_text, http_server, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -358,31 +358,32 @@ async def test_unsubscribe_and_disconnect_free_every_watch(
         cluster.app.control.revoke(task_id, terminate=True)
 
 
-async def test_http_serves_resources_prompts_and_completions(
-    env: dict[str, str], worker: Worker, data_dir: Path
-) -> None:
-    from mcp import Client
-
+@pytest.fixture(scope="module")
+def served(env: dict[str, str], worker: Worker, data_dir: Path) -> Iterator[HttpServer]:
     with http_server(env | {"CELERY_MCP_HTTP_AUTH": "false"}, data_dir) as srv:
-        async with Client(srv.url, mode="auto") as client:
-            assert client.protocol_version == "2026-07-28"
-            listed = await client.list_resources()
-            assert "celery://cluster" in {str(r.uri) for r in listed.resources}
-            prompts = await client.list_prompts()
-            assert "triage_failures" in {p.name for p in prompts.prompts}
-            from mcp.types import PromptReference
+        yield srv
 
-            done = await client.complete(
-                PromptReference(type="ref/prompt", name="triage_failures"),
-                {"name": "task_name", "value": "demo.ad"},
+
+@pytest.mark.parametrize("era_name", ERAS)
+async def test_http_serves_resources_prompts_completions_and_subscriptions(
+    env: dict[str, str], served: HttpServer, cluster: Cluster, era_name: str
+) -> None:
+    async with era_client(env, era_name, url=served.url) as client:
+        view = await client.read_json("celery://cluster")
+        assert view["health"]["ok"] is True
+        prompts = await client.session.list_prompts()
+        assert "triage_failures" in {p.name for p in prompts.prompts}
+        done = await client.complete_prompt("triage_failures", "task_name", "demo.ad")
+        assert "demo.add" in done.completion.values
+        sent = await client.call("send_task", task_name="demo.sleep", args=[0.3])
+        assert sent.structured_content is not None
+        task_id = sent.structured_content["task_id"]
+        uri = f"celery://tasks/{task_id}"
+        async with client.subscribed([uri]) as updates:
+            await _wait_numsub(cluster, [task_id], 1)
+            await anyio.to_thread.run_sync(
+                lambda: wait_until(lambda: cluster.app.AsyncResult(task_id).ready(), 30)
             )
-            assert "demo.add" in done.completion.values
-            sent = await client.call_tool("send_task", {"task_name": "demo.sleep", "args": [0.2]})
-            assert sent.structured_content is not None
-            uri = f"celery://tasks/{sent.structured_content['task_id']}"
-            async with client.listen(resource_subscriptions=[uri]) as sub:
-                async for event in sub:
-                    if getattr(event, "uri", None) == uri:
-                        status = await client.read_resource(uri)
-                        if '"ready":true' in getattr(status.contents[0], "text", ""):
-                            break
+            done_at = _epoch(cluster.app.AsyncResult(task_id).date_done)
+            await updates.wait_after({uri: done_at}, 10)
+        await _wait_numsub(cluster, [task_id], 0)

@@ -39,20 +39,20 @@ class Procedure:
     description: str
     arguments: tuple[Argument, ...]
     needs: tuple[str, ...]
-    #: (values, can_write) -> the text
-    text: Callable[[Mapping[str, str], bool], str]
+    #: (values, the `writes` the server offers) -> the text
+    text: Callable[[Mapping[str, str], frozenset[str]], str]
     #: state-changing operations its optional steps use
     writes: tuple[str, ...] = field(default=())
 
 
-def _triage(a: Mapping[str, str], can_write: bool) -> str:
+def _triage(a: Mapping[str, str], can: frozenset[str]) -> str:
     retry = (
         "4. Retry safely: for transient causes only (timeouts, connection errors, a worker "
         "lost), call retry_failed with the same task_name and within_s and confirm=false "
         "first; read the dry run, then call it again with confirm=true. Never retry a task "
         "that failed on its input (ValueError, KeyError, validation): say what input to fix."
-        if can_write
-        else "4. This server is read-only: do not retry; say which tasks are safe to retry."
+        if "retry_failed" in can
+        else "4. This server does not retry tasks (read-only): say which ones are safe to retry."
     )
     return (
         f"Triage the recent failures of tasks matching {a['task_name']!r} "
@@ -68,7 +68,7 @@ def _triage(a: Mapping[str, str], can_write: bool) -> str:
     )
 
 
-def _etl(a: Mapping[str, str], can_write: bool) -> str:
+def _etl(a: Mapping[str, str], can: frozenset[str]) -> str:
     return (
         "Run an extract-transform-load chain.\n"
         f"1. Check each step: describe_task on {a['extract_task']!r}, {a['transform_task']!r} "
@@ -80,12 +80,12 @@ def _etl(a: Mapping[str, str], can_write: bool) -> str:
         "again without dry_run.\n"
         "3. Follow it: subscribe to celery://workflows/{workflow_id} (or call get_workflow) "
         "and get_result on the returned task_id with timeout_s=60 (call again if timed_out).\n"
-        "4. If a step failed, get_workflow shows where; get_task on that step's id gives the "
-        "traceback. Report rows loaded (the load step's result) or the failing step."
+        "4. If a step failed, get_workflow shows which one and its error (the steps after it "
+        "are NOT_RUN). Report what the load step returned, or the failing step and why."
     )
 
 
-def _schedule(a: Mapping[str, str], can_write: bool) -> str:
+def _schedule(a: Mapping[str, str], can: frozenset[str]) -> str:
     return (
         f"Schedule {a['task_name']!r} as periodic entry {a['name']!r} on cron {a['cron']!r} "
         f"in timezone {a['timezone']!r}.\n"
@@ -99,18 +99,28 @@ def _schedule(a: Mapping[str, str], can_write: bool) -> str:
         "time you meant.\n"
         "4. Check beat runs: health must show beat ok (else start `celery-mcp beat`).\n"
         f"5. After next_run_at, call get_periodic_task {a['name']!r}: total_run_count grew "
-        "and last_task_id is set; get_result on it shows the run's outcome. If it did not "
-        "fire, run_periodic_task_now tests the task itself."
+        "and last_task_id is set; get_result on it shows the run's outcome."
+        + (
+            " If it did not fire, run_periodic_task_now tests the task itself."
+            if "run_periodic_task_now" in can
+            else ""
+        )
     )
 
 
-def _stuck(a: Mapping[str, str], can_write: bool) -> str:
+def _stuck(a: Mapping[str, str], can: frozenset[str]) -> str:
+    steps = [
+        ("control_workers", "control_workers add_consumer for the queue on an idle worker, or "
+         "pool_grow"),
+        ("revoke", "revoke a hung task only if it is known safe to stop"),
+        ("purge_queue", "purge_queue only with the user's explicit yes (dry run first)"),
+    ]  # fmt: skip
+    offered = [text for name, text in steps if name in can]
     act = (
-        "5. Act, least disruptive first: control_workers add_consumer for the queue on an "
-        "idle worker, or pool_grow; revoke a stuck task only if it is known safe. Never "
-        "purge_queue without the user's explicit yes (dry run first)."
-        if can_write
-        else "5. This server is read-only: recommend the fix (add_consumer, pool_grow, revoke)."
+        f"5. Act, least disruptive first: {'; '.join(offered)}."
+        if offered
+        else "5. This server does not change workers (read-only): recommend the fix (a "
+        "consumer on the queue, a bigger pool, stopping a hung task) and say why."
     )
     return (
         f"Investigate why queue {a['queue']!r} is not draining.\n"
@@ -138,7 +148,7 @@ PROCEDURES: tuple[Procedure, ...] = (
                      kind="task_name"),
             Argument("within_hours", "How far back to look, in hours.", default="24"),
         ),
-        needs=("list_tasks", "get_task", "describe_task"),
+        needs=("list_tasks", "get_task", "describe_task", "diagnose"),
         writes=("retry_failed",),
         text=_triage,
     ),
@@ -168,7 +178,11 @@ PROCEDURES: tuple[Procedure, ...] = (
             Argument("name", "Entry name (new, or an existing one to replace).", True,
                      kind="schedule"),
         ),
-        needs=("describe_task", "add_periodic_task", "get_periodic_task", "health"),
+        needs=(
+            "describe_task", "list_periodic_tasks", "add_periodic_task", "get_periodic_task",
+            "get_result", "health",
+        ),
+        writes=("run_periodic_task_now",),
         text=_schedule,
     ),
     Procedure(
@@ -177,7 +191,7 @@ PROCEDURES: tuple[Procedure, ...] = (
         "least disruptive fix.",
         (Argument("queue", "Queue name.", True, kind="queue"),),
         needs=("queue_lengths", "inspect_workers", "get_active_tasks", "diagnose"),
-        writes=("control_workers",),
+        writes=("control_workers", "revoke", "purge_queue"),
         text=_stuck,
     ),
 )  # fmt: skip
@@ -210,8 +224,8 @@ def render(procedure: Procedure, settings: Settings, values: Mapping[str, str]) 
             raise ValueError(
                 f"within_hours must be a number of hours, got {filled['within_hours']!r}"
             ) from None
-    can_write = all(_offered(settings, n) for n in procedure.writes)
-    return procedure.text(filled, can_write)
+    can = frozenset(n for n in procedure.writes if _offered(settings, n))
+    return procedure.text(filled, can)
 
 
 def register_prompts(server: MCPServer, settings: Settings) -> list[Procedure]:

@@ -28,6 +28,7 @@ from celery_mcp.interfaces.mcp.prompts import register_prompts
 from celery_mcp.interfaces.mcp.resources import MIME, Runner, register_resources
 from celery_mcp.interfaces.mcp.subscriptions import SUBSCRIBABLE, Subscriptions
 from celery_mcp.service.views import View
+from celery_mcp.stores.clients import is_redis_url
 
 if TYPE_CHECKING:
     from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
@@ -134,6 +135,16 @@ def _links(structured: Any, fields: Mapping[str, str]) -> list[dict[str, Any]]:
                 },
             )
     return list(links.values())
+
+
+def backend_publishes(settings: Settings) -> bool:
+    """False when the result backend surely cannot publish state changes (a URL that is not
+    Redis/Valkey, e.g. rpc://); a user app's own backend is known only once it loads."""
+    if settings.app is not None and settings.result_backend is None:
+        return True
+    if settings.result_backend is not None:
+        return is_redis_url(settings.result_backend)
+    return settings.broker_url is None or is_redis_url(settings.broker_url)
 
 
 def register(

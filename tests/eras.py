@@ -108,11 +108,11 @@ class EraClient:
             return await self.client.read_resource(uri)
         return await self.session.read_resource(uri)
 
-    async def call(self, tool: str, **arguments: Any) -> CallToolResult:
+    async def call(self, tool: str, progress: Any = None, **arguments: Any) -> CallToolResult:
         if self.client is not None:
-            result = await self.client.call_tool(tool, arguments)
+            result = await self.client.call_tool(tool, arguments, progress_callback=progress)
         else:
-            result = await self.session.call_tool(tool, arguments)
+            result = await self.session.call_tool(tool, arguments, progress_callback=progress)
         assert isinstance(result, CallToolResult)
         return result
 

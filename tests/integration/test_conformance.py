@@ -203,3 +203,17 @@ def test_inspector_calls_tools_over_stdio(
         npm_env, env, *call, "get_result", "--tool-arg", f"task_id={task_id}", "timeout_s=30"
     )
     assert got["structuredContent"]["result"] == 9
+
+
+def test_inspector_reads_resources_and_prompts_over_stdio(
+    npm_env: dict[str, str], env: dict[str, str], worker: Worker
+) -> None:
+    read = inspector(npm_env, env, "--method", "resources/read", "--uri", "celery://cluster")
+    (content,) = read["contents"]
+    assert content["mimeType"] == "application/json"
+    assert json.loads(content["text"])["health"]["workers"]["ok"] is True
+    prompt = inspector(
+        npm_env, env, "--method", "prompts/get", "--prompt-name", "triage_failures",
+        "--prompt-args", "task_name=demo.*",
+    )  # fmt: skip
+    assert "list_tasks" in prompt["messages"][0]["content"]["text"]

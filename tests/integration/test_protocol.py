@@ -250,6 +250,21 @@ async def test_tool_results_link_the_resources_of_their_ids(era: EraClient) -> N
     assert f"celery://workflows/{chain.structured_content['workflow_id']}" in uris
 
 
+async def test_progress_reaches_the_client(era: EraClient) -> None:
+    sent = await era.call("send_task", task_name="demo.sleep", args=[1.5])
+    assert sent.structured_content is not None
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    got = await era.call(
+        "get_result", on_progress, task_id=sent.structured_content["task_id"], timeout_s=10
+    )
+    assert got.structured_content is not None and got.structured_content["result"] == 1.5
+    assert seen and seen == sorted(seen), seen
+
+
 # -- subscriptions
 
 

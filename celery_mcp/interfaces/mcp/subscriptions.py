@@ -63,6 +63,8 @@ T = TypeVar("T")
 SEND_S = 1.0
 #: Threads for watch set-up (workflow lookups, subscribe round trips).
 WATCH_THREADS = 8
+#: Most URIs one connection (2025-11-25) or one listen stream (2026-07-28) may watch.
+MAX_PER_SUBSCRIBER = 1_000
 
 SUBSCRIBABLE = re.compile(r"^celery://(tasks|workflows)/([^/?#]+)$")
 _STATE_KEY = "celery_mcp.subscriptions"
@@ -250,6 +252,12 @@ class Subscriptions:
         if mine is None:
             mine = connection.state[_STATE_KEY] = set()
             connection.exit_stack.push_async_callback(self._disconnected, connection)
+        if uri not in mine and len(mine) >= MAX_PER_SUBSCRIBER:
+            raise MCPError(
+                INVALID_PARAMS,
+                f"this connection already watches {len(mine)} resources (the most); "
+                "unsubscribe from finished ones first",
+            )
         if uri not in mine:  # registered first: the watch may report before add returns
             self._connections.setdefault(uri, set()).add(connection)
             try:
@@ -295,6 +303,12 @@ class Subscriptions:
         wanted = list(
             dict.fromkeys(u for u in params.notifications.resource_subscriptions or () if _parse(u))
         )
+        if len(wanted) > MAX_PER_SUBSCRIBER:
+            raise MCPError(
+                INVALID_PARAMS,
+                f"a listen stream watches at most {MAX_PER_SUBSCRIBER} resources, got "
+                f"{len(wanted)}; open several streams",
+            )
         result: list[SubscriptionsListenResult] = []
 
         async def serve() -> None:

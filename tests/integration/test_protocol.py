@@ -248,6 +248,16 @@ async def test_tool_results_link_the_resources_of_their_ids(era: EraClient) -> N
     assert chain.structured_content is not None
     uris = {str(c.uri) for c in chain.content if c.type == "resource_link"}
     assert f"celery://workflows/{chain.structured_content['workflow_id']}" in uris
+    added = await era.call(
+        "add_periodic_task", name=f"links-{era.era}", task_name="demo.add", args=[1, 2],
+        every=3600,
+    )  # fmt: skip
+    assert not added.is_error, error_text(added)
+    uris = {str(c.uri) for c in added.content if c.type == "resource_link"}
+    assert uris == {f"celery://schedules/links-{era.era}"}
+    read = await era.read_json(f"celery://schedules/links-{era.era}")
+    assert read["name"] == f"links-{era.era}"
+    await era.call("remove_periodic_task", name=f"links-{era.era}", confirm=True)
 
 
 async def test_progress_reaches_the_client(era: EraClient) -> None:

@@ -11,7 +11,12 @@ from mcp.shared.uri_template import UriTemplate
 from celery_mcp.config import Settings
 from celery_mcp.errors import Forbidden
 from celery_mcp.interfaces.mcp.prompts import PROCEDURES, offered_procedures, render
-from celery_mcp.interfaces.mcp.protocol import LINKED_FIELDS, _links, backend_publishes
+from celery_mcp.interfaces.mcp.protocol import (
+    ENTRY_TEMPLATE,
+    LINKED_FIELDS,
+    _links,
+    backend_publishes,
+)
 from celery_mcp.service.registry import OPERATIONS
 from celery_mcp.service.suggestions import SOURCES, matching
 from celery_mcp.service.views import VIEWS, offered_views, prepare_view
@@ -117,6 +122,8 @@ def test_ids_in_tool_results_link_their_resources() -> None:
     assert all(link["type"] == "resource_link" for link in links)
     assert _links({"task_id": "t1", "last_task_id": "t1"}, fields) == links[:1]
     assert _links(None, fields) == []
+    entry = _links({"name": "daily", "task_id": "t2"}, {**fields, "name": ENTRY_TEMPLATE})
+    assert {link["uri"] for link in entry} == {"celery://schedules/daily", "celery://tasks/t2"}
 
 
 def test_subscriptions_are_offered_only_where_the_backend_publishes() -> None:

@@ -54,6 +54,18 @@ LINKED_FIELDS: dict[str, str] = {
     "last_task_id": "celery://tasks/{task_id}",
     "workflow_id": "celery://workflows/{workflow_id}",
 }
+#: Tools whose result's `name` is a periodic task's entry name.
+ENTRY_NAME_TOOLS = frozenset(
+    {
+        "add_periodic_task",
+        "update_periodic_task",
+        "enable_periodic_task",
+        "disable_periodic_task",
+        "get_periodic_task",
+        "run_periodic_task_now",
+    }
+)
+ENTRY_TEMPLATE = "celery://schedules/{name}"
 
 #: The first protocol version with `resource_link` content blocks.
 LINKS_SINCE = "2025-06-18"
@@ -96,9 +108,11 @@ def truthful_capabilities(low: Server[Any], subscribable: bool) -> None:
 
 def resource_links(views: list[View]) -> Callable[..., Any]:
     """Middleware adding a `resource_link` to each tool result field that holds an id whose
-    view is offered (`celery://tasks/{id}`, `celery://workflows/{id}`)."""
+    view is offered (`celery://tasks/{id}`, `celery://workflows/{id}`, and a schedule tool's
+    entry `celery://schedules/{name}`)."""
     offered = {v.uri for v in views}
     fields = {f: t for f, t in LINKED_FIELDS.items() if t in offered}
+    entry_fields = {**fields, "name": ENTRY_TEMPLATE} if ENTRY_TEMPLATE in offered else fields
 
     async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         result = await call_next(ctx)
@@ -108,7 +122,11 @@ def resource_links(views: list[View]) -> Callable[..., Any]:
             and isinstance(result, dict)
             and not result.get("isError")
         ):
-            links = _links(result.get("structuredContent"), fields)
+            tool = (ctx.params or {}).get("name")
+            links = _links(
+                result.get("structuredContent"),
+                entry_fields if tool in ENTRY_NAME_TOOLS else fields,
+            )
             if links and isinstance(result.get("content"), list):
                 result = {**result, "content": [*result["content"], *links]}
         return result
@@ -130,7 +148,7 @@ def _links(structured: Any, fields: Mapping[str, str]) -> list[dict[str, Any]]:
                 {
                     "type": "resource_link",
                     "uri": uri,
-                    "name": f"{variable.split('_')[0]} {ident}",
+                    "name": f"{template.split('/')[2].removesuffix('s')} {ident}",
                     "mimeType": MIME,
                 },
             )

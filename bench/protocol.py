@@ -8,7 +8,7 @@
   and every result channel free after unsubscribing.
 
 Subscriptions use their own `ClientSession` (protocol 2025-11-25) with a message handler; the
-rest the run's warm session.
+rest the run's warm session. Alone: `python -m bench.protocol` (its own private cluster).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -23,9 +24,10 @@ from typing import Any
 import anyio
 from mcp import ClientSession
 from mcp.client.stdio import stdio_client
+from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp.types import PromptReference, ResourceUpdatedNotification
 
-from bench.harness import Row, Run, p50, percentile, time_async, tool_ok
+from bench.harness import Row, Run, bench_env, p50, percentile, render, time_async, tool_ok
 
 
 def _epoch(when: datetime) -> float:
@@ -62,7 +64,9 @@ async def _listening(run: Run) -> AsyncIterator[tuple[ClientSession, _Arrivals]]
             ClientSession(r, w, message_handler=arrivals.handle) as session,
         ):
             await session.initialize()
-            yield session, arrivals
+            with warnings.catch_warnings():  # resources/subscribe: the 2025-11-25 way, on purpose
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                yield session, arrivals
 
 
 async def _done_at(run: Run, task_id: str) -> float:
@@ -150,3 +154,14 @@ async def rows(run: Run) -> list[Row]:
             note=f"max {max(many or [0]):.1f} ms ({len(many)} finished after subscribing); "
             f"{left} channels left after unsubscribing"),
     ]  # fmt: skip
+
+
+async def _alone() -> None:
+    with bench_env(workers=2) as env:
+        async with env.session("--toolsets", "all") as session:
+            tools = {t.name for t in (await session.list_tools()).tools}
+            print(render(await rows(Run(env=env, session=session, quick=False, tools=tools))))
+
+
+if __name__ == "__main__":
+    anyio.run(_alone)

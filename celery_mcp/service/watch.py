@@ -34,8 +34,9 @@ log = logging.getLogger("celery_mcp.watch")
 
 #: Longest the listener blocks on one read before it looks at `close`.
 READ_S = 1.0
-#: Wait before reopening a lost pub/sub connection.
+#: Wait before reopening a lost pub/sub connection, doubling while it stays lost.
 RETRY_S = 0.5
+RETRY_MAX_S = 5.0
 
 #: Called in the listener thread with (task id, stored state); must not block for long.
 OnChange = Callable[[str, str], None]
@@ -174,10 +175,12 @@ class TaskWatch:
             log.exception("watch callback failed for %s", task_id)
 
     def _listen(self) -> None:
+        retry_s = RETRY_S
         while not self._closed.is_set():
             try:
                 self._apply_changes()
                 message = self._pubsub.get_message(timeout=READ_S)
+                retry_s = RETRY_S
                 if message is None or message.get("type") != "message":
                     continue
                 channel = message["channel"]
@@ -188,8 +191,9 @@ class TaskWatch:
             except Exception:
                 if self._closed.is_set():
                     break
-                log.warning("task watch lost its connection; reopening", exc_info=True)
-                self._closed.wait(RETRY_S)
+                log.warning("task watch lost its connection; reopening in %.1fs", retry_s)
+                self._closed.wait(retry_s)
+                retry_s = min(RETRY_MAX_S, retry_s * 2)
                 try:
                     self._reopen()
                 except Exception:

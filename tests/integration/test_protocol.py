@@ -329,6 +329,18 @@ async def test_subscribing_to_a_static_view_is_refused(era: EraClient) -> None:
     assert "only celery://tasks/" in caught.value.error.message
 
 
+@pytest.mark.parametrize("era_name", ERAS)
+async def test_subscribing_outside_the_toolsets_is_refused(
+    env: dict[str, str], embedded: Any, era_name: str
+) -> None:
+    uri = "celery://workflows/abc"  # the workflows toolset is not a default one
+    async with era_client(env, era_name) as client:
+        with pytest.raises(MCPError) as caught:
+            async with client.subscribed([uri]):
+                pass
+    assert "forbidden" in caught.value.error.message and "workflows" in caught.value.error.message
+
+
 async def test_100_concurrent_subscriptions_all_notify_and_unsubscribe_frees_them(
     era: EraClient, cluster: Cluster
 ) -> None:

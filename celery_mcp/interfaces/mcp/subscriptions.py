@@ -45,8 +45,7 @@ from mcp.types import (
 
 from celery_mcp.config import Settings
 from celery_mcp.errors import CeleryMcpError, translate_errors
-from celery_mcp.service.policy import offers
-from celery_mcp.service.registry import OPERATIONS
+from celery_mcp.service.registry import prepare
 
 if TYPE_CHECKING:
     from mcp.server.connection import Connection
@@ -65,6 +64,9 @@ SEND_S = 1.0
 WATCH_THREADS = 8
 #: Most URIs one connection (2025-11-25) or one listen stream (2026-07-28) may watch.
 MAX_PER_SUBSCRIBER = 1_000
+
+#: The read a workflow subscription stands for (its id is checked like that read's).
+WORKFLOW_READ = ("get_workflow", "workflow_id")
 
 SUBSCRIBABLE = re.compile(r"^celery://(tasks|workflows)/([^/?#]+)$")
 _STATE_KEY = "celery_mcp.subscriptions"
@@ -129,6 +131,8 @@ class Subscriptions:
     # -- bookkeeping (event loop only)
 
     def _check(self, uri: str) -> tuple[str, str]:
+        """(kind, id) of a subscribable URI, its id checked through the funnel like a read of
+        the resource (toolsets, the id's form): else an invalid-params error saying why."""
         parsed = _parse(uri)
         if parsed is None:
             raise MCPError(
@@ -136,13 +140,13 @@ class Subscriptions:
                 f"cannot subscribe to {uri!r}: only celery://tasks/{{task_id}} and "
                 "celery://workflows/{workflow_id} change on their own; read the others again",
             )
-        operation = "get_status" if parsed[0] == "tasks" else "get_workflow"
-        if not offers(self.settings, OPERATIONS[operation].toolset, True, "mcp"):
-            raise MCPError(
-                INVALID_PARAMS,
-                f"cannot subscribe to {uri!r}: the {OPERATIONS[operation].toolset} toolset "
-                "is not enabled",
-            )
+        kind, ident = parsed
+        operation, field = ("get_status", "task_id") if kind == "tasks" else WORKFLOW_READ
+        try:
+            prepare(operation, self.settings, {field: ident}, "mcp")
+        except CeleryMcpError as exc:
+            message = f"cannot subscribe to {uri!r}: {exc.code}: {exc}"
+            raise MCPError(INVALID_PARAMS, message) from None
         return parsed
 
     async def add(self, uri: str) -> None:
@@ -309,6 +313,8 @@ class Subscriptions:
                 f"a listen stream watches at most {MAX_PER_SUBSCRIBER} resources, got "
                 f"{len(wanted)}; open several streams",
             )
+        for uri in wanted:  # refused before the stream opens, as the request's error
+            self._check(uri)
         result: list[SubscriptionsListenResult] = []
 
         async def serve() -> None:

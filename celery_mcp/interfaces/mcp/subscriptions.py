@@ -65,8 +65,9 @@ WATCH_THREADS = 8
 #: Most URIs one connection (2025-11-25) or one listen stream (2026-07-28) may watch.
 MAX_PER_SUBSCRIBER = 1_000
 
-#: The read a workflow subscription stands for (its id is checked like that read's).
-WORKFLOW_READ = ("get_workflow", "workflow_id")
+#: The read each kind of subscription stands for: (operation, its id field). A subscription's
+#: id is checked through the funnel like that read.
+READS = {"tasks": ("get_status", "task_id"), "workflows": ("get_workflow", "workflow_id")}
 
 SUBSCRIBABLE = re.compile(r"^celery://(tasks|workflows)/([^/?#]+)$")
 _STATE_KEY = "celery_mcp.subscriptions"
@@ -141,7 +142,7 @@ class Subscriptions:
                 "celery://workflows/{workflow_id} change on their own; read the others again",
             )
         kind, ident = parsed
-        operation, field = ("get_status", "task_id") if kind == "tasks" else WORKFLOW_READ
+        operation, field = READS[kind]
         try:
             prepare(operation, self.settings, {field: ident}, "mcp")
         except CeleryMcpError as exc:

@@ -424,3 +424,23 @@ async def test_http_serves_resources_prompts_completions_and_subscriptions(
             done_at = _epoch(cluster.app.AsyncResult(task_id).date_done)
             await updates.wait_after({uri: done_at}, 10)
         await _wait_numsub(cluster, [task_id], 0)
+
+
+@pytest.mark.parametrize("era_name", ERAS)
+async def test_http_disconnect_frees_the_subscriptions_of_a_live_server(
+    env: dict[str, str], served: HttpServer, cluster: Cluster, era_name: str
+) -> None:
+    task_id = cluster.app.send_task("demo.sleep", args=[30]).id
+    uri = f"celery://tasks/{task_id}"
+    try:
+        async with era_client(env, era_name, url=served.url) as client:
+            if era_name == "2026-07-28":
+                async with client.client.listen(resource_subscriptions=[uri]):  # type: ignore[union-attr]
+                    await _wait_numsub(cluster, [task_id], 1)
+            else:  # subscribed, then the session ends without unsubscribing
+                await client.session.subscribe_resource(uri)
+                await _wait_numsub(cluster, [task_id], 1)
+        await _wait_numsub(cluster, [task_id], 0)  # the server runs on; its watch is freed
+        assert served.proc.poll() is None
+    finally:
+        cluster.app.control.revoke(task_id, terminate=True)

@@ -1,8 +1,8 @@
 """Names to complete arguments with (task names, queues, workers, schedule entries, task ids).
 
-Answers come from a per-kind cache (`TTL_S`), so a keystroke never waits on a broadcast: a stale
-list is served while one background refresh runs; only the very first request of a kind waits
-for its first read (bounded like every call). Sources, cheapest first:
+Answers come from a per-kind cache (`TTL_S`, `TTL_S_OF`), so a keystroke never waits on a
+broadcast: a stale list is served while one background refresh runs; only the very first request
+of a kind waits for its first read (bounded like every call). Sources, cheapest first:
 
 - task_name: the imported app's tasks, and what live workers registered (their cached roll);
 - queue: the default queue, the app's `task_queues`, and the queues of recent tasks (history);
@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("celery_mcp.suggestions")
 
-#: How long a kind's names are served before a background refresh.
+#: How long a kind's names are served before a background refresh; recent task ids change
+#: with every send, and their read is one sorted-set range, so they are read again sooner.
 TTL_S = 10.0
+TTL_S_OF: dict[Kind, float] = {"task_id": 2.0}
 #: Most values one completion returns (the protocol's cap).
 MAX_VALUES = 100
 #: Most names kept per kind (recent task ids, schedule entries).
@@ -108,7 +110,7 @@ class Suggestions:
         entry = self._cache.get(kind)
         if entry is None:
             return None
-        if time.monotonic() - entry[0] >= self.ttl_s:
+        if time.monotonic() - entry[0] >= TTL_S_OF.get(kind, self.ttl_s):
             self._refresh_in_background(kind)
         return entry[1]
 

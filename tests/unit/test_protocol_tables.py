@@ -132,3 +132,36 @@ def test_subscriptions_are_offered_only_where_the_backend_publishes() -> None:
     assert not backend_publishes(Settings(broker_url="amqp://h//"))
     assert not backend_publishes(Settings(broker_url="redis://h/0", result_backend="rpc://"))
     assert backend_publishes(Settings(app="proj.celery:app"))
+
+
+def test_stale_names_are_served_while_one_refresh_runs() -> None:
+    import threading
+    import time
+
+    from celery_mcp.service import suggestions
+
+    reads: list[int] = []
+    gate = threading.Event()
+
+    def source(cluster: Any) -> list[str]:
+        reads.append(1)
+        gate.wait(5)
+        return [f"demo.t{len(reads)}"]
+
+    names = suggestions.Suggestions(lambda: None, ttl_s=0.0)  # type: ignore[arg-type,return-value]
+    original = suggestions.SOURCES["task_name"]
+    suggestions.SOURCES["task_name"] = source
+    try:
+        assert names.cached("task_name") is None
+        gate.set()
+        assert names.read("task_name") == ["demo.t1"]
+        gate.clear()
+        assert names.cached("task_name") == ["demo.t1"]  # stale: served, one refresh starts
+        assert names.cached("task_name") == ["demo.t1"]  # no second refresh meanwhile
+        gate.set()
+        deadline = time.monotonic() + 5
+        while names.cached("task_name") == ["demo.t1"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(reads) >= 2 and names.cached("task_name") != ["demo.t1"]
+    finally:
+        suggestions.SOURCES["task_name"] = original

@@ -10,7 +10,6 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from celery import Celery
-from celery.backends.base import BaseKeyValueStoreBackend
 
 from celery_mcp.app import make_app
 from celery_mcp.config import Settings, redact_url
@@ -79,17 +78,6 @@ class Cluster:
     @cached_property
     def broker_is_amqp(self) -> bool:
         return is_amqp_url(self.broker_url)
-
-    @cached_property
-    def sends_are_recorded(self) -> bool:
-        """True when the app's own settings keep what `sending.note_sent` would: a task-sent
-        event per send, and the exact arguments in a key-value backend (result_extended)."""
-        conf = self.app.conf
-        return bool(
-            conf.result_extended
-            and conf.task_send_sent_event
-            and isinstance(self.app.backend, BaseKeyValueStoreBackend)
-        )
 
     @cached_property
     def broker_redis(self) -> Any:

@@ -132,13 +132,11 @@ def note_sent(cluster: Cluster, sent: list[SentTask]) -> None:
 
     On rpc:// it also makes sure this process drains the reply queue, so results are kept.
 
-    Skipped when the app already keeps all of that: with `result_extended` on a key-value
-    backend the finished task's meta holds its exact arguments (what a retry needs), and with
-    `task_send_sent_event` the history records the send (it saves a round trip per send)."""
+    Kept even when the app records sends itself (task-sent events, result_extended): those
+    reach the history only while a monitor runs, and without the note this server would not
+    know the tasks it sent (get_result's unknown-id note, completions of recent ids)."""
     if uses_rpc(cluster):
         drain(cluster)
-    if cluster.sends_are_recorded:
-        return
     try:
         store = cluster.history
     except CeleryMcpError:

@@ -624,6 +624,11 @@ def _load_record(cluster: Cluster, workflow_id: str) -> WorkflowRecord:
     )
 
 
+def member_ids(cluster: Cluster, workflow_id: str) -> list[str]:
+    """Every task id of a workflow (its nodes, then its callback; NotFound when unknown)."""
+    return _load_record(cluster, workflow_id).task_ids()
+
+
 def _view(
     index: int, node: NodeRecord, meta: dict[str, Any], state: str, cap: int, prior: str | None
 ) -> tuple[WorkflowNode, Truncation | None]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import redis
-
 #: URL scheme -> the scheme redis-py reads; a scheme not listed is not a plain Redis/Valkey URL
 #: (amqp://, rpc://, sentinel:// ...).
 REDIS_SCHEMES: dict[str, str] = {
@@ -61,6 +59,8 @@ def redis_py_url(url: str) -> str:
 
 def redis_client(url: str, *, timeout_s: float, decode: bool = False) -> Any:
     """A redis client on `url` whose every call is bounded by `timeout_s` (no retry on timeout)."""
+    import redis  # here: the MCP server reads the scheme table at start, opens clients later
+
     return redis.Redis.from_url(
         redis_py_url(url),
         socket_timeout=timeout_s,

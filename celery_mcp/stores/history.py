@@ -706,6 +706,10 @@ class HistoryStore:
             pipe.zcount(key, _bound(lo), _bound(hi))
         return [int(n) for n in pipe.execute()]
 
+    def recent_ids(self, limit: int) -> list[str]:
+        """Ids of the newest `limit` tasks, newest first."""
+        return [str(i) for i in self.r.zrevrange(self.key("idx"), 0, limit - 1)]
+
     def recent_queues(self, limit: int) -> set[str]:
         """Queues the newest `limit` tasks went to."""
         ids = self.r.zrevrange(self.key("idx"), 0, limit - 1)

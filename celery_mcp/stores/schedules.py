@@ -142,6 +142,10 @@ class ScheduleStore:
 
     # -- reading -------------------------------------------------------------------------------
 
+    def names(self, limit: int) -> list[str]:
+        """Up to `limit` entry names, soonest due first (one read of the schedule index)."""
+        return [self.name_of(k) for k in self.client.zrange(self.schedule_key, 0, limit - 1)]
+
     def _entry(self, name: str, raw: list[str | None]) -> Entry | None:
         definition_raw, meta_raw, extra_raw, run_raw = raw
         if not definition_raw:

@@ -41,9 +41,30 @@ SCENARIOS = (
     "tools-list",
     "resources-list",
     "prompts-list",
+    "completion-complete",
     "server-sse-multiple-streams",
     "dns-rebinding-protection",
 )
+#: The 0.2.0 prerelease (its own folder: both versions install a `conformance` command) adds
+#: the 2026-07-28 scenarios; these apply to any server.
+NEXT = "@modelcontextprotocol/conformance@0.2.0-alpha.12"
+NEXT_DIR = ROOT / ".cache" / "npm-tools-next"
+NEXT_SCENARIOS = (
+    "server-stateless",
+    "server-session-lifecycle",
+    "caching",
+    "http-header-validation",
+    "sep-2164-resource-not-found",
+    "completion-complete",
+    "resources-list",
+    "prompts-list",
+    "tools-list",
+)
+#: Checks that call a fixture tool only the suite's test server has (`test_missing_capability`).
+FIXTURE_ONLY = {
+    "sep-2575-server-rejects-undeclared-capability",
+    "sep-2575-missing-capability-http-400",
+}
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +109,41 @@ def run(
     return subprocess.run(
         list(args), env=npm_env, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT
     )
+
+
+@pytest.fixture(scope="module")
+def next_conformance(npm_env: dict[str, str]) -> Path:
+    """The `conformance` command of the 0.2.0 prerelease (installed once)."""
+    NEXT_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = NEXT_DIR / "installed.txt"
+    with open(NEXT_DIR / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists() or stamp.read_text() != NEXT:
+            proc = run(
+                npm_env,
+                "npm", "install", "--prefix", str(NEXT_DIR), "--no-audit", "--no-fund",
+                "--no-save", "--loglevel=error", NEXT,
+                timeout_s=600,
+            )  # fmt: skip
+            assert proc.returncode == 0, f"npm install failed: {proc.stdout}{proc.stderr}"
+            stamp.write_text(NEXT)
+    return NEXT_DIR / "node_modules" / ".bin" / "conformance"
+
+
+@pytest.mark.parametrize("scenario", NEXT_SCENARIOS)
+def test_conformance_next_scenario_passes(
+    npm_env: dict[str, str], next_conformance: Path, served: HttpServer, scenario: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    proc = run(
+        npm_env, str(next_conformance), "server", "--url", served.url, "--scenario", scenario,
+        "-o", str(tmp_path),
+    )  # fmt: skip
+    (checks_file,) = tmp_path.glob("*/checks.json")
+    checks = json.loads(checks_file.read_text())
+    failed = {c["id"] for c in checks if c["status"] not in ("SUCCESS", "SKIPPED")}
+    assert failed <= FIXTURE_ONLY, proc.stdout + proc.stderr
+    assert any(c["status"] == "SUCCESS" for c in checks), proc.stdout
 
 
 def test_node_is_22(npm_env: dict[str, str]) -> None:
@@ -150,3 +206,17 @@ def test_inspector_calls_tools_over_stdio(
         npm_env, env, *call, "get_result", "--tool-arg", f"task_id={task_id}", "timeout_s=30"
     )
     assert got["structuredContent"]["result"] == 9
+
+
+def test_inspector_reads_resources_and_prompts_over_stdio(
+    npm_env: dict[str, str], env: dict[str, str], worker: Worker
+) -> None:
+    read = inspector(npm_env, env, "--method", "resources/read", "--uri", "celery://cluster")
+    (content,) = read["contents"]
+    assert content["mimeType"] == "application/json"
+    assert json.loads(content["text"])["health"]["workers"]["ok"] is True
+    prompt = inspector(
+        npm_env, env, "--method", "prompts/get", "--prompt-name", "triage_failures",
+        "--prompt-args", "task_name=demo.*",
+    )  # fmt: skip
+    assert "list_tasks" in prompt["messages"][0]["content"]["text"]

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from celery_mcp import errors
 from celery_mcp.config import DEFAULT_TOOLSETS, TOOLSETS, Settings
+from celery_mcp.interfaces.mcp.prompts import PROCEDURES
 from celery_mcp.models.workers import ControlCommand
 from celery_mcp.service.registry import OPERATIONS
 from tests.support import ROOT
@@ -62,6 +63,7 @@ def _known_words() -> set[str]:
         words |= _model_fields(op.input_model, seen) | _model_fields(op.output_model, seen)
     words |= set(Settings.model_fields) | set(TOOLSETS) | {c.value for c in ControlCommand}
     words |= {cls.code for cls in _subclasses(errors.CeleryMcpError)}
+    words |= {p.name for p in PROCEDURES} | {a.name for p in PROCEDURES for a in p.arguments}
     return words | NOT_TOOLS
 
 
@@ -122,6 +124,11 @@ def test_toolset_table_counts_match_the_registry() -> None:
         _text()
     )
     assert f"Everything (`all`): {sum(counts.values())} tools" in _text()
+
+
+def test_every_prompt_is_named() -> None:
+    missing = [p.name for p in PROCEDURES if f"`{p.name}`" not in _text()]
+    assert not missing, f"SKILL.md does not name the prompts: {missing}"
 
 
 def test_detects_a_misspelled_tool() -> None:

@@ -46,7 +46,7 @@ from celery_mcp.errors import (
     detail,
     validation_message,
 )
-from celery_mcp.interfaces.mcp import http_security
+from celery_mcp.interfaces.mcp import http_security, protocol
 from celery_mcp.interfaces.mcp.schema_compact import compact_input, output_shape
 from celery_mcp.models.common import ErrorDetail
 from celery_mcp.service import cancel
@@ -183,6 +183,16 @@ def _tool_function(op: Operation, clusters: LazyCluster) -> Callable[..., Any]:
 def _run(call: Call, clusters: LazyCluster, progress: Any, cancelled: threading.Event) -> BaseModel:
     with cancel.watching(cancelled):
         return call.run(clusters.get(), progress)
+
+
+async def run_call(clusters: LazyCluster, call: Call) -> BaseModel:
+    """`call` in a worker thread under its bound (TimeoutError when it runs out): resources
+    read through this, so they run like tools."""
+    cancelled = threading.Event()
+    with anyio.fail_after(call.bound_s(clusters.settings)):
+        return await in_thread(
+            partial(_run, call, clusters, None, cancelled), clusters.threads, cancelled
+        )
 
 
 async def in_thread(
@@ -383,6 +393,7 @@ def build_server(settings: Settings) -> MCPServer:
     )
     for op in offered(settings, "mcp"):
         server.add_operation(op, clusters)
+    protocol.register(server, settings, partial(run_call, clusters), clusters.get)
     return server
 
 

@@ -39,7 +39,7 @@ from celery_mcp.service.sending import (
     publish_options,
     queue_warnings,
 )
-from celery_mcp.service.waiting import PENDING_NOTE, custom_meta, wait_for_result
+from celery_mcp.service.waiting import PENDING_NOTE, custom_meta, wait_for_result, waiting_for
 from celery_mcp.service.workflows import (
     saved_group_result,
     saved_group_status,
@@ -67,19 +67,13 @@ def send_task(
     now = datetime.now(UTC)
     queue = request.queue or routed_queue(cluster, name)
     note = SentTask(uuid(), name, request.args, request.kwargs, queue)
-    note_sent(cluster, [note])
-    try:
-        with translate_errors("broker"):
-            cluster.app.send_task(
-                name,
-                args=request.args,
-                kwargs=request.kwargs,
-                task_id=note.task_id,
-                **publish_options(cluster, request),
-            )
-    except Exception:
-        forget_sent(cluster, [note])
-        raise
+    outcome = None
+    if request.wait_s:  # subscribed before the publish: the result cannot slip by
+        with waiting_for(cluster, note.task_id, request.wait_s, progress) as wait:
+            _publish(cluster, request, note)
+            outcome = wait()
+    else:
+        _publish(cluster, request, note)
     warnings = queue_warnings(cluster, [queue])
     if request.priority is not None:
         target = queue or str(cluster.app.conf.task_default_queue)
@@ -88,9 +82,6 @@ def send_task(
     eta = request.eta
     if request.countdown is not None:
         eta = now + timedelta(seconds=request.countdown)
-    outcome = None
-    if request.wait_s:
-        outcome = wait_for_result(cluster, note.task_id, request.wait_s, progress)
     return SendTaskResult(
         task_id=note.task_id,
         task_name=name,
@@ -101,6 +92,23 @@ def send_task(
         warnings=warnings,
         outcome=outcome,
     )
+
+
+def _publish(cluster: Cluster, request: SendTaskInput, note: SentTask) -> None:
+    """Note the task in the history, then publish it (the note is dropped if that fails)."""
+    note_sent(cluster, [note])
+    try:
+        with translate_errors("broker"):
+            cluster.app.send_task(
+                note.name,
+                args=request.args,
+                kwargs=request.kwargs,
+                task_id=note.task_id,
+                **publish_options(cluster, request),
+            )
+    except Exception:
+        forget_sent(cluster, [note])
+        raise
 
 
 def get_status(cluster: Cluster, request: TaskIdInput) -> TaskStatus:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,52 +47,18 @@ from celery_mcp.service.schedules import (
 from celery_mcp.stores.schedules import Entry, Write
 from tests.support import (
     Beat,
+    Beats,
     Worker,
     call,
     call_error,
+    executions,
     mcp_session,
+    runs,
     wait_until,
 )
 from tests.toolset_contract import TOOLSET_TOOLS
 
-pytestmark = pytest.mark.anyio
-
-
-class Beats:
-    """Every beat a test starts; all stopped at the end."""
-
-    def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
-        self.env, self.log_dir = env, log_dir
-        self.all: list[Beat] = []
-
-    def start(self, argv: list[str] | None = None) -> Beat:
-        beat = Beat(self.env, self.log_dir, argv)
-        self.all.append(beat)
-        return beat
-
-    def stop_all(self) -> None:
-        for beat in self.all:
-            beat.stop()
-
-
-@pytest.fixture(scope="module")
-def beats(env: dict[str, str], embedded: EmbeddedServer, data_dir: Path) -> Iterator[Beats]:
-    group = Beats(env, data_dir)
-    try:
-        yield group
-    finally:
-        group.stop_all()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def remove_new_entries(cluster: Cluster) -> Iterator[None]:
-    """Leave the session's store as this module found it."""
-    store = get_store(cluster)
-    before = set(store.client.zrange(store.schedule_key, 0, -1))
-    yield
-    for key in set(store.client.zrange(store.schedule_key, 0, -1)) - before:
-        store.client.zrem(store.schedule_key, key)
-        store.client.delete(key)
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("remove_new_entries")]
 
 
 @pytest.fixture(scope="module")
@@ -110,20 +76,6 @@ async def smcp(env: dict[str, str], worker: Worker) -> AsyncIterator[ClientSessi
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{time.time_ns() % 10**12}"
-
-
-def runs(cluster: Cluster, name: str) -> list[datetime]:
-    """Due times of the runs of `name` that a worker finished (one result per task id)."""
-    client = cluster.app.backend.client
-    due = []
-    for key in client.scan_iter(match=f"celery-task-meta-{name}:2*", count=1000):
-        stamp = key.decode().rsplit(":", 1)[1]
-        due.append(datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC))
-    return sorted(due)
-
-
-def executions(cluster: Cluster, key: str) -> int:
-    return int(cluster.app.backend.client.get(f"celery-mcp:demo:flaky:{key}") or 0)
 
 
 async def entry(session: ClientSession, name: str) -> dict[str, Any]:
@@ -506,8 +458,12 @@ def test_two_schedulers_claim_one_due_run_once(cluster: Cluster, settings: Setti
         loaded = [RedBeatSchedulerEntry.from_key(key, app=app) for _ in range(2)]
         claims = [first.claim(loaded[0], fire=True), second.claim(loaded[1], fire=True)]
         assert claims[0] is not None and claims[1] is None
+        run = claims[0][0]
+        assert run is not None
         got = get_periodic_task(own, EntryNameInput(name=name))
-        assert got.total_run_count == 1 and got.last_task_id == claims[0][1]
+        # claimed, not yet published: not counted, and kept to be sent
+        assert got.total_run_count == 0 and got.last_task_id is None
+        assert got.unsent_run is not None and got.unsent_run.task_id == run.task_id
     finally:
         disable_periodic_task(own, EntryNameInput(name=name))
         first.close()

@@ -1,0 +1,175 @@
+"""A run's delivery across refused publishes and beat crashes: every due run is sent once, late,
+or reported missed, and counted only once published.
+
+Real `celery-mcp beat` processes, the session's worker and Valkey. Runs are counted on the
+worker side: `demo.flaky(key, 0)` INCRs a key per execution, and each run has the task id
+`<entry>:<due time>`, so a run executed twice shows as more executions than results.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from celery_mcp.models.schedules import AddPeriodicTaskInput, EntryNameInput, PeriodicTask
+from celery_mcp.runtime.beat import TEST_CLAIM_PAUSE_ENV, TEST_REFUSE_PUBLISHES_ENV
+from celery_mcp.service.cluster import Cluster
+from celery_mcp.service.schedules import add_periodic_task, disable_periodic_task, get_periodic_task
+from tests.support import Beat, Beats, executions, runs, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("remove_new_entries", "worker")]
+
+BEAT = ["-m", "celery_mcp", "beat", "-l", "INFO"]
+CHAOS_RUNS = 100
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{time.time_ns() % 10**12}"
+
+
+def add(cluster: Cluster, name: str, key: str, every: float) -> datetime:
+    """Add `demo.flaky(key, 0)` every `every` seconds; return its first due time."""
+    added = add_periodic_task(
+        cluster,
+        AddPeriodicTaskInput(name=name, task_name="demo.flaky", args=[key, 0], every=every),
+    )
+    assert added.next_run_at is not None
+    return added.next_run_at
+
+
+def detail(cluster: Cluster, name: str) -> PeriodicTask:
+    return get_periodic_task(cluster, EntryNameInput(name=name))
+
+
+def settle(cluster: Cluster, name: str) -> PeriodicTask:
+    """Disable `name`, wait until no run of it is pending and every run sent has finished."""
+    disable_periodic_task(cluster, EntryNameInput(name=name))
+    wait_until(lambda: detail(cluster, name).unsent_run is None, 30, 0.1, "no unsent run")
+    got = detail(cluster, name)
+    wait_until(
+        lambda: len(runs(cluster, name)) >= got.total_run_count, 30, 0.1, "every result stored"
+    )
+    return got
+
+
+def to_ms(dt: datetime) -> datetime:
+    """`dt` in UTC to the millisecond, as run task ids name due times."""
+    return dt.astimezone(UTC).replace(microsecond=dt.microsecond // 1000 * 1000)
+
+
+def missed_due_times(task: PeriodicTask, every_s: float) -> list[datetime]:
+    step = timedelta(seconds=every_s)
+    return [to_ms(m.due_at + i * step) for m in task.missed_runs for i in range(m.runs)]
+
+
+def grid(first: datetime, last: datetime, every_s: float) -> list[datetime]:
+    count = round((last - first).total_seconds() / every_s) + 1
+    return [to_ms(first + timedelta(seconds=i * every_s)) for i in range(count)]
+
+
+def test_refused_publishes_are_sent_late_or_reported_missed_never_counted(
+    cluster: Cluster, beats: Beats
+) -> None:
+    beats.stop_all()
+    refusing = beats.env | {TEST_REFUSE_PUBLISHES_ENV: "5"}
+    beat = beats.start([*BEAT, "--max-interval", "0.5"], env=refusing)
+    beat.wait_role(cluster, "active")
+    name, key, every = unique("refused"), unique("k"), 3.0
+    first = add(cluster, name, key, every)
+    wait_until(
+        lambda: beat.text().count("could not send") >= 5 and len(beat.sent_runs(name)) >= 2,
+        60,
+        0.2,
+        "5 refused publishes, then 2 runs sent",
+    )
+    got = settle(cluster, name)
+    beat.stop()
+    executed, missed = runs(cluster, name), missed_due_times(got, every)
+    # every due run, in order, was published once or reported missed (never both)
+    assert sorted(executed + missed) == grid(first, max(executed + missed), every)
+    assert executions(cluster, key) == len(executed) == got.total_run_count
+    assert got.missed_run_count == len(missed)
+    failures = [line for line in beat.text().splitlines() if "could not send" in line]
+    assert len(failures) == 5 and all("Connection refused" in line for line in failures)
+    assert all("Connection refused" in m.reason for m in got.missed_runs)
+    resent = [(tid, attempt) for tid, _, attempt in beat.sent_runs(name) if attempt > 1]
+    assert missed or resent, "the refused publishes neither delayed nor missed a run"
+    print(f"\nrefused publishes: {len(missed)} run(s) missed, re-sent late: {resent}")
+
+
+def test_a_beat_killed_after_its_claim_is_followed_by_a_leader_that_sends_the_run_once(
+    cluster: Cluster, beats: Beats
+) -> None:
+    beats.stop_all()
+    first = beats.start(env=beats.env | {TEST_CLAIM_PAUSE_ENV: "120"})
+    first.wait_role(cluster, "active")
+    second = beats.start().wait_role(cluster, "standby")
+    name, key = unique("killed"), unique("k")
+    add(cluster, name, key, 15)
+    wait_until(lambda: "test hook: claimed" in first.text(), 30, 0.05, "the claim")
+    claimed = detail(cluster, name).unsent_run
+    assert claimed is not None and detail(cluster, name).total_run_count == 0
+    first.kill()  # between the claim and the publish
+    second.wait_role(cluster, "active", timeout_s=15)
+    wait_until(lambda: executions(cluster, key) >= 1, 20, 0.1, "the run executed")
+    got = settle(cluster, name)
+    assert runs(cluster, name) == [to_ms(claimed.due_at)] and executions(cluster, key) == 1
+    assert got.total_run_count == 1 and got.last_task_id == claimed.task_id
+    assert got.last_send_attempts == 2 and got.missed_run_count == 0
+    assert [(t, a) for t, _, a in second.sent_runs(name)] == [(claimed.task_id, 2)]
+    second.stop()
+
+
+@pytest.mark.timeout(300)  # about 110 s: CHAOS_RUNS one-second runs, plus start-up
+def test_chaos_beats_killed_at_random_neither_lose_nor_double_a_run(
+    cluster: Cluster, beats: Beats
+) -> None:
+    """Three beats, a 1 s entry, a random beat SIGKILLed and restarted every 2-4 s, until
+    CHAOS_RUNS runs were due. A 0.5 s lock timeout makes a standby take over within a run's
+    one-interval deadline."""
+    beats.stop_all()
+    argv = [*BEAT, "--max-interval", "0.1", "--lock-timeout", "0.5"]
+    alive: list[Beat] = [beats.start(argv) for _ in range(3)]
+
+    def roles() -> list[str | None]:
+        return sorted(str(b.role(cluster)) for b in alive)
+
+    wait_until(lambda: roles() == ["active", "standby", "standby"], 60, 0.1, "1 active beat")
+    seed = time.time_ns()
+    rng = random.Random(seed)
+    name, key = unique("chaos"), unique("k")
+    first = add(cluster, name, key, 1)
+    kills = 0
+    give_up = time.monotonic() + CHAOS_RUNS + 90
+    while True:
+        got = detail(cluster, name)
+        if got.total_run_count + got.missed_run_count >= CHAOS_RUNS:
+            break
+        assert time.monotonic() < give_up, f"only {got.total_run_count} runs (seed {seed})"
+        time.sleep(rng.uniform(2, 4))
+        victim = rng.randrange(len(alive))
+        alive[victim].kill()
+        alive[victim] = beats.start(argv)
+        kills += 1
+    got = settle(cluster, name)
+    executed, missed = runs(cluster, name), missed_due_times(got, 1)
+    due = grid(first, max(executed + missed), 1)
+    lost = sorted(set(due) - set(executed) - set(missed))
+    doubled = executions(cluster, key) - len(executed)
+    sent = [(tid, ms, a) for b in beats.all for tid, ms, a in b.sent_runs(name)]
+    delays = {tid: ms for tid, ms, _ in sorted(sent, key=lambda s: -s[1])}  # first send per id
+    published_twice = len(sent) - len({tid for tid, _, _ in sent})
+    resent = sum(1 for _, _, a in sent if a > 1)
+    print(
+        f"\nchaos (seed {seed}): {len(due)} runs due, {kills} beats SIGKILLed; "
+        f"{len(executed)} executed, {len(missed)} missed, {len(lost)} lost, {doubled} executed "
+        f"twice, {resent} re-sent after a crash, {published_twice} published twice; delay "
+        f"after due time (ms): median {statistics.median(delays.values()):.0f}, "
+        f"max {max(delays.values()):.0f}"
+    )
+    assert not lost and doubled == 0 and not missed, (lost, doubled, got.missed_runs)
+    assert got.total_run_count == len(executed) == len(due) >= CHAOS_RUNS

@@ -11,12 +11,22 @@ also excludes a stock RedBeat beat) with these changes:
   `get_periodic_task` shows.
 - One run, one send: a due run is claimed with a compare-and-set on the entry's meta (WATCH the
   entry, check last_run_at is still what was loaded, then MULTI: advance it). Only the beat
-  whose transaction commits sends the task, so two beats never send the same run, even if a
+  whose transaction commits sends the task, so two beats never claim the same run, even if a
   stalled beat's lock expired and another took over. The lock (RedBeat's key, taken without
   blocking each tick, extended while held) keeps one beat active and the others on standby.
-- Steady times: an interval entry advances to its due time, not to "now" (no drift), and a run
-  missed while no beat ran is sent once, not replayed. Each run gets a deterministic task id
-  `<name>:<due time>` and its due time, id and delay are stored in the entry (`celery_mcp_run`).
+- Delivery (runtime.beat_runs): the claim records the run as claimed, not yet sent (its task
+  id, due time and deadline); after the publish it is recorded sent and only then counted.
+  A run left unsent (publish failed, or its beat died) is re-sent under the same task id by
+  whoever leads next, until its deadline (the next due time, or `expires` after the claim),
+  then recorded missed with the reason. Each re-send first takes the attempt in the store (two
+  beats never re-send the same one) and asks the result backend whether an earlier attempt
+  went out. The one remaining double: a beat that dies (or stalls past the lock timeout)
+  between its publish and recording it sent, while the worker has not stored a state yet:
+  the re-send goes out under the same task id (`last_send_attempts` > 1).
+- Steady times: an interval entry advances to its due time, not to "now" (no drift), and runs
+  missed while no beat ran are sent once, not replayed (the others are recorded missed). Each
+  run gets a deterministic task id `<name>:<due time>`; its record is the entry's
+  `celery_mcp_run` field (stores.schedules `RunLog`).
   An entry that has no last_run_at (written by other tools) is anchored to now instead of
   firing at once on start (RedBeat #79/#154/#192). A one-off (rrule, count=1) is disabled in
   the same transaction that claims its run.
@@ -31,7 +41,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -39,31 +48,17 @@ from typing import Any
 from celery import Celery, states
 from celery.backends.base import KeyValueStoreBackend
 from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, get_redis
-from redbeat.schedules import rrule
 from redis.exceptions import LockError, RedisError
 
 from celery_mcp.client_backend import reply_options
 from celery_mcp.config import Settings
+from celery_mcp.runtime.beat_runs import RunBook
 from celery_mcp.runtime.connect import open_cluster
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.policy import task_allowed
-from celery_mcp.service.schedule_rules import (
-    advance,
-    next_due,
-    run_deadline,
-    run_task_id,
-    skipped_runs,
-)
+from celery_mcp.service.schedule_rules import next_due
 from celery_mcp.stores.history import SentTask
-from celery_mcp.stores.schedules import (
-    Entry,
-    MissedRun,
-    PendingRun,
-    ScheduleStore,
-    Write,
-    store_location,
-    to_score,
-)
+from celery_mcp.stores.schedules import Entry, PendingRun, ScheduleStore, store_location
 
 logger = logging.getLogger("celery_mcp.beat")
 
@@ -255,7 +250,7 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             self.record_missed(entry.name, run, f"not sent by its deadline: {why}")
             return True
         if resend:
-            taken = self.take_attempt(entry.name, run)
+            taken = self.runs.take_attempt(entry.name, run)
             if taken is None:
                 return True  # another beat settled or took it
             run = taken
@@ -281,7 +276,7 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
                 run.deadline.isoformat(),
                 exc,
             )
-            self.record_failure(entry.name, run, f"{type(exc).__name__}: {exc}"[:300])
+            self.runs.failed(entry.name, run, f"{type(exc).__name__}: {exc}"[:300])
             return False
         self.record_sent(entry, run)
         return True
@@ -342,102 +337,20 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
 
     # --- the run's record -------------------------------------------------------------------
 
+    @cached_property
+    def runs(self) -> RunBook:
+        return RunBook(self.store, self.node)
+
     def claim(
         self, entry: RedBeatSchedulerEntry, *, fire: bool, refused: str | None = None
     ) -> tuple[PendingRun | None, datetime | None] | None:
-        """Advance the entry's meta iff nobody did since it was loaded and no run of it is
-        pending, and record the due run as claimed, not yet sent (`refused`: passed over, with
-        the reason kept). Runs coalesced into it (no beat could send them) are recorded missed.
-
-        Returns (the claimed run, or None when refused or not firing; next due time), or None
-        when it was not this beat's to claim.
-        """
-        now = datetime.now(UTC)
-        sched = entry.schedule
-        due, new_last = advance(sched, entry.last_run_at, now) if fire else (now, now)
-        following = next_due(sched, new_last)
-        run: PendingRun | None = None
-        if fire and refused is None:
-            expires = (entry.options or {}).get("expires")
-            run = PendingRun(
-                task_id=run_task_id(entry.name, due),
-                due_at=due,
-                deadline=run_deadline(
-                    following, now, float(expires) if isinstance(expires, int | float) else None
-                ),
-                claimed_by=self.node,
-            )
-        skipped, first_skipped = skipped_runs(sched, due, now) if fire else (0, None)
-
-        def change(stored: Entry | None) -> Write | None:
-            if stored is None or not stored.enabled or stored.last_run_at != entry.last_run_at:
-                return None
-            if stored.run.pending is not None:
-                return None  # settled first (maybe_due), then the next run is claimed
-            stored.last_run_at = new_last
-            if fire:
-                if first_skipped is not None:
-                    stored.run.miss(
-                        MissedRun(
-                            due_at=first_skipped,
-                            runs=skipped,
-                            recorded_at=now,
-                            reason="due while no beat could send it (none leading, or the "
-                            f"leader was busy); coalesced into the run due {due.isoformat()}",
-                        )
-                    )
-                if run is None:
-                    stored.run.refuse(str(refused), due)
-                stored.run.pending = run
-                if following is None and isinstance(sched, rrule):
-                    stored.definition["enabled"] = False  # a one-off that ran: keep it, disabled
-            return stored, to_score(following) if stored.enabled else -1
-
-        if self.store.update(entry.name, change) is None:
-            return None
-        return run, following
-
-    def _settle_write(
-        self, name: str, run: PendingRun, apply: Callable[[Entry, PendingRun], None]
-    ) -> Entry | None:
-        """Apply `apply` to the stored entry iff `run` is still its pending run, as loaded."""
-
-        def change(stored: Entry | None) -> Write | None:
-            if stored is None:
-                return None
-            pending = stored.run.pending
-            if pending is None or (pending.task_id, pending.attempts) != (
-                run.task_id,
-                run.attempts,
-            ):
-                return None
-            apply(stored, pending)
-            last = stored.last_run_at
-            following = next_due(stored.schedule, last) if stored.enabled and last else None
-            return stored, to_score(following) if stored.enabled else -1
-
-        return self.store.update(name, change)
-
-    def take_attempt(self, name: str, run: PendingRun) -> PendingRun | None:
-        """Take the next publish attempt of a pending run (None: it is no longer pending)."""
-
-        def take(stored: Entry, pending: PendingRun) -> None:
-            pending.attempts += 1
-            pending.claimed_by = self.node
-
-        written = self._settle_write(name, run, take)
-        return written.run.pending if written is not None else None
+        """`RunBook.claim` (the per-run compare-and-set) for `entry`."""
+        return self.runs.claim(entry, fire=fire, refused=refused)
 
     def record_sent(self, entry: RedBeatSchedulerEntry, run: PendingRun) -> None:
         """The run was published: count it, keep its id and delay."""
-        now = datetime.now(UTC)
-        delay_ms = round((now - run.due_at).total_seconds() * 1e3, 1)
-
-        def sent(stored: Entry, pending: PendingRun) -> None:
-            stored.run.sent(pending, delay_ms)
-            stored.total_run_count += 1
-
-        self._settle_write(entry.name, run, sent)
+        delay_ms = round((datetime.now(UTC) - run.due_at).total_seconds() * 1e3, 1)
+        self.runs.sent(entry.name, run, delay_ms)
         again = f", attempt {run.attempts}" if run.attempts > 1 else ""
         logger.info(
             "beat: sent %s (%s) id %s, %.0f ms late%s",
@@ -448,21 +361,8 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             again,
         )
 
-    def record_failure(self, name: str, run: PendingRun, error: str) -> None:
-        def failed(stored: Entry, pending: PendingRun) -> None:
-            pending.error = error
-
-        self._settle_write(name, run, failed)
-
     def record_missed(self, name: str, run: PendingRun, reason: str) -> None:
-        now = datetime.now(UTC)
-
-        def missed(stored: Entry, pending: PendingRun) -> None:
-            stored.run.miss(
-                MissedRun(due_at=run.due_at, reason=reason, recorded_at=now, task_id=run.task_id)
-            )
-
-        if self._settle_write(name, run, missed) is not None:
+        if self.runs.missed(name, run, reason):
             logger.warning("beat: missed %s id %s: %s", name, run.task_id, reason)
 
     # --- shutdown ---------------------------------------------------------------------------

@@ -15,9 +15,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from celery_mcp.models.diagnose import DiagnoseInput
 from celery_mcp.models.schedules import AddPeriodicTaskInput, EntryNameInput, PeriodicTask
 from celery_mcp.runtime.beat import TEST_CLAIM_PAUSE_ENV, TEST_REFUSE_PUBLISHES_ENV
 from celery_mcp.service.cluster import Cluster
+from celery_mcp.service.diagnose import diagnose
 from celery_mcp.service.schedules import add_periodic_task, disable_periodic_task, get_periodic_task
 from tests.support import Beat, Beats, executions, runs, wait_until
 
@@ -75,16 +77,18 @@ def test_refused_publishes_are_sent_late_or_reported_missed_never_counted(
     cluster: Cluster, beats: Beats
 ) -> None:
     beats.stop_all()
-    refusing = beats.env | {TEST_REFUSE_PUBLISHES_ENV: "5"}
+    # each failed attempt takes >= 0.9 s (0.4 s of publish retries + a 0.5 s tick), so the
+    # first run gets at most 4 attempts before its 3 s deadline: it is always missed
+    refusing = beats.env | {TEST_REFUSE_PUBLISHES_ENV: "6"}
     beat = beats.start([*BEAT, "--max-interval", "0.5"], env=refusing)
     beat.wait_role(cluster, "active")
     name, key, every = unique("refused"), unique("k"), 3.0
     first = add(cluster, name, key, every)
     wait_until(
-        lambda: beat.text().count("could not send") >= 5 and len(beat.sent_runs(name)) >= 2,
+        lambda: beat.text().count("could not send") >= 6 and len(beat.sent_runs(name)) >= 2,
         60,
         0.2,
-        "5 refused publishes, then 2 runs sent",
+        "6 refused publishes, then 2 runs sent",
     )
     got = settle(cluster, name)
     beat.stop()
@@ -94,10 +98,12 @@ def test_refused_publishes_are_sent_late_or_reported_missed_never_counted(
     assert executions(cluster, key) == len(executed) == got.total_run_count
     assert got.missed_run_count == len(missed)
     failures = [line for line in beat.text().splitlines() if "could not send" in line]
-    assert len(failures) == 5 and all("Connection refused" in line for line in failures)
-    assert all("Connection refused" in m.reason for m in got.missed_runs)
+    assert len(failures) == 6 and all("Connection refused" in line for line in failures)
+    assert missed and all("Connection refused" in m.reason for m in got.missed_runs)
+    assert all(m.task_id and m.task_id.startswith(f"{name}:") for m in got.missed_runs)
+    found = diagnose(cluster, DiagnoseInput()).findings
+    assert any(f.check == "schedule_runs_missed" and f.evidence["name"] == name for f in found)
     resent = [(tid, attempt) for tid, _, attempt in beat.sent_runs(name) if attempt > 1]
-    assert missed or resent, "the refused publishes neither delayed nor missed a run"
     print(f"\nrefused publishes: {len(missed)} run(s) missed, re-sent late: {resent}")
 
 

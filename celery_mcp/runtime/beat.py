@@ -66,6 +66,7 @@ DEFAULT_MAX_INTERVAL_S = 1.0
 #: Test hooks, read from the environment of `celery-mcp beat` (test-only).
 TEST_CLAIM_PAUSE_ENV = "CELERY_MCP_BEAT_TEST_CLAIM_PAUSE_S"
 TEST_REFUSE_PUBLISHES_ENV = "CELERY_MCP_BEAT_TEST_REFUSE_PUBLISHES"
+TEST_SENT_PAUSE_ENV = "CELERY_MCP_BEAT_TEST_SENT_PAUSE_S"
 HEARTBEAT_PRUNE_S = 86_400.0  # heartbeats of beats gone this long are deleted
 
 
@@ -87,9 +88,10 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         self.role = "starting"
         self._lock: Any = None
         self._loaded: dict[str, Entry] = {}  # this tick's entries as stored (with run logs)
-        # test hooks (never set them in production): widen the claim -> publish gap, and
-        # send the first N publishes to an address that refuses connections
+        # test hooks (never set them in production): widen the claim -> publish gap or the
+        # publish -> record gap, and send the first N publishes where connections are refused
         self.claim_pause_s = float(os.environ.get(TEST_CLAIM_PAUSE_ENV) or 0)
+        self.sent_pause_s = float(os.environ.get(TEST_SENT_PAUSE_ENV) or 0)
         self.refuse_publishes = int(os.environ.get(TEST_REFUSE_PUBLISHES_ENV) or 0)
 
     # --- lock and heartbeat -----------------------------------------------------------------
@@ -278,6 +280,9 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
             )
             self.runs.failed(entry.name, run, f"{type(exc).__name__}: {exc}"[:300])
             return False
+        if self.sent_pause_s:
+            logger.warning("beat: test hook: published %s, pausing before the record", run.task_id)
+            time.sleep(self.sent_pause_s)
         self.record_sent(entry, run)
         return True
 

@@ -412,6 +412,7 @@ def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
         root_id=rec.root,
         children=children[:MAX_CHILDREN],
         children_count=len(children),
+        deliveries=rec.deliveries,
         retry_of=rel.get("retry_of"),
         retried_as=retried_as,
         sources=[s for s, known in (("history", found), ("backend", meta)) if known],

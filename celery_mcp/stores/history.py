@@ -119,6 +119,7 @@ class TaskRecord(BaseModel):
     expired: bool | None = None
     signum: Json = None
     requeue: bool | None = None
+    deliveries: int = 0  # task-received events (retries included)
     backfilled: bool = False  # built from the result backend, without a timeline
     #: where exact args/kwargs came from: "sent" (noted when this project sent the task),
     #: "backend" (result_extended), "repr" (the worker's repr, parsed); None: not exact
@@ -195,6 +196,7 @@ def apply_event(rec: TaskRecord, event: dict[str, Any], cap: int) -> TaskRecord:
     if not rec.id:
         rec.id = str(event["uuid"])
     setattr(rec, kind, ts)
+    rec.deliveries += kind == "received"
     rec.first = min(rec.first, ts) if rec.first else ts
     fields = {
         key: _typed(key, cap_value(event[src], cap, tail=key in TAIL_FIELDS))

@@ -12,16 +12,31 @@ import random
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from celery_mcp.models.diagnose import DiagnoseInput
+from celery_mcp.models.history import GetTaskInput
 from celery_mcp.models.schedules import AddPeriodicTaskInput, EntryNameInput, PeriodicTask
-from celery_mcp.runtime.beat import TEST_CLAIM_PAUSE_ENV, TEST_REFUSE_PUBLISHES_ENV
+from celery_mcp.runtime.beat import (
+    TEST_CLAIM_PAUSE_ENV,
+    TEST_REFUSE_PUBLISHES_ENV,
+    TEST_SENT_PAUSE_ENV,
+)
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.diagnose import diagnose
+from celery_mcp.service.history import get_task
 from celery_mcp.service.schedules import add_periodic_task, disable_periodic_task, get_periodic_task
-from tests.support import Beat, Beats, executions, runs, wait_until
+from tests.support import (
+    Beat,
+    Beats,
+    executions,
+    runs,
+    started_monitor,
+    started_workers,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("remove_new_entries", "worker")]
 
@@ -33,11 +48,13 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{time.time_ns() % 10**12}"
 
 
-def add(cluster: Cluster, name: str, key: str, every: float) -> datetime:
+def add(cluster: Cluster, name: str, key: str, every: float, queue: str | None = None) -> datetime:
     """Add `demo.flaky(key, 0)` every `every` seconds; return its first due time."""
     added = add_periodic_task(
         cluster,
-        AddPeriodicTaskInput(name=name, task_name="demo.flaky", args=[key, 0], every=every),
+        AddPeriodicTaskInput(
+            name=name, task_name="demo.flaky", args=[key, 0], every=every, queue=queue
+        ),
     )
     assert added.next_run_at is not None
     return added.next_run_at
@@ -47,14 +64,14 @@ def detail(cluster: Cluster, name: str) -> PeriodicTask:
     return get_periodic_task(cluster, EntryNameInput(name=name))
 
 
-def settle(cluster: Cluster, name: str) -> PeriodicTask:
-    """Disable `name`, wait until no run of it is pending and every run sent has finished."""
+def settle(cluster: Cluster, name: str, *, finished: bool = True) -> PeriodicTask:
+    """Disable `name`, wait until no run of it is pending (and, `finished`, until every run
+    sent has a result)."""
     disable_periodic_task(cluster, EntryNameInput(name=name))
     wait_until(lambda: detail(cluster, name).unsent_run is None, 30, 0.1, "no unsent run")
     got = detail(cluster, name)
-    wait_until(
-        lambda: len(runs(cluster, name)) >= got.total_run_count, 30, 0.1, "every result stored"
-    )
+    if finished:
+        wait_until(lambda: len(runs(cluster, name)) >= got.total_run_count, 30, 0.1, "every result")
     return got
 
 
@@ -128,6 +145,39 @@ def test_a_beat_killed_after_its_claim_is_followed_by_a_leader_that_sends_the_ru
     assert got.last_send_attempts == 2 and got.missed_run_count == 0
     assert [(t, a) for t, _, a in second.sent_runs(name)] == [(claimed.task_id, 2)]
     second.stop()
+
+
+def test_a_beat_killed_between_its_publish_and_the_record_leaves_a_detectable_copy(
+    cluster: Cluster, beats: Beats, data_dir: Path
+) -> None:
+    """The one edge: the run went out, its beat died before recording it, and no worker has
+    stored a state for it yet (its queue has no consumer), so the next leader cannot tell and
+    sends it again. Both copies carry the run's task id: the entry says 2 attempts and the
+    history 2 deliveries of that id."""
+    beats.stop_all()
+    name, key, queue = unique("twice"), unique("k"), unique("later")
+    with started_monitor(beats.env, data_dir):
+        first = beats.start(env=beats.env | {TEST_SENT_PAUSE_ENV: "120"})
+        first.wait_role(cluster, "active")
+        second = beats.start().wait_role(cluster, "standby")
+        due = add(cluster, name, key, 15, queue=queue)
+        wait_until(lambda: "test hook: published" in first.text(), 30, 0.05, "the publish")
+        first.kill()  # between the publish and the record
+        second.wait_role(cluster, "active", timeout_s=15)
+        wait_until(lambda: second.sent_runs(name), 20, 0.1, "the re-send")
+        got = settle(cluster, name, finished=False)
+        assert got.total_run_count == 1 and got.last_send_attempts == 2
+        task_id = str(got.last_task_id)
+        spec = {"hostname": f"{queue}@%h", "queues": queue, "concurrency": 1}
+        with started_workers(beats.env, data_dir, spec):
+            wait_until(lambda: executions(cluster, key) == 2, 30, 0.1, "both copies ran")
+            wait_until(
+                lambda: get_task(cluster, GetTaskInput(task_id=task_id)).deliveries == 2,
+                30,
+                0.1,
+                "two deliveries of one task id in the history",
+            )
+    assert runs(cluster, name) == [to_ms(due)] and task_id.startswith(f"{name}:")
 
 
 @pytest.mark.timeout(300)  # about 110 s: CHAOS_RUNS one-second runs, plus start-up

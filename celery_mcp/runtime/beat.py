@@ -257,8 +257,7 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
                 return True  # another beat settled or took it
             run = taken
             if self.published_already(run.task_id):
-                logger.info("beat: %s was already published (result backend)", run.task_id)
-                self.record_sent(entry, run)
+                self.record_sent(entry, run, already=True)
                 return True
         entry.options = {
             **(entry.options or {}),
@@ -352,10 +351,16 @@ class Scheduler(RedBeatScheduler):  # type: ignore[misc]
         """`RunBook.claim` (the per-run compare-and-set) for `entry`."""
         return self.runs.claim(entry, fire=fire, refused=refused)
 
-    def record_sent(self, entry: RedBeatSchedulerEntry, run: PendingRun) -> None:
-        """The run was published: count it, keep its id and delay."""
+    def record_sent(
+        self, entry: RedBeatSchedulerEntry, run: PendingRun, *, already: bool = False
+    ) -> None:
+        """The run was published (`already`: by an earlier attempt, the result backend knows
+        it): count it, keep its id and delay."""
         delay_ms = round((datetime.now(UTC) - run.due_at).total_seconds() * 1e3, 1)
         self.runs.sent(entry.name, run, delay_ms)
+        if already:
+            logger.info("beat: %s was already published (result backend); recorded", run.task_id)
+            return
         again = f", attempt {run.attempts}" if run.attempts > 1 else ""
         logger.info(
             "beat: sent %s (%s) id %s, %.0f ms late%s",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 import statistics
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -180,18 +182,38 @@ def test_a_beat_killed_between_its_publish_and_the_record_leaves_a_detectable_co
     assert runs(cluster, name) == [to_ms(due)] and task_id.startswith(f"{name}:")
 
 
-@pytest.mark.timeout(300)  # about 110 s: CHAOS_RUNS one-second runs, plus start-up
-def test_chaos_beats_killed_at_random_neither_lose_nor_double_a_run(
-    cluster: Cluster, beats: Beats
-) -> None:
+@dataclass
+class Chaos:
+    """What a chaos run did and what came of it."""
+
+    seed: int
+    kills: int
+    due: list[datetime]
+    executed: list[datetime]
+    missed: list[datetime]
+    lost: list[datetime]
+    doubled: int  # executions beyond one per run
+    resent: int  # runs published on a second or later attempt (after a crash)
+    delays_ms: list[float]  # per run, its first publish after its due time
+
+    def note(self) -> str:
+        return (
+            f"chaos (seed {self.seed}): {len(self.due)} runs due, {self.kills} beats "
+            f"SIGKILLed; {len(self.executed)} executed, {len(self.missed)} missed, "
+            f"{len(self.lost)} lost, {self.doubled} executed twice, {self.resent} re-sent "
+            f"after a crash; delay after due time (ms): median "
+            f"{statistics.median(self.delays_ms):.0f}, max {max(self.delays_ms):.0f}"
+        )
+
+
+def chaos(cluster: Cluster, beats: Beats, env: Mapping[str, str] | None = None) -> Chaos:
     """Three beats, a 1 s entry, a random beat SIGKILLed and restarted every 2-4 s, until
-    CHAOS_RUNS runs were due. A 0.5 s lock timeout makes a standby take over within a run's
-    one-interval deadline."""
+    CHAOS_RUNS runs were due (`env`: the beats' environment)."""
     beats.stop_all()
     argv = [*BEAT, "--max-interval", "0.1", "--lock-timeout", "0.5"]
-    alive: list[Beat] = [beats.start(argv) for _ in range(3)]
+    alive: list[Beat] = [beats.start(argv, env) for _ in range(3)]
 
-    def roles() -> list[str | None]:
+    def roles() -> list[str]:
         return sorted(str(b.role(cluster)) for b in alive)
 
     wait_until(lambda: roles() == ["active", "standby", "standby"], 60, 0.1, "1 active beat")
@@ -209,23 +231,35 @@ def test_chaos_beats_killed_at_random_neither_lose_nor_double_a_run(
         time.sleep(rng.uniform(2, 4))
         victim = rng.randrange(len(alive))
         alive[victim].kill()
-        alive[victim] = beats.start(argv)
+        alive[victim] = beats.start(argv, env)
         kills += 1
     got = settle(cluster, name)
     executed, missed = runs(cluster, name), missed_due_times(got, 1)
     due = grid(first, max(executed + missed), 1)
-    lost = sorted(set(due) - set(executed) - set(missed))
-    doubled = executions(cluster, key) - len(executed)
-    sent = [(tid, ms, a) for b in beats.all for tid, ms, a in b.sent_runs(name)]
-    delays = {tid: ms for tid, ms, _ in sorted(sent, key=lambda s: -s[1])}  # first send per id
-    published_twice = len(sent) - len({tid for tid, _, _ in sent})
-    resent = sum(1 for _, _, a in sent if a > 1)
-    print(
-        f"\nchaos (seed {seed}): {len(due)} runs due, {kills} beats SIGKILLed; "
-        f"{len(executed)} executed, {len(missed)} missed, {len(lost)} lost, {doubled} executed "
-        f"twice, {resent} re-sent after a crash, {published_twice} published twice; delay "
-        f"after due time (ms): median {statistics.median(delays.values()):.0f}, "
-        f"max {max(delays.values()):.0f}"
+    sent = [run for b in beats.all for run in b.sent_runs(name)]
+    first_ms: dict[str, float] = {}
+    for task_id, ms, _ in sent:
+        first_ms[task_id] = min(ms, first_ms.get(task_id, ms))
+    assert got.total_run_count == len(executed)
+    return Chaos(
+        seed=seed,
+        kills=kills,
+        due=due,
+        executed=executed,
+        missed=missed,
+        lost=sorted(set(due) - set(executed) - set(missed)),
+        doubled=executions(cluster, key) - len(executed),
+        resent=sum(1 for _, _, attempt in sent if attempt > 1),
+        delays_ms=list(first_ms.values()),
     )
-    assert not lost and doubled == 0 and not missed, (lost, doubled, got.missed_runs)
-    assert got.total_run_count == len(executed) == len(due) >= CHAOS_RUNS
+
+
+@pytest.mark.timeout(300)  # about 110 s: CHAOS_RUNS one-second runs, plus start-up
+def test_chaos_beats_killed_at_random_neither_lose_nor_double_a_run(
+    cluster: Cluster, beats: Beats
+) -> None:
+    """A 0.5 s lock timeout makes a standby take over within a run's one-interval deadline."""
+    got = chaos(cluster, beats)
+    print("\n" + got.note())
+    assert not got.lost and not got.missed and got.doubled == 0, got.note()
+    assert len(got.executed) == len(got.due) >= CHAOS_RUNS

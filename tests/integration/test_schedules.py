@@ -44,7 +44,7 @@ from celery_mcp.service.schedules import (
     scored,
     update_periodic_task,
 )
-from celery_mcp.stores.schedules import Entry, Write
+from celery_mcp.stores.schedules import Entry, Write, to_score
 from tests.support import (
     Beat,
     Beats,
@@ -247,7 +247,10 @@ async def test_disable_stops_and_remove_deletes(
     await wait_runs(smcp, name, 2, timeout_s=15)
     off = await call(smcp, "disable_periodic_task", name=name)
     assert off["enabled"] is False and off["state"] == "disabled" and off["next_run_at"] is None
-    count = (await entry(smcp, name))["total_run_count"]
+    with anyio.fail_after(10):  # a run claimed before the disable is still sent (ms)
+        while (stopped := await entry(smcp, name))["unsent_run"] is not None:
+            await anyio.sleep(0.05)
+    count = stopped["total_run_count"]
     await anyio.sleep(3)
     assert (await entry(smcp, name))["total_run_count"] == count
     on = await call(smcp, "enable_periodic_task", name=name)
@@ -468,6 +471,45 @@ def test_two_schedulers_claim_one_due_run_once(cluster: Cluster, settings: Setti
         disable_periodic_task(own, EntryNameInput(name=name))
         first.close()
         second.close()
+
+
+def test_a_claimed_run_stays_due_through_tool_writes_until_a_leader_sends_it(
+    cluster: Cluster, settings: Settings
+) -> None:
+    """A run claimed by a beat that then stopped keeps its entry due whoever writes it, and the
+    next scheduler to read it sends it under the claimed id (attempt 2) and counts it once."""
+    app = make_app(settings, worker=True)
+    app.conf.redbeat_key_prefix = "pending-test:"  # a store no running beat reads
+    configure(app, settings, 1.0)
+    dead, leader = Scheduler(app=app, lazy=True), Scheduler(app=app, lazy=True)
+    own = Cluster(settings, app=make_app(settings))
+    own.app.conf.redbeat_key_prefix = "pending-test:"
+    name = unique("pending")
+    add_periodic_task(own, AddPeriodicTaskInput(name=name, task_name="demo.noop", every=1))
+    store = get_store(own)
+    try:
+        due = get_periodic_task(own, EntryNameInput(name=name)).next_run_at
+        assert due is not None
+        wait_until(lambda: datetime.now(UTC) >= due, 5, 0.02, "the entry is due")
+        claimed = dead.claim(RedBeatSchedulerEntry.from_key(store.key(name), app=app), fire=True)
+        assert claimed is not None and claimed[0] is not None
+        run = claimed[0]
+        update_periodic_task(own, UpdatePeriodicTaskInput(name=name, every=3600))
+        assert store.client.zscore(store.schedule_key, store.key(name)) == to_score(run.due_at)
+        pending = get_periodic_task(own, EntryNameInput(name=name))
+        assert pending.unsent_run is not None and pending.unsent_run.task_id == run.task_id
+        assert pending.total_run_count == 0
+        loaded = leader.schedule[name]
+        leader.maybe_due(loaded)
+        got = get_periodic_task(own, EntryNameInput(name=name))
+        assert got.unsent_run is None and got.total_run_count == 1
+        assert got.last_task_id == run.task_id and got.last_send_attempts == 2
+        leader.maybe_due(leader.schedule.get(name, loaded))  # nothing more is due: no send
+        assert get_periodic_task(own, EntryNameInput(name=name)).total_run_count == 1
+    finally:
+        disable_periodic_task(own, EntryNameInput(name=name))
+        dead.close()
+        leader.close()
 
 
 STOCK_BEAT = (

@@ -12,8 +12,9 @@ from mcp import ClientSession
 from celery_mcp.config import Settings
 from celery_mcp.runtime.embedded import EmbeddedServer, ensure_running, resolve, stop
 from celery_mcp.service.cluster import Cluster
+from celery_mcp.service.schedules import get_store
 from tests.rabbit import RabbitNode, install_if_missing, private_rabbit
-from tests.support import Worker, mcp_session
+from tests.support import Beats, Worker, mcp_session
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -81,3 +82,24 @@ def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
         pytest.skip(why_not)
     with private_rabbit(tmp_path_factory.mktemp("rabbit")) as node:
         yield node
+
+
+@pytest.fixture(scope="module")
+def beats(env: dict[str, str], embedded: EmbeddedServer, data_dir: Path) -> Iterator[Beats]:
+    """The `celery-mcp beat` processes a module starts, all stopped after it."""
+    group = Beats(env, data_dir)
+    try:
+        yield group
+    finally:
+        group.stop_all()
+
+
+@pytest.fixture(scope="module")
+def remove_new_entries(cluster: Cluster) -> Iterator[None]:
+    """Leave the session's schedule store as the module found it."""
+    store = get_store(cluster)
+    before = set(store.client.zrange(store.schedule_key, 0, -1))
+    yield
+    for key in set(store.client.zrange(store.schedule_key, 0, -1)) - before:
+        store.client.zrem(store.schedule_key, key)
+        store.client.delete(key)

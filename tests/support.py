@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -331,7 +332,7 @@ def started_monitor(env: Mapping[str, str], log_dir: Path) -> Iterator[subproces
         stop_process(proc)
 
 
-BEAT_SENT = re.compile(r"beat: sent (\S+) \(.*?\) id \S+, (\d+) ms late")
+BEAT_SENT = re.compile(r"beat: sent (\S+) \(.*?\) id (\S+), (-?\d+) ms late(?:, attempt (\d+))?")
 
 
 class Beat:
@@ -367,12 +368,61 @@ class Beat:
         return self
 
     def sent_delays_ms(self, name: str) -> list[float]:
-        text = self.log_path.read_text(errors="replace")
-        return [float(ms) for entry, ms in BEAT_SENT.findall(text) if entry == name]
+        return [ms for _, ms, _ in self.sent_runs(name)]
+
+    def sent_runs(self, name: str) -> list[tuple[str, float, int]]:
+        """(task id, ms late, publish attempt) of each run of `name` this beat logged sent."""
+        return [
+            (task_id, float(ms), int(attempt or 1))
+            for entry, task_id, ms, attempt in BEAT_SENT.findall(self.text())
+            if entry == name
+        ]
+
+    def kill(self) -> None:
+        """SIGKILL the beat (no lock release, no heartbeat removal: a crash)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
+    def text(self) -> str:
+        """Everything the beat logged so far."""
+        return self.log_path.read_text(errors="replace")
+
     def stop(self, timeout_s: float = 15.0) -> None:
         stop_process(self.proc, timeout_s, group=True)
         self._log.close()
+
+
+class Beats:
+    """Every beat a test starts; all stopped at the end."""
+
+    def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
+        self.env, self.log_dir = env, log_dir
+        self.all: list[Beat] = []
+
+    def start(self, argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> Beat:
+        beat = Beat(env or self.env, self.log_dir, argv)
+        self.all.append(beat)
+        return beat
+
+    def stop_all(self) -> None:
+        for beat in self.all:
+            beat.stop()
+
+
+def runs(cluster: Any, name: str) -> list[datetime]:
+    """Due times of the runs of `name` that a worker finished (one result per task id)."""
+    client = cluster.app.backend.client
+    due = []
+    for key in client.scan_iter(match=f"celery-task-meta-{name}:2*", count=1000):
+        stamp = key.decode().rsplit(":", 1)[1]
+        due.append(datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC))
+    return sorted(due)
+
+
+def executions(cluster: Any, key: str) -> int:
+    """How many times `demo.flaky(key, 0)` ran (it INCRs a counter per execution)."""
+    return int(cluster.app.backend.client.get(f"celery-mcp:demo:flaky:{key}") or 0)

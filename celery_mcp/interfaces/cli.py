@@ -327,7 +327,12 @@ def _state_name(hostname: str) -> str:
 def cmd_beat(ns: argparse.Namespace) -> int:
     from celery_mcp.runtime.beat import run
 
-    run(_settings(ns), max_interval_s=ns.max_interval, loglevel=ns.loglevel)
+    run(
+        _settings(ns),
+        max_interval_s=ns.max_interval,
+        lock_timeout_s=ns.lock_timeout,
+        loglevel=ns.loglevel,
+    )
     return 0
 
 
@@ -523,6 +528,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="longest sleep between schedule checks, seconds (bounds how late a new entry fires)",
+    )
+    beat.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=None,
+        help="seconds a dead beat's lock outlives it before a standby takes over "
+        "(default: 5 x --max-interval, at least 5; at least 2 x --max-interval)",
     )
     beat.add_argument("--loglevel", "-l", default="INFO")
     _add_setting_flags(beat)

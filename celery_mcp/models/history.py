@@ -119,6 +119,13 @@ class TaskDetail(Model):
     root_id: str | None = None
     children: list[str] = Field(default_factory=list, description="Child task ids (first 100).")
     children_count: int = 0
+    deliveries: int = Field(
+        0,
+        description="Times a worker received this task id (recorded history; each retry is "
+        "one more): over retries + 1, it was delivered again (a lost worker's task) or "
+        "published twice under one id (a periodic run re-sent after its beat died right "
+        "after publishing it).",
+    )
     retry_of: str | None = Field(None, description="Task this one re-ran (retry_task).")
     retried_as: list[str] = Field(default_factory=list, description="Re-runs made by retry_task.")
     blocked_by: str | None = Field(

@@ -175,7 +175,34 @@ class PeriodicTaskSummary(Model):
     last_run_at: datetime | None = Field(
         None, description="Due time of the last run (or when the entry was stored/re-anchored)."
     )
-    total_run_count: int = Field(description="Runs sent by beat (run_periodic_task_now excluded).")
+    total_run_count: int = Field(
+        description="Runs beat published (run_periodic_task_now excluded; a claimed run "
+        "counts once its publish succeeded)."
+    )
+
+
+class UnsentRun(Model):
+    """A run beat claimed and has not yet published: re-sent under its task id until its
+    deadline, then recorded as missed."""
+
+    task_id: str = Field(description="The run's task id (it keeps it on every attempt).")
+    due_at: datetime = Field(description="When the run was due.")
+    deadline: datetime = Field(
+        description="Last time it may be sent: the next run's due time, or expires_s after "
+        "the claim, whichever is sooner."
+    )
+    attempts: int = Field(description="Publishes started so far.")
+    last_error: str | None = Field(None, description="Why the last publish failed.")
+
+
+class MissedRun(Model):
+    """Due runs that were never published."""
+
+    due_at: datetime = Field(description="Due time of the (first) missed run.")
+    runs: int = Field(description="Due times this record covers, from due_at on.")
+    task_id: str | None = Field(None, description="The claimed run's task id (never sent).")
+    reason: str = Field(description="Why it was not sent.")
+    recorded_at: datetime = Field(description="When beat recorded it missed.")
 
 
 class PeriodicTask(PeriodicTaskSummary):
@@ -195,6 +222,19 @@ class PeriodicTask(PeriodicTaskSummary):
     last_refusal: str | None = Field(
         None, description="Why beat did not send the last due run (then nothing was sent)."
     )
+    last_send_attempts: int | None = Field(
+        None,
+        description="Publishes started for the last run sent; over 1: it was re-sent (after "
+        "a failed publish or a beat crash), and a crash right after an earlier publish may "
+        "have left a second copy under the same task id.",
+    )
+    unsent_run: UnsentRun | None = Field(
+        None, description="A run claimed and not yet published (beat keeps trying)."
+    )
+    missed_runs: list[MissedRun] = Field(
+        default_factory=list, description="The most recent missed runs, newest last."
+    )
+    missed_run_count: int = Field(0, description="Due runs never published, in all.")
     created_at: datetime | None = None
     updated_at: datetime | None = None
     message: str | None = Field(

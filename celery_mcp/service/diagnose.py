@@ -540,7 +540,48 @@ def check_beat(run: Run) -> str:
             weight=max(late.values()),
             next_tool="list_periodic_tasks",
         )
+    found += _missed_runs(run)
     return f"found {found}" if found else f"ok ({beat.detail})"
+
+
+def _missed_runs(run: Run) -> int:
+    """Periodic tasks with runs missed in the window, or a run claimed and still unsent."""
+    with translate_errors("broker"):
+        entries = run.cluster.schedules.read_all()
+    since = run.now - run.request.window_s
+    found = 0
+    for entry in entries:
+        log = entry.run
+        recent = [m for m in log.missed if m.recorded_at.timestamp() >= since]
+        stuck = log.pending if log.pending is not None and log.pending.error else None
+        if not recent and stuck is None:
+            continue
+        found += 1
+        if found > MAX_FINDINGS_PER_CHECK:
+            continue
+        missed = sum(m.runs for m in recent)
+        parts = [f"{missed} run(s) missed in the last {run.request.window_s:g}s"] if recent else []
+        why = recent[-1].reason if recent else ""
+        if stuck is not None:
+            parts.append(f"run {stuck.task_id} not sent yet")
+            why = why or f"its last publish failed: {stuck.error}"
+        run.add(
+            "schedule_runs_missed" if recent else "schedule_run_unsent",
+            "warning",
+            f"periodic task {entry.name}: {' and '.join(parts)} ({why})",
+            {
+                "name": entry.name,
+                "missed_runs": missed,
+                "missed_due_at": [m.due_at.isoformat() for m in recent],
+                "reason": why,
+                "unsent_task_id": stuck.task_id if stuck else None,
+                "unsent_deadline": stuck.deadline.isoformat() if stuck else None,
+            },
+            weight=missed + (stuck is not None),
+            next_tool="get_periodic_task",
+            name=entry.name,
+        )
+    return found
 
 
 CHECKS: dict[str, Callable[[Run], str]] = {

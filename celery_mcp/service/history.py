@@ -425,6 +425,7 @@ def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
         root_id=rec.root,
         children=children[:MAX_CHILDREN],
         children_count=len(children),
+        deliveries=rec.deliveries,
         retry_of=rel.get("retry_of"),
         retried_as=retried_as,
         blocked_by=blocked_by,

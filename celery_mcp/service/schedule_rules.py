@@ -20,6 +20,8 @@ from celery_mcp.models.schedules import Crontab, Every, ScheduleFields, Schedule
 
 MIN_EVERY_S = 1.0
 MAX_EVERY_S = 366 * 86_400.0
+SKIPPED_SCAN_MAX = 1_000  # coalesced crontab runs counted one by one up to this many
+ONE_OFF_DEADLINE_S = 3_600.0  # a claimed one-off run is re-sent for up to this long
 CRON_FIELDS = (
     ("minute", "0-59"),
     ("hour", "0-23"),
@@ -192,6 +194,36 @@ def advance(sched: BaseSchedule, last_run_at: datetime, now: datetime) -> tuple[
     following = next_due(sched, due)
     new_last = due if following is not None and following > now else now
     return due, new_last
+
+
+def skipped_runs(
+    sched: BaseSchedule, due: datetime, now: datetime, limit: int = SKIPPED_SCAN_MAX
+) -> tuple[int, datetime | None]:
+    """(how many, the first) due times after `due` and at or before `now`: the runs `advance`
+    coalesced into the one due at `due`. Counted up to `limit` (a crontab is walked)."""
+    if isinstance(sched, every_schedule):
+        step = sched.run_every.total_seconds()
+        count = int((now - due).total_seconds() // step) if step > 0 else 0
+        return count, (due + sched.run_every if count else None)
+    found, first, at = 0, None, due
+    while found < limit:
+        nxt = next_due(sched, at)
+        if nxt is None or nxt > now:
+            break
+        found, first, at = found + 1, first or nxt, nxt
+    return found, first
+
+
+def run_deadline(
+    following: datetime | None, claimed_at: datetime, expires_s: float | None
+) -> datetime:
+    """Until when a claimed run may still be published: its next run's due time (one
+    interval) or its `expires_s` after the claim, whichever is sooner. A one-off has no next
+    run: ONE_OFF_DEADLINE_S, or its `expires_s`."""
+    limits = [following or claimed_at + timedelta(seconds=ONE_OFF_DEADLINE_S)]
+    if expires_s is not None:
+        limits.append(claimed_at + timedelta(seconds=expires_s))
+    return min(limits)
 
 
 def run_task_id(name: str, due: datetime) -> str:

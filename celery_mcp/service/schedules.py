@@ -29,11 +29,13 @@ from celery_mcp.models.schedules import (
     EntryState,
     ListPeriodicTasksInput,
     ListPeriodicTasksResult,
+    MissedRun,
     PeriodicTask,
     PeriodicTaskSummary,
     RemovePeriodicTaskInput,
     RemovePeriodicTaskResult,
     RunPeriodicTaskNowResult,
+    UnsentRun,
     UpdatePeriodicTaskInput,
 )
 from celery_mcp.service.cluster import Cluster
@@ -41,7 +43,14 @@ from celery_mcp.service.policy import check_task_allowed
 from celery_mcp.service.priority import from_broker, to_broker
 from celery_mcp.service.schedule_rules import build_schedule, describe, next_due
 from celery_mcp.service.sending import ensure_sendable
-from celery_mcp.stores.schedules import Entry, EntryConflict, ScheduleStore, Write, to_score
+from celery_mcp.stores.schedules import (
+    Entry,
+    EntryConflict,
+    PendingRun,
+    ScheduleStore,
+    Write,
+    to_score,
+)
 
 
 def get_store(cluster: Cluster) -> ScheduleStore:
@@ -138,6 +147,22 @@ def summary(cluster: Cluster, entry: Entry) -> PeriodicTaskSummary:
     )
 
 
+def _at(app: Celery, dt: datetime) -> datetime:
+    return dt.astimezone(app.timezone)
+
+
+def _unsent(app: Celery, run: PendingRun | None) -> UnsentRun | None:
+    if run is None:
+        return None
+    return UnsentRun(
+        task_id=run.task_id,
+        due_at=_at(app, run.due_at),
+        deadline=_at(app, run.deadline),
+        attempts=run.attempts,
+        last_error=run.error,
+    )
+
+
 def _time(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else None
 
@@ -157,9 +182,22 @@ def detail(cluster: Cluster, entry: Entry, message: str | None = None) -> Period
             else None
         ),
         expires_s=float(expires) if isinstance(expires, int | float) else None,
-        last_task_id=entry.run.get("task_id"),
-        last_fire_delay_ms=entry.run.get("delay_ms"),
-        last_refusal=entry.run.get("refused"),
+        last_task_id=entry.run.task_id,
+        last_fire_delay_ms=entry.run.delay_ms,
+        last_refusal=entry.run.refused,
+        last_send_attempts=entry.run.attempts or None,
+        unsent_run=_unsent(cluster.app, entry.run.pending),
+        missed_runs=[
+            MissedRun(
+                due_at=_at(cluster.app, m.due_at),
+                runs=m.runs,
+                task_id=m.task_id,
+                reason=m.reason,
+                recorded_at=_at(cluster.app, m.recorded_at),
+            )
+            for m in entry.run.missed
+        ],
+        missed_run_count=entry.run.missed_count,
         created_at=_local(cluster.app, _time(entry.extra.get("created_at"))),
         updated_at=_local(cluster.app, _time(entry.extra.get("updated_at"))),
         message=message,

@@ -141,6 +141,7 @@ class TaskRecord(BaseModel):
     expired: bool | None = None
     signum: Json = None
     requeue: bool | None = None
+    deliveries: int = 0  # task-received events (retries included)
     backfilled: bool = False  # built from the result backend, without a timeline
     #: NOT_RUN: the failed chain step whose failure Celery stored under this id too
     blocked_by: str | None = None
@@ -219,6 +220,7 @@ def apply_event(rec: TaskRecord, event: dict[str, Any], cap: int) -> TaskRecord:
     if not rec.id:
         rec.id = str(event["uuid"])
     setattr(rec, kind, ts)
+    rec.deliveries += kind == "received"
     rec.first = min(rec.first, ts) if rec.first else ts
     fields = {
         key: _typed(key, cap_value(_readable(key, event[src]), cap, tail=key in TAIL_FIELDS))

@@ -8,14 +8,17 @@ This module owns the format; the schedules tools (service.schedules) and `celery
                             schedule, enabled) and `meta` (JSON: last_run_at, total_run_count),
                             as RedBeat writes them; plus fields RedBeat never reads:
                             keys.SCHEDULE_EXTRA_FIELD (created/updated) and
-                            keys.SCHEDULE_RUN_FIELD (the last run beat sent)
+                            keys.SCHEDULE_RUN_FIELD (`RunLog`: the last run sent, the run
+                            claimed and not yet sent, the runs missed)
     <prefix>:schedule       sorted set: entry key -> next due time (whole epoch s); -1 = never
     <prefix>:lock           RedBeat's beat lock
     <prefix>BEATS_SUFFIX    hash: beat node -> heartbeat JSON
 
 The prefix is the app's `redbeat_key_prefix` (default `redbeat:`). Every change goes through
 `update`, which reads the entry inside a WATCH and writes it back in one transaction, so two
-writers (a tool and a beat, or two tools) never undo each other's change.
+writers (a tool and a beat, or two tools) never undo each other's change. An entry with a run
+claimed and not yet sent keeps that run's due time as its score, whoever writes it, so the
+leading beat reads it again on every tick until the run is sent or recorded missed.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 import redis
 from celery import Celery
@@ -37,6 +40,7 @@ from celery_mcp.stores.keys import BEATS_SUFFIX, SCHEDULE_EXTRA_FIELD, SCHEDULE_
 
 FIELDS = ("definition", "meta", SCHEDULE_EXTRA_FIELD, SCHEDULE_RUN_FIELD)
 WRITE_ATTEMPTS = 5
+MISSED_KEPT = 10  # missed-run records kept per entry (missed_count counts them all)
 
 
 class EntryConflict(Exception):
@@ -65,6 +69,138 @@ def to_score(due: datetime | None) -> float:
     return -1 if due is None else calendar.timegm(due.utctimetuple())
 
 
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt is not None else None
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+@dataclass
+class PendingRun:
+    """A run claimed and not yet published: re-sent under `task_id` until `deadline`."""
+
+    task_id: str
+    due_at: datetime
+    deadline: datetime
+    claimed_by: str  # beat node that holds the current publish attempt
+    attempts: int = 1  # publishes started (the claim starts the first)
+    error: str | None = None  # why the last attempt failed (None: unknown or not yet tried)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "due_at": _iso(self.due_at),
+            "deadline": _iso(self.deadline),
+            "claimed_by": self.claimed_by,
+            "attempts": self.attempts,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Self:
+        return cls(
+            task_id=str(raw["task_id"]),
+            due_at=datetime.fromisoformat(raw["due_at"]),
+            deadline=datetime.fromisoformat(raw["deadline"]),
+            claimed_by=str(raw.get("claimed_by") or ""),
+            attempts=int(raw.get("attempts") or 1),
+            error=raw.get("error"),
+        )
+
+
+@dataclass
+class MissedRun:
+    """Due runs that were never published, and why."""
+
+    due_at: datetime
+    reason: str
+    recorded_at: datetime
+    task_id: str | None = None  # the claimed run's id (None: runs coalesced, never claimed)
+    runs: int = 1  # due times this record stands for, from due_at on
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "due_at": _iso(self.due_at),
+            "reason": self.reason,
+            "recorded_at": _iso(self.recorded_at),
+            "task_id": self.task_id,
+            "runs": self.runs,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Self:
+        return cls(
+            due_at=datetime.fromisoformat(raw["due_at"]),
+            reason=str(raw.get("reason") or ""),
+            recorded_at=datetime.fromisoformat(raw["recorded_at"]),
+            task_id=raw.get("task_id"),
+            runs=int(raw.get("runs") or 1),
+        )
+
+
+@dataclass
+class RunLog:
+    """What beat did with an entry's runs (keys.SCHEDULE_RUN_FIELD).
+
+    A run goes claimed (`pending`) -> published (`task_id`, counted in total_run_count) or
+    missed (`missed`, with the reason); a refused run (task allowlist) is neither.
+    """
+
+    task_id: str | None = None  # the last run published
+    due_at: datetime | None = None  # its due time (or the refused run's)
+    delay_ms: float | None = None  # how late after due_at it was published
+    attempts: int = 0  # publishes started for it: over 1, it was re-sent
+    refused: str | None = None  # why the last due run was passed over, not sent
+    pending: PendingRun | None = None
+    missed: list[MissedRun] = field(default_factory=list)  # newest last, MISSED_KEPT at most
+    missed_count: int = 0  # every missed due time so far
+
+    def sent(self, run: PendingRun, delay_ms: float) -> None:
+        self.task_id, self.due_at, self.delay_ms = run.task_id, run.due_at, delay_ms
+        self.attempts, self.refused, self.pending = run.attempts, None, None
+
+    def refuse(self, reason: str, due_at: datetime) -> None:
+        self.task_id, self.due_at, self.delay_ms, self.attempts = None, due_at, None, 0
+        self.refused = reason
+
+    def miss(self, missed: MissedRun) -> None:
+        if self.pending is not None and self.pending.task_id == missed.task_id:
+            self.pending = None
+        self.missed = [*self.missed, missed][-MISSED_KEPT:]
+        self.missed_count += missed.runs
+
+    def to_json(self) -> dict[str, Any]:
+        raw: dict[str, Any] = {}
+        if self.refused is not None:
+            raw |= {"refused": self.refused, "due_at": _iso(self.due_at)}
+        elif self.task_id is not None:
+            raw |= {"task_id": self.task_id, "due_at": _iso(self.due_at)}
+            raw |= {"delay_ms": self.delay_ms, "attempts": self.attempts}
+        if self.pending is not None:
+            raw["pending"] = self.pending.to_json()
+        if self.missed_count:
+            raw["missed"] = [m.to_json() for m in self.missed]
+            raw["missed_count"] = self.missed_count
+        return raw
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Self:
+        """Also reads the records of earlier versions ({task_id, due_at, delay_ms})."""
+        pending = raw.get("pending")
+        return cls(
+            task_id=raw.get("task_id"),
+            due_at=_time(raw.get("due_at")),
+            delay_ms=raw.get("delay_ms"),
+            attempts=int(raw.get("attempts") or (1 if raw.get("task_id") else 0)),
+            refused=raw.get("refused"),
+            pending=PendingRun.from_json(pending) if pending else None,
+            missed=[MissedRun.from_json(m) for m in raw.get("missed") or []],
+            missed_count=int(raw.get("missed_count") or 0),
+        )
+
+
 @dataclass
 class Entry:
     """One stored entry, decoded."""
@@ -74,7 +210,7 @@ class Entry:
     last_run_at: datetime | None = None
     total_run_count: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # SCHEDULE_EXTRA_FIELD
-    run: dict[str, Any] = field(default_factory=dict)  # SCHEDULE_RUN_FIELD
+    run: RunLog = field(default_factory=RunLog)  # SCHEDULE_RUN_FIELD
 
     @property
     def schedule(self) -> BaseSchedule:
@@ -159,7 +295,7 @@ class ScheduleStore:
             last_run_at=meta.get("last_run_at"),
             total_run_count=int(meta.get("total_run_count") or 0),
             extra=decode(extra_raw) or {},
-            run=decode(run_raw) or {},
+            run=RunLog.from_json(decode(run_raw) or {}),
         )
 
     def read(self, name: str) -> Entry | None:
@@ -218,7 +354,7 @@ class ScheduleStore:
                 {"last_run_at": entry.last_run_at, "total_run_count": entry.total_run_count}
             ),
             SCHEDULE_EXTRA_FIELD: json.dumps(entry.extra),
-            SCHEDULE_RUN_FIELD: json.dumps(entry.run),
+            SCHEDULE_RUN_FIELD: json.dumps(entry.run.to_json()),
         }
 
     def update(self, name: str, change: Callable[[Entry | None], Write | None]) -> Entry | None:
@@ -227,7 +363,8 @@ class ScheduleStore:
         `change` gets the stored entry (None when there is none) and returns (entry, score) to
         write, or None to write nothing; it may raise to refuse. When another writer changes the
         entry in between, `change` runs again on what is stored then (EntryConflict after
-        WRITE_ATTEMPTS). Returns the entry written, or None.
+        WRITE_ATTEMPTS). An entry with a pending run is scored at that run's due time (beat
+        must read it until the run is settled). Returns the entry written, or None.
         """
         key = self.key(name)
         for _ in range(WRITE_ATTEMPTS):
@@ -238,6 +375,8 @@ class ScheduleStore:
                     if decided is None:
                         return None
                     entry, score = decided
+                    if entry.run.pending is not None:
+                        score = to_score(entry.run.pending.due_at)
                     pipe.multi()
                     pipe.hset(key, mapping=self._fields(entry))
                     pipe.zadd(self.schedule_key, {key: score})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,55 +44,21 @@ from celery_mcp.service.schedules import (
     scored,
     update_periodic_task,
 )
-from celery_mcp.stores.schedules import Entry, Write
+from celery_mcp.stores.schedules import Entry, Write, to_score
 from tests.support import (
     Beat,
+    Beats,
     Worker,
     call,
     call_error,
+    executions,
     mcp_session,
+    runs,
     wait_until,
 )
 from tests.toolset_contract import TOOLSET_TOOLS
 
-pytestmark = pytest.mark.anyio
-
-
-class Beats:
-    """Every beat a test starts; all stopped at the end."""
-
-    def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
-        self.env, self.log_dir = env, log_dir
-        self.all: list[Beat] = []
-
-    def start(self, argv: list[str] | None = None) -> Beat:
-        beat = Beat(self.env, self.log_dir, argv)
-        self.all.append(beat)
-        return beat
-
-    def stop_all(self) -> None:
-        for beat in self.all:
-            beat.stop()
-
-
-@pytest.fixture(scope="module")
-def beats(env: dict[str, str], embedded: EmbeddedServer, data_dir: Path) -> Iterator[Beats]:
-    group = Beats(env, data_dir)
-    try:
-        yield group
-    finally:
-        group.stop_all()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def remove_new_entries(cluster: Cluster) -> Iterator[None]:
-    """Leave the session's store as this module found it."""
-    store = get_store(cluster)
-    before = set(store.client.zrange(store.schedule_key, 0, -1))
-    yield
-    for key in set(store.client.zrange(store.schedule_key, 0, -1)) - before:
-        store.client.zrem(store.schedule_key, key)
-        store.client.delete(key)
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("remove_new_entries")]
 
 
 @pytest.fixture(scope="module")
@@ -110,20 +76,6 @@ async def smcp(env: dict[str, str], worker: Worker) -> AsyncIterator[ClientSessi
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{time.time_ns() % 10**12}"
-
-
-def runs(cluster: Cluster, name: str) -> list[datetime]:
-    """Due times of the runs of `name` that a worker finished (one result per task id)."""
-    client = cluster.app.backend.client
-    due = []
-    for key in client.scan_iter(match=f"celery-task-meta-{name}:2*", count=1000):
-        stamp = key.decode().rsplit(":", 1)[1]
-        due.append(datetime.strptime(stamp, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC))
-    return sorted(due)
-
-
-def executions(cluster: Cluster, key: str) -> int:
-    return int(cluster.app.backend.client.get(f"celery-mcp:demo:flaky:{key}") or 0)
 
 
 async def entry(session: ClientSession, name: str) -> dict[str, Any]:
@@ -295,7 +247,10 @@ async def test_disable_stops_and_remove_deletes(
     await wait_runs(smcp, name, 2, timeout_s=15)
     off = await call(smcp, "disable_periodic_task", name=name)
     assert off["enabled"] is False and off["state"] == "disabled" and off["next_run_at"] is None
-    count = (await entry(smcp, name))["total_run_count"]
+    with anyio.fail_after(10):  # a run claimed before the disable is still sent (ms)
+        while (stopped := await entry(smcp, name))["unsent_run"] is not None:
+            await anyio.sleep(0.05)
+    count = stopped["total_run_count"]
     await anyio.sleep(3)
     assert (await entry(smcp, name))["total_run_count"] == count
     on = await call(smcp, "enable_periodic_task", name=name)
@@ -506,12 +461,55 @@ def test_two_schedulers_claim_one_due_run_once(cluster: Cluster, settings: Setti
         loaded = [RedBeatSchedulerEntry.from_key(key, app=app) for _ in range(2)]
         claims = [first.claim(loaded[0], fire=True), second.claim(loaded[1], fire=True)]
         assert claims[0] is not None and claims[1] is None
+        run = claims[0][0]
+        assert run is not None
         got = get_periodic_task(own, EntryNameInput(name=name))
-        assert got.total_run_count == 1 and got.last_task_id == claims[0][1]
+        # claimed, not yet published: not counted, and kept to be sent
+        assert got.total_run_count == 0 and got.last_task_id is None
+        assert got.unsent_run is not None and got.unsent_run.task_id == run.task_id
     finally:
         disable_periodic_task(own, EntryNameInput(name=name))
         first.close()
         second.close()
+
+
+def test_a_claimed_run_stays_due_through_tool_writes_until_a_leader_sends_it(
+    cluster: Cluster, settings: Settings
+) -> None:
+    """A run claimed by a beat that then stopped keeps its entry due whoever writes it, and the
+    next scheduler to read it sends it under the claimed id (attempt 2) and counts it once."""
+    app = make_app(settings, worker=True)
+    app.conf.redbeat_key_prefix = "pending-test:"  # a store no running beat reads
+    configure(app, settings, 1.0)
+    dead, leader = Scheduler(app=app, lazy=True), Scheduler(app=app, lazy=True)
+    own = Cluster(settings, app=make_app(settings))
+    own.app.conf.redbeat_key_prefix = "pending-test:"
+    name = unique("pending")
+    add_periodic_task(own, AddPeriodicTaskInput(name=name, task_name="demo.noop", every=1))
+    store = get_store(own)
+    try:
+        due = get_periodic_task(own, EntryNameInput(name=name)).next_run_at
+        assert due is not None
+        wait_until(lambda: datetime.now(UTC) >= due, 5, 0.02, "the entry is due")
+        claimed = dead.claim(RedBeatSchedulerEntry.from_key(store.key(name), app=app), fire=True)
+        assert claimed is not None and claimed[0] is not None
+        run = claimed[0]
+        update_periodic_task(own, UpdatePeriodicTaskInput(name=name, every=3600))
+        assert store.client.zscore(store.schedule_key, store.key(name)) == to_score(run.due_at)
+        pending = get_periodic_task(own, EntryNameInput(name=name))
+        assert pending.unsent_run is not None and pending.unsent_run.task_id == run.task_id
+        assert pending.total_run_count == 0
+        loaded = leader.schedule[name]
+        leader.maybe_due(loaded)
+        got = get_periodic_task(own, EntryNameInput(name=name))
+        assert got.unsent_run is None and got.total_run_count == 1
+        assert got.last_task_id == run.task_id and got.last_send_attempts == 2
+        leader.maybe_due(leader.schedule.get(name, loaded))  # nothing more is due: no send
+        assert get_periodic_task(own, EntryNameInput(name=name)).total_run_count == 1
+    finally:
+        disable_periodic_task(own, EntryNameInput(name=name))
+        dead.close()
+        leader.close()
 
 
 STOCK_BEAT = (

@@ -51,6 +51,16 @@ def test_a_late_event_fills_gaps_but_does_not_move_the_state_back() -> None:
     assert rec.first == 1.9 and rec.exception == "KeyError: 'x'"
 
 
+def test_each_receipt_of_a_task_id_is_counted() -> None:
+    """A second copy published under one id (or a redelivery) shows as one more delivery."""
+    rec = TaskRecord()
+    for ts in (1.0, 3.0):
+        apply_event(rec, event("received", ts, hostname="w1@h"), 100)
+        apply_event(rec, event("succeeded", ts + 0.5, runtime=0.1), 100)
+    assert rec.deliveries == 2 and rec.state == "SUCCESS"
+    assert TaskRecord.from_json("t1", rec.to_json()).deliveries == 2
+
+
 def test_retry_then_success_clears_the_old_exception() -> None:
     rec = TaskRecord()
     apply_event(rec, event("started", 1.0), 100)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from celery_mcp.errors import InvalidArgument
 from celery_mcp.models.schedules import Crontab, Every, ScheduleFields
 from celery_mcp.service.schedule_rules import (
+    ONE_OFF_DEADLINE_S,
     advance,
     build_schedule,
     crontab,
@@ -23,9 +25,20 @@ from celery_mcp.service.schedule_rules import (
     every_seconds,
     next_due,
     parse_crontab_string,
+    run_deadline,
     run_task_id,
+    skipped_runs,
 )
-from celery_mcp.stores.schedules import bind, decode, encode, to_score
+from celery_mcp.stores.schedules import (
+    MISSED_KEPT,
+    MissedRun,
+    PendingRun,
+    RunLog,
+    bind,
+    decode,
+    encode,
+    to_score,
+)
 
 NOW = datetime(2026, 11, 25, 19, 0, 7, 250_000, tzinfo=UTC)
 
@@ -197,6 +210,51 @@ def test_missed_runs_are_coalesced_into_one() -> None:
     due, new_last = advance(sched, NOW, late)
     assert due == NOW + timedelta(seconds=10) and new_last == late
     assert next_due(sched, new_last) == late + timedelta(seconds=10)
+
+
+def test_coalesced_runs_are_counted_as_skipped() -> None:
+    every = build_schedule(ScheduleFields(every=10), app_in("UTC"), NOW)
+    due, _ = advance(every, NOW, NOW + timedelta(seconds=47))
+    assert skipped_runs(every, due, NOW + timedelta(seconds=47)) == (3, due + timedelta(seconds=10))
+    assert skipped_runs(every, due, due + timedelta(seconds=9.9)) == (0, None)
+    cron = bind(
+        build_schedule(ScheduleFields(crontab="*/15 * * * *"), app_in("UTC"), NOW), app_in("UTC")
+    )
+    first = datetime(2026, 11, 25, 19, 15, tzinfo=UTC)
+    assert skipped_runs(cron, first, first + timedelta(minutes=50)) == (
+        3,
+        first + timedelta(minutes=15),
+    )
+    assert skipped_runs(cron, first, first + timedelta(days=30), limit=5)[0] == 5
+
+
+def test_a_claimed_run_may_be_sent_until_the_next_run_or_its_expiry() -> None:
+    claimed, following = NOW, NOW + timedelta(seconds=60)
+    assert run_deadline(following, claimed, None) == following
+    assert run_deadline(following, claimed, 5.0) == claimed + timedelta(seconds=5)
+    assert run_deadline(None, claimed, None) == claimed + timedelta(seconds=ONE_OFF_DEADLINE_S)
+
+
+def test_run_log_round_trips_and_reads_the_earlier_format() -> None:
+    run = PendingRun("e:1", NOW, NOW + timedelta(seconds=1), "host:1", attempts=2, error="boom")
+    log = RunLog(pending=run)
+    log.miss(MissedRun(NOW, "gone", NOW, runs=3))
+    assert RunLog.from_json(json.loads(json.dumps(log.to_json()))) == log
+    log.sent(run, 12.5)
+    assert (log.task_id, log.attempts, log.pending, log.missed_count) == ("e:1", 2, None, 3)
+    assert RunLog.from_json(log.to_json()) == log
+    old = RunLog.from_json({"task_id": "e:0", "due_at": NOW.isoformat(), "delay_ms": 3.0})
+    assert (old.task_id, old.due_at, old.delay_ms, old.attempts) == ("e:0", NOW, 3.0, 1)
+    refused = RunLog.from_json({"refused": "not allowed", "due_at": NOW.isoformat()})
+    assert refused.refused == "not allowed" and refused.task_id is None
+
+
+def test_missed_runs_keep_the_newest_and_count_them_all() -> None:
+    log = RunLog()
+    for i in range(MISSED_KEPT + 5):
+        log.miss(MissedRun(NOW + timedelta(seconds=i), "late", NOW, runs=2))
+    assert len(log.missed) == MISSED_KEPT and log.missed_count == 2 * (MISSED_KEPT + 5)
+    assert log.missed[-1].due_at == NOW + timedelta(seconds=MISSED_KEPT + 4)
 
 
 def test_crontab_run_advances_to_its_due_minute() -> None:

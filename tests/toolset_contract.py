@@ -30,6 +30,6 @@ TOOLSET_TOOLS: dict[str, set[str]] = {
     "history": {"list_tasks", "get_task", "retry_task", "retry_failed"},
 }
 DEFAULT_MAX_TOOLS = 25
-#: 22.1 KB since every schema keeps its type (nullable outputs as anyOf [X, null], any-JSON
+#: 22.1 KB since every schema keeps its type (nullable outputs as anyOf [null, X], any-JSON
 #: values as typed anyOf branches: the Inspector's portability check), from 18.6 KB before.
 DEFAULT_MAX_LIST_BYTES = 23_000

@@ -62,7 +62,7 @@ def test_output_shape_keeps_top_level_names_and_types() -> None:
     assert shape["properties"]["worker_names"] == {"type": "array", "items": {"type": "string"}}
     assert ComponentHealth.model_fields["ok"].annotation == bool | None
     inner = output_shape(ComponentHealth.model_json_schema())
-    nullable = {"anyOf": [{"type": "boolean"}, {"type": "null"}]}
+    nullable = {"anyOf": [{"type": "null"}, {"type": "boolean"}]}
     assert inner is not None and inner["properties"]["ok"] == nullable
     assert set(shape["properties"]) == set(HealthResult.model_fields)
 

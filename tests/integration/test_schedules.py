@@ -390,16 +390,16 @@ async def test_two_beats_never_fire_a_run_twice(
     second = beats.start().wait_role(cluster, "standby")
     name, key = unique("two-beats"), unique("k")
     await call(smcp, "add_periodic_task", name=name, task_name="demo.flaky", args=[key, 0], every=1)
-    await wait_runs(smcp, name, 15, timeout_s=30)
+    await wait_runs(smcp, name, 8, timeout_s=30)
     first.stop()  # hand over to the standby, and start a new standby
     second.wait_role(cluster, "active", timeout_s=10)
     third = beats.start().wait_role(cluster, "standby")
-    await wait_runs(smcp, name, 32, timeout_s=30)
+    await wait_runs(smcp, name, 17, timeout_s=30)  # the chaos test runs 100 (schedule_delivery)
     await call(smcp, "disable_periodic_task", name=name)
     await anyio.sleep(1.5)
     got = await entry(smcp, name)
     due = runs(cluster, name)
-    assert executions(cluster, key) == len(due) >= 30, (executions(cluster, key), len(due))
+    assert executions(cluster, key) == len(due) >= 15, (executions(cluster, key), len(due))
     gaps = [(b - a).total_seconds() for a, b in zip(due, due[1:], strict=False)]
     assert min(gaps) >= 0.999, gaps
     delays = [ms for b in (first, second, third) for ms in b.sent_delays_ms(name)]

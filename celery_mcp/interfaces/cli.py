@@ -133,9 +133,10 @@ def cmd_serve(ns: argparse.Namespace) -> int:
             _forget_worker_state(settings, str(settings.own_worker))
         _say_embedded_left_running(settings)
 
-    # clients stop stdio servers with SIGTERM; uvicorn handles SIGINT/SIGTERM itself
-    stdio_signals = (signal.SIGINT, signal.SIGTERM) if ns.transport != "http" else ()
-    _exit_on((*stdio_signals, signal.SIGHUP), wind_down)
+    # clients stop stdio servers with SIGTERM. Under HTTP uvicorn takes SIGINT/SIGTERM while it
+    # serves, shuts down gracefully, then restores these handlers and raises the signal again:
+    # so they run there too (with Python's default the process died before winding down)
+    _exit_on((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), wind_down)
     try:
         run(settings, "http" if ns.transport == "http" else "stdio", sock=sock, on_ready=ready)
     except KeyboardInterrupt:

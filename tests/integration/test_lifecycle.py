@@ -29,17 +29,18 @@ def _alive(pid: int) -> bool:
 
 
 def _serve_with_worker(
-    env: dict[str, str], transport: str
+    env: dict[str, str], transport: str, stderr: Path
 ) -> tuple[subprocess.Popen[bytes], list[int]]:
     """A server (stdio: its stdin held open, as a client does) with its worker and monitor."""
     http = ["--transport", "http", "--port", str(free_port())] if transport == "http" else []
-    server = subprocess.Popen(
-        [sys.executable, "-m", "celery_mcp", "serve", "--with-worker", *http],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(stderr, "wb") as err:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "celery_mcp", "serve", "--with-worker", *http],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     children = wait_until(lambda: len(_children(server.pid)) >= 2 and _children(server.pid), 20)
     return server, list(children)
 
@@ -51,17 +52,26 @@ def _serve_with_worker(
     + [("http", s) for s in ("SIGTERM", "SIGHUP")],
 )
 def test_serve_with_worker_leaves_nothing_running(
-    transport: str, how: str, env: dict[str, str], embedded: EmbeddedServer, data_dir: Path
+    transport: str,
+    how: str,
+    env: dict[str, str],
+    embedded: EmbeddedServer,
+    data_dir: Path,
+    tmp_path: Path,
 ) -> None:
     log = data_dir / "worker.log"
     before = log.stat().st_size if log.exists() else 0
-    server, children = _serve_with_worker(env, transport)
+    stderr = tmp_path / "serve.err"
+    server, children = _serve_with_worker(env, transport, stderr)
     try:
         wait_until(lambda: b"ready" in log.read_bytes()[before:], 30, 0.1, "the worker is ready")
         os.kill(server.pid, getattr(signal, how))
         server.wait(timeout=20)
         # the worker's pool processes are its own children: the worker stops them
         wait_until(lambda: not any(_alive(pid) for pid in children), 20, 0.1, "children stop")
+        if how != "SIGKILL":  # it wound down: says the Valkey stays up, forgets its worker
+            assert "keeps running for other sessions" in stderr.read_text(), stderr.read_text()
+            assert not list(data_dir.glob(f"worker-demo-{server.pid}_*")), "statedb left"
     finally:
         for pid in [server.pid, *children]:
             if _alive(pid):

@@ -32,7 +32,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent, Tool, ToolAnnotations
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from celery_mcp import __version__
 from celery_mcp.config import TOOLSETS, Settings
@@ -44,7 +44,6 @@ from celery_mcp.errors import (
     UnknownTool,
     WaitTimeout,
     detail,
-    validation_message,
 )
 from celery_mcp.interfaces.mcp import http_security, protocol
 from celery_mcp.interfaces.mcp.schema_compact import compact_input, output_shape
@@ -151,16 +150,11 @@ def _tool_function(op: Operation, clusters: LazyCluster) -> Callable[..., Any]:
             prepared = prepare(op.name, settings, arguments, "mcp")
         except CeleryMcpError as exc:
             raise ToolFailure(detail(exc)) from None
-        bound = prepared.bound_s(settings)
-        cancelled = threading.Event()
-        progress = _progress_bridge(ctx, cancelled) if op.progress and ctx is not None else None
-        run = partial(_run, prepared, clusters, progress, cancelled)
         try:
-            with anyio.fail_after(bound):
-                return await in_thread(run, clusters.threads, cancelled)
+            return await run_call(clusters, prepared, ctx if op.progress else None)
         except TimeoutError:
             late = WaitTimeout(
-                f"{op.name} did not finish within {bound:.1f}s",
+                f"{op.name} did not finish within {prepared.bound_s(settings):.1f}s",
                 hint="broker, backend or workers not answering; call health",
             )
             raise ToolFailure(detail(late)) from None
@@ -185,13 +179,16 @@ def _run(call: Call, clusters: LazyCluster, progress: Any, cancelled: threading.
         return call.run(clusters.get(), progress)
 
 
-async def run_call(clusters: LazyCluster, call: Call) -> BaseModel:
-    """`call` in a worker thread under its bound (TimeoutError when it runs out): resources
-    read through this, so they run like tools."""
+async def run_call(
+    clusters: LazyCluster, call: Call, progress_to: Context | None = None
+) -> BaseModel:
+    """`call` in a worker thread under its bound (TimeoutError when it runs out), reporting
+    progress through `progress_to` if given: tools and resource reads run through this."""
     cancelled = threading.Event()
+    progress = _progress_bridge(progress_to, cancelled) if progress_to is not None else None
     with anyio.fail_after(call.bound_s(clusters.settings)):
         return await in_thread(
-            partial(_run, call, clusters, None, cancelled), clusters.threads, cancelled
+            partial(_run, call, clusters, progress, cancelled), clusters.threads, cancelled
         )
 
 
@@ -226,16 +223,9 @@ class ToolFailure(ToolError):
 
 
 def _error_of(name: str, exc: ToolError) -> ErrorDetail:
-    """The error a failed call reports, whichever layer raised it (ours, or the SDK's
-    argument validation and tool lookup, which wrap what they raise)."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ToolFailure):
-            return cause.error
-        if isinstance(cause, ValidationError):
-            hint = f"see the input schema of {name} in tools/list"
-            return detail(InvalidArgument(validation_message(cause), hint=hint))
-        cause = cause.__cause__
+    """The error a failed call reports: ours, or the SDK's for a tool it does not know."""
+    if isinstance(exc, ToolFailure):
+        return exc.error
     if name not in OPERATIONS:
         return detail(
             UnknownTool(
@@ -352,7 +342,7 @@ class CeleryMcpServer(MCPServer):
 
     def _check_call(self, name: str, arguments: dict[str, Any]) -> None:
         """Refuse a tool this server does not offer (saying which toolset has it) and unknown
-        arguments, before the SDK's argument model, which would ignore them."""
+        arguments (naming the ones it takes)."""
         if name in OPERATIONS and name not in self.argument_names:
             try:
                 prepare(name, self.settings_, arguments, "mcp")

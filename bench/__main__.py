@@ -36,6 +36,7 @@ LAST = "bench.startup"
 #: Modules of bench/ that are not benchmarks.
 SUPPORT = (
     "bench.harness",
+    "bench.processes",
     "bench.floor_server",
     "bench.flower_app",
     "bench.user_app",

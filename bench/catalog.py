@@ -30,6 +30,8 @@ from typing import Any
 from celery import Celery
 from pydantic import BaseModel
 
+from bench.processes import terminate, wait_ready
+
 N_TASKS = int(os.environ.get("BENCH_CATALOG_TASKS", "500"))
 APP_PATH = "bench.catalog:app"
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,18 +107,10 @@ def _worker(env: dict[str, str], data: Path) -> Iterator[None]:
             cmd, env=env | {"CELERY_MCP_APP": APP_PATH}, cwd=ROOT, stdout=out, stderr=out
         )
     try:
-        deadline = time.monotonic() + 60
-        while b" ready." not in log.read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"worker did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
+        wait_ready(proc, log, "worker")
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate(proc)
 
 
 async def _mcp_times(env: dict[str, str], repeat: int) -> dict[int, tuple[float, float, int]]:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import httpx2
 
 from bench.harness import Row, Run, interleaved, p50, time_async
+from bench.processes import terminate
 
 QUEUE = "celery"
 
@@ -57,11 +58,7 @@ def flower(run: Run) -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate(proc, timeout_s=10)
         log.close()
 
 

@@ -26,6 +26,7 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.types import CallToolResult
 
+from bench.processes import READY_TIMEOUT_S, wait_ready
 from celery_mcp.app import make_app
 from celery_mcp.config import Settings
 from celery_mcp.runtime.embedded import EmbeddedServer, ensure_running, resolve, stop
@@ -150,13 +151,9 @@ class BenchEnv:
                 )
             self.workers.append(Worker(proc, log_path, hostname))
             started.append(self.workers[-1])
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + READY_TIMEOUT_S
         for worker in started:
-            while b" ready." not in worker.log_path.read_bytes():
-                if worker.proc.poll() is not None or time.monotonic() > deadline:
-                    tail = worker.log_path.read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"worker {worker.hostname} did not start: {tail}")
-                time.sleep(0.1)
+            wait_ready(worker.proc, worker.log_path, f"worker {worker.hostname}", deadline)
         return started
 
     def plain_app(self) -> Celery:

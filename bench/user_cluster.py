@@ -11,13 +11,13 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 from bench.harness import Row, Run, interleaved, p50, time_async
+from bench.processes import terminate, wait_ready
 from bench.startup import cold_start_ms
 from bench.tasks import IDLE_QUEUE, SEND_TARGET_MS
 from bench.user_app import app as user_app
@@ -49,16 +49,10 @@ def stock_worker(run: Run) -> Iterator[None]:
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 60
-        while b" ready." not in log_path.read_bytes():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"user worker did not start: see {log_path}")
-            time.sleep(0.1)
+        wait_ready(proc, log_path, "user worker")
         yield
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(15)
+        terminate(proc)
 
 
 def _params(run: Run, *args: str) -> StdioServerParameters:

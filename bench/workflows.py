@@ -27,6 +27,7 @@ from celery import chord, group
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
+from bench.processes import wait_ready
 from celery_mcp.app import make_app
 from celery_mcp.config import Settings
 from celery_mcp.runtime.embedded import ensure_running, resolve, stop
@@ -41,11 +42,7 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    while b" ready." not in log.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"worker did not start:\n{log.read_text()[-2000:]}")
-        time.sleep(0.1)
+    wait_ready(proc, log, "worker")
     return proc
 
 

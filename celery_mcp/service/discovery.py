@@ -381,11 +381,17 @@ def consumers_by_queue(replies: dict[str, Any]) -> dict[str, list[str]]:
     return {name: sorted(hosts) for name, hosts in consumers.items()}
 
 
+def recent_active_queues(cluster: Cluster, max_age_s: float) -> Replies | None:
+    """The `active_queues` replies this process got within `max_age_s`, if any (no broadcast)."""
+    cached = cluster.queue_census
+    return cached.value if cached is not None and cached.fresh(max_age_s) else None
+
+
 def active_queues(cluster: Cluster, *, max_age_s: float = WORKER_TASKS_TTL_S) -> Replies:
     """Every live worker's `active_queues` reply (cached for `max_age_s`)."""
-    cached = cluster.queue_census
-    if cached is not None and cached.fresh(max_age_s):
-        return cached.value
+    cached = recent_active_queues(cluster, max_age_s)
+    if cached is not None:
+        return cached
     now = time.monotonic()
     replies = request(cluster, "active_queues")
     cluster.queue_census = Stamped(now, replies)

@@ -170,7 +170,7 @@ def _own_worker_pending(cluster: Cluster, answered: dict[str, object], within_s:
     settings = cluster.settings
     if settings.own_worker is None or settings.own_worker_since is None:
         return False
-    if any(name == settings.own_worker for name in answered):
+    if settings.own_worker in answered:
         return False
     return time.time() - settings.own_worker_since < within_s
 

@@ -409,8 +409,7 @@ def queue_lengths(cluster: Cluster, request: QueueLengthsInput) -> QueueLengthsR
     elif request.consumers:
         roll = discovery.active_queues(cluster)
     else:  # the broker only; the queue lists workers gave lately, if any, name the queues
-        cached = cluster.queue_census
-        roll = cached.value if cached is not None and cached.fresh(QUEUES_SEEN_S) else None
+        roll = discovery.recent_active_queues(cluster, QUEUES_SEEN_S)
     consumers = discovery.consumers_by_queue(roll.by_worker) if roll else {}
     default = str(cluster.app.conf.task_default_queue)
     names = request.queues or sorted({default, *consumers})

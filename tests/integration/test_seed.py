@@ -12,7 +12,10 @@ defining, are given. After each example, a check asserts what the example reads 
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -23,8 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
+from celery.signals import before_task_publish
 
 from celery_mcp.runtime.embedded import EmbeddedServer
+from celery_mcp.runtime.worker.retry import backoff_s
+from celery_mcp.stores.keys import RETRIES_HEADER, RETRY_DELAY_HEADER, RETRY_DELAY_MAX_HEADER
 from tests.rabbit import RabbitNode
 from tests.support import ROOT, Worker, wait_until
 
@@ -73,6 +80,17 @@ def examples() -> list[Example]:
 
 
 EXAMPLES = examples()
+
+#: Headers of every message this process published, by task id (Celery's own publish signal).
+PUBLISHED: dict[str, dict[str, Any]] = {}
+
+
+def _keep_headers(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    if headers and headers.get("id"):
+        PUBLISHED[str(headers["id"])] = dict(headers)
+
+
+before_task_publish.connect(_keep_headers, weak=False)
 
 
 @dataclass
@@ -175,10 +193,27 @@ def _countdown(_: Seed, ns: dict[str, Any]) -> None:
     assert abs((eta - datetime.now(UTC)).total_seconds() - 3600) < 30
 
 
+def _far_from_utc(_: Seed, ns: dict[str, Any]) -> None:
+    """Before the naive-eta example: this process's local time is 8 hours ahead of UTC, so a
+    naive time read as UTC would be off by 8 hours."""
+    ns["TZ before"] = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Shanghai"
+    time.tzset()
+
+
 def _eta(_: Seed, ns: dict[str, Any]) -> None:
     # a naive datetime.now() is local time: the same instant, whatever the zone
-    sent = datetime.fromisoformat(ns["result"]["eta"])
-    assert sent == ns["eta"].astimezone(), (sent, ns["eta"])
+    try:
+        sent = datetime.fromisoformat(ns["result"]["eta"])
+        assert sent == ns["eta"].astimezone(), (sent, ns["eta"])
+        assert abs((sent - datetime.now(UTC)).total_seconds() - 1800) < 60, sent
+    finally:
+        before = ns.pop("TZ before")
+        if before is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
 
 
 def _expires(_: Seed, ns: dict[str, Any]) -> None:
@@ -192,7 +227,16 @@ def _queue_priority(_: Seed, ns: dict[str, Any]) -> None:
     assert _result(ns)["result"] == {"id": 7, "processed": True}
 
 
+def _retry_policy(ns: dict[str, Any]) -> list[float]:
+    """The delays a celery-mcp worker waits before each retry of the task just sent, read
+    from the headers its message was published with (a stock worker runs it once)."""
+    headers = PUBLISHED[ns["result"]["task_id"]]
+    delay, most = headers[RETRY_DELAY_HEADER], headers[RETRY_DELAY_MAX_HEADER]
+    return [backoff_s(n, delay, most) for n in range(headers[RETRIES_HEADER])]
+
+
 def _retries(_: Seed, ns: dict[str, Any]) -> None:
+    assert _retry_policy(ns) == [60, 120, 240]  # retries=3, retry_delay=60 (then doubling)
     assert _result(ns)["result"] == "called"
 
 
@@ -233,7 +277,7 @@ def _terminated(_: Seed, ns: dict[str, Any]) -> None:
     tasks = ns["skill"].task_manager()
     got = tasks.get_result(ns["task_id"], timeout=5)
     assert got["ready"] and got["status"] == "REVOKED", got
-    assert "terminated" in str(got["error"]).lower() or got["status"] == "REVOKED"
+    assert "terminated" in str(got["error"]), got  # stopped while it ran, not before
 
 
 def _inspected(_: Seed, ns: dict[str, Any]) -> None:
@@ -331,10 +375,18 @@ def _registered_tasks(_: Seed, ns: dict[str, Any]) -> None:
 
 
 def _sent_by_name(_: Seed, ns: dict[str, Any]) -> None:
-    sent = ns["result"]
+    sent, skill = ns["result"], ns["skill"]
     assert sent["task_name"] == "tasks.send_email" and sent["status"] == "PENDING"
-    # a registered function is routed to the facade's own queue, for its start_worker()
-    assert sent["queue"] is None or sent["queue"].startswith("celery_mcp.local.")
+    # a registered function is routed to the facade's own queue, for its start_worker(); until
+    # one runs, the send says so
+    assert sent["queue"].startswith("celery_mcp.local."), sent
+    assert any("start_worker" in w or "no live worker" in w for w in sent["warnings"]), sent
+    try:
+        skill.start_worker()
+        got = skill.task_manager().get_result(sent["task_id"], timeout=15)
+        assert got["result"] == {"sent": True, "to": "user@example.com"}, got
+    finally:
+        skill.close()  # its worker would take the user's tasks from the default queue
 
 
 def _worker_on_backend_1(seed: Seed, _: dict[str, Any]) -> None:
@@ -359,6 +411,7 @@ def _rpc(_: Seed, ns: dict[str, Any]) -> None:
 
 
 def _exponential(_: Seed, ns: dict[str, Any]) -> None:
+    assert _retry_policy(ns) == [10, 20, 40, 80, 160]  # what the example's comment says
     assert _result(ns)["result"] == "answered"
 
 
@@ -378,10 +431,6 @@ def _chord_result(_: Seed, ns: dict[str, Any]) -> None:
     assert ns["chord_result"].get(timeout=15) == ["t1", "t2"]
 
 
-def _cli_ok(_: Seed, ns: dict[str, Any]) -> None:
-    assert ns["cli"].returncode == 0, ns["cli"].stdout + ns["cli"].stderr
-
-
 #: (heading, index) -> (a step before the example, the check after it).
 CHECKS: dict[tuple[str, int], tuple[Check | None, Check]] = {
     ("基础用法", 1): (None, lambda _, ns: ns["CelerySkill"]),
@@ -389,7 +438,7 @@ CHECKS: dict[tuple[str, int], tuple[Check | None, Check]] = {
     ("基础用法", 3): (None, _basic),
     ("发送任务", 1): (None, _sent_email),
     ("发送任务", 2): (None, _countdown),
-    ("发送任务", 3): (None, _eta),
+    ("发送任务", 3): (_far_from_utc, _eta),
     ("发送任务", 4): (None, _expires),
     ("发送任务", 5): (None, _queue_priority),
     ("发送任务", 6): (None, _retries),
@@ -436,6 +485,7 @@ def test_every_example_has_a_check() -> None:
     python = {(e.heading, e.index) for e in EXAMPLES if e.language == "python"}
     assert python == set(CHECKS), python ^ set(CHECKS)
     assert len(python) == 45 and len(_cli_lines()) == 5
+    assert {shlex.split(line)[4] for line in _cli_lines()} == set(CLI_CHECKS)
 
 
 @pytest.mark.parametrize(
@@ -460,11 +510,47 @@ def _cli_lines() -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("line", _cli_lines())
+def _cli_sent(seed: Seed, out: dict[str, Any]) -> None:
+    assert out["task_name"] == "tasks.email" and out["status"] == "PENDING"
+    reader = Celery("reader", broker=seed.broker_url, backend=seed.backend_url)
+    try:
+        result = reader.AsyncResult(out["task_id"])
+        assert result.get(timeout=15) == "sent 'Hello' to user@example.com"
+    finally:
+        reader.close()
+
+
+def _cli_unknown_id(_: Seed, out: dict[str, Any]) -> None:
+    # an id nobody sent: answered at once, not ready, and said to be unknown
+    assert out["task_id"] == "abc-123-def" and out["status"] == "PENDING" and not out["ready"]
+    assert "unknown" in out["note"].lower() or "never" in out["note"].lower(), out
+
+
+def _cli_inspected(_: Seed, out: dict[str, Any]) -> None:
+    assert [w["hostname"].split("@")[0] for w in out["workers"]] == ["seed"], out
+
+
+def _cli_pinged(_: Seed, out: dict[str, Any]) -> None:
+    assert [w["hostname"].split("@")[0] for w in out["active_workers"]] == ["seed"], out
+
+
+def _cli_health(_: Seed, out: dict[str, Any]) -> None:
+    assert out["ok"] is True and out["broker"]["ok"] and out["workers"]["ok"], out
+
+
+#: The seed's `--action` -> what its output must say.
+CLI_CHECKS: dict[str, Callable[[Seed, dict[str, Any]], None]] = {
+    "send_task": _cli_sent,
+    "get_result": _cli_unknown_id,
+    "inspect_workers": _cli_inspected,
+    "ping": _cli_pinged,
+    "health": _cli_health,
+}
+
+
+@pytest.mark.parametrize("line", _cli_lines(), ids=lambda line: shlex.split(line)[4])
 def test_cli_line(seed: Seed, line: str) -> None:
     """The seed's CLI lines with `python -m celery_mcp`, on the same broker (env settings)."""
-    import shlex
-
     if seed.env["SEED_BROKER_URL"] != seed.broker_url:  # the Python examples ended on RabbitMQ
         seed.restart_worker(SEED_BROKER_URL=seed.broker_url, SEED_RESULT_BACKEND=seed.backend_url)
     args = shlex.split(line)[3:]  # after `python -m celery_skill`
@@ -480,7 +566,7 @@ def test_cli_line(seed: Seed, line: str) -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.lstrip().startswith("{") and '"error"' not in proc.stdout[:40]
+    CLI_CHECKS[args[1]](seed, json.loads(proc.stdout))
 
 
 def test_examples_are_the_documents() -> None:

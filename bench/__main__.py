@@ -86,14 +86,26 @@ def _header(argv: list[str], workers: int) -> str:
     )
 
 
-async def _main(quick: bool, workers: int, argv: list[str]) -> int:
+def _selected(only: str | None) -> list[str]:
+    """The benchmark modules to run, in table order: all, or those `only` names ("tasks,...")."""
+    every = [*CORE, *_others(), LAST]
+    if not only:
+        return every
+    wanted = {f"bench.{n.strip().removeprefix('bench.')}" for n in only.split(",")}
+    unknown = wanted - set(every)
+    if unknown:
+        raise SystemExit(f"no benchmark module {', '.join(sorted(unknown))}; see bench/")
+    return [name for name in every if name in wanted]
+
+
+async def _main(quick: bool, workers: int, argv: list[str], only: str | None = None) -> int:
     rows: list[Row] = []
     external: list[str] = []
     with bench_env(workers=workers) as env:
         async with env.session("--toolsets", "all") as session:  # every tool measurable
             tools = {tool.name for tool in (await session.list_tools()).tools}
             run = Run(env=env, session=session, quick=quick, tools=tools)
-            for name in (*CORE, *_others(), LAST):
+            for name in _selected(only):
                 if _has_rows(name):
                     rows += await _rows_of(importlib.import_module(name), run)
                 else:
@@ -118,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny iteration counts (CI smoke)")
     parser.add_argument("--workers", type=int, default=2, help="demo workers to start")
+    parser.add_argument(
+        "--only", metavar="NAMES", help="only these bench modules, e.g. tasks,user_cluster"
+    )
     ns = parser.parse_args(argv)
-    return anyio.run(_main, ns.quick, ns.workers, argv)
+    return anyio.run(_main, ns.quick, ns.workers, argv, ns.only)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from celery_mcp.models.tasks import TaskOptions
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.limits import cap_json, cap_text
 from celery_mcp.service.results import known_meta, known_metas
-from celery_mcp.service.sending import ensure_sendable, note_sent, publish_options
+from celery_mcp.service.sending import ensure_sendable, noting_sent, publish_options
 from celery_mcp.stores.history import (
     STATES,
     HistoryStore,
@@ -485,8 +485,7 @@ def publish_resend(cluster: Cluster, store: HistoryStore, resend: Resend) -> str
     note = SentTask(
         uuid(), resend.name, resend.arguments.args, resend.arguments.kwargs, resend.queue
     )
-    note_sent(cluster, [note])
-    with translate_errors("broker"):
+    with noting_sent(cluster, [note]), translate_errors("broker"):
         cluster.app.send_task(
             resend.name,
             args=resend.arguments.args,
@@ -494,6 +493,7 @@ def publish_resend(cluster: Cluster, store: HistoryStore, resend: Resend) -> str
             task_id=note.task_id,
             **publish_options(cluster, TaskOptions(queue=resend.queue)),
         )
+    with translate_errors("broker"):
         store.link_retry(resend.original, note.task_id)
     return note.task_id
 

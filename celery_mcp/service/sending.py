@@ -2,7 +2,7 @@
 and the note of what this process sent.
 
 send_task, each workflow step, each periodic entry and each retry call `ensure_sendable` first
-(nothing is published when it raises), send with `publish_options`, and `note_sent` keeps the
+(nothing is published when it raises), send with `publish_options`, and `noting_sent` keeps the
 exact arguments in the task history (a retry then knows them even from a stock worker of an
 app without `result_extended`).
 """
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +32,7 @@ from celery_mcp.service.limits import check_payload
 from celery_mcp.service.policy import check_task_allowed
 from celery_mcp.service.priority import to_broker
 from celery_mcp.service.rpc_results import drain, uses_rpc
-from celery_mcp.stores.history import SentTask
+from celery_mcp.stores.history import PendingNote, SentTask
 from celery_mcp.stores.keys import (
     RETRIES_HEADER,
     RETRY_DELAY_HEADER,
@@ -125,10 +126,14 @@ def ensure_sendable(
         check_delays(cluster, opts)
 
 
-def note_sent(cluster: Cluster, sent: list[SentTask]) -> None:
-    """Keep what this process is about to publish in the task history (exact arguments, so a
-    retry can re-send them). Best effort, but when the history lives on the broker and the
-    broker does not answer, the send fails here (it would fail one socket timeout later).
+@contextmanager
+def noting_sent(cluster: Cluster, sent: list[SentTask]) -> Iterator[None]:
+    """Keep what the `with` body publishes in the task history (exact arguments, so a retry
+    can re-send them). The note's request goes out before the body runs and its reply is read
+    after, so it costs the send no round trip of its own. When the history lives on the broker
+    and the broker does not answer, the send fails here, before anything is published; when the
+    publish itself gets no answer (it may have gone out), the note stays and its reply is not
+    waited for; a note that fails after a publish is logged (the task went out).
 
     On rpc:// it also makes sure this process drains the reply queue, so results are kept.
 
@@ -137,17 +142,43 @@ def note_sent(cluster: Cluster, sent: list[SentTask]) -> None:
     know the tasks it sent (get_result's unknown-id note, completions of recent ids)."""
     if uses_rpc(cluster):
         drain(cluster)
+    note = _begin_note(cluster, sent)
+    try:
+        yield
+    except Unavailable:
+        if note is not None:
+            note.abandon()
+        raise
+    except BaseException:
+        _finish(note)
+        raise
+    _finish(note)
+
+
+def _begin_note(cluster: Cluster, sent: list[SentTask]) -> PendingNote | None:
+    """Send the note's writes (None: nothing to note, or no history to note it in)."""
     try:
         store = cluster.history
     except CeleryMcpError:
-        return  # no Redis for a history (e.g. AMQP + rpc://): nothing to note
+        return None  # no Redis for a history (e.g. AMQP + rpc://): nothing to note
     try:
         with translate_errors("broker"):
-            store.note_sent(sent, at=time.time())
+            return store.begin_note_sent(sent, at=time.time())
     except Unavailable:
         if cluster.broker_is_redis:
             raise
         log.debug("could not note sent tasks in the history", exc_info=True)
+        return None
+
+
+def _finish(note: PendingNote | None) -> None:
+    if note is None:
+        return
+    try:
+        with translate_errors("broker"):
+            note.finish()
+    except CeleryMcpError:
+        log.warning("could not note sent tasks in the history", exc_info=True)
 
 
 def forget_sent(cluster: Cluster, sent: list[SentTask]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from celery.utils import uuid
 
-from celery_mcp.errors import translate_errors
+from celery_mcp.errors import Unavailable, translate_errors
 from celery_mcp.models.common import READY_STATES, TaskState
 from celery_mcp.models.tasks import (
     GetResultInput,
@@ -35,7 +35,7 @@ from celery_mcp.service.rpc_results import check_visible, uses_rpc
 from celery_mcp.service.sending import (
     ensure_sendable,
     forget_sent,
-    note_sent,
+    noting_sent,
     publish_options,
     queue_warnings,
 )
@@ -95,10 +95,10 @@ def send_task(
 
 
 def _publish(cluster: Cluster, request: SendTaskInput, note: SentTask) -> None:
-    """Note the task in the history, then publish it (the note is dropped if that fails)."""
-    note_sent(cluster, [note])
+    """Publish the task, noted in the history. The note is dropped when the publish failed,
+    kept when it got no answer (the broker may have taken it)."""
     try:
-        with translate_errors("broker"):
+        with noting_sent(cluster, [note]), translate_errors("broker"):
             cluster.app.send_task(
                 note.name,
                 args=request.args,
@@ -106,6 +106,8 @@ def _publish(cluster: Cluster, request: SendTaskInput, note: SentTask) -> None:
                 task_id=note.task_id,
                 **publish_options(cluster, request),
             )
+    except Unavailable:
+        raise
     except Exception:
         forget_sent(cluster, [note])
         raise

@@ -63,7 +63,7 @@ from celery_mcp.service.sending import (
     check_delays,
     ensure_sendable,
     forget_sent,
-    note_sent,
+    noting_sent,
     publish_options,
     queue_warnings,
 )
@@ -286,10 +286,9 @@ def _publish(
         header_ids = [n.task_id for n in plan.nodes]
         add_chord(cluster, str(plan.group_id), header_ids, plan.rpc_callback)
     notes = [_sent_note(sig) for sig in plan.sent_here if sig.task != "celery.starmap"]
-    note_sent(cluster, notes)
     _published.ids = []
     try:
-        with translate_errors("broker"):
+        with noting_sent(cluster, notes), translate_errors("broker"):
             result = plan.canvas.apply_async()
     except CeleryMcpError as exc:
         raise _partly_published(cluster, plan, set(_published.ids), notes, exc) from exc

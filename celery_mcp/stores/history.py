@@ -352,6 +352,39 @@ def _bound(score: float) -> str:
     return repr(score)
 
 
+class PendingNote:
+    """A note of sent tasks whose writes went out and whose replies are still to be read."""
+
+    def __init__(self, store: HistoryStore, conn: Any, writes: list[tuple[Any, ...]]) -> None:
+        self.store, self.conn, self.writes = store, conn, writes
+
+    def finish(self) -> None:
+        """Read the replies (a missing script is loaded and the note written again)."""
+        pool, unloaded = self.store.r.connection_pool, False
+        try:
+            for _ in self.writes:
+                try:
+                    self.conn.read_response()
+                except NoScriptError:  # a fresh server (or SCRIPT FLUSH)
+                    unloaded = True
+        except BaseException:
+            self.conn.disconnect()  # replies may be left unread on it
+            raise
+        finally:
+            pool.release(self.conn)
+        if unloaded:  # load it, once, and write again (a record written meanwhile is kept)
+            self.store.r.script_load(NOTE_SENT_LUA)
+            pipe = self.store.r.pipeline(transaction=False)
+            for write in self.writes:
+                pipe.evalsha(*write[1:])
+            pipe.execute()
+
+    def abandon(self) -> None:
+        """Leave the replies unread (the server is not answering): the connection goes."""
+        self.conn.disconnect()
+        self.store.r.connection_pool.release(self.conn)
+
+
 class HistoryStore:
     """The task history in Redis: the recorder's write path and the readers' queries."""
 
@@ -513,36 +546,42 @@ class HistoryStore:
         record, keeps the exact arguments (it never replaces exact ones with the worker's repr).
         A record that exists already (a re-send under the same id) is left as it is.
         """
-        writes: list[tuple[Any, ...]] = []
-        for task in sent:
-            fits = len(json.dumps([task.args, task.kwargs], default=repr)) <= 2 * self.cap
-            rec = TaskRecord(
-                id=task.task_id,
-                state="PENDING",
-                first=at,
-                sent=at,
-                name=task.name,
-                queue=task.queue,
-                args=task.args if fits else None,
-                kwargs=task.kwargs if fits else None,
-                exact=fits,
-                args_source="sent" if fits else None,
-            )
-            # what `_write(pipe, None, rec)` writes, unless the record exists (one round trip)
-            keys = [self.key("t", rec.id), self.key("idx"), self.key("s", "PENDING")]
-            keys += [self.key("n", "PENDING", task.name), self.key("nkeys")]
-            writes.append((NOTE_SENT_SHA, len(keys), *keys, rec.to_json(), self.ttl_s, at, rec.id))
-        for attempt in (1, 2):
-            pipe = self.r.pipeline(transaction=False)
-            for write in writes:
-                pipe.evalsha(*write)
-            try:
-                pipe.execute()
-                return
-            except NoScriptError:  # a fresh server (or SCRIPT FLUSH): load it, once
-                if attempt == 2:
-                    raise
-                self.r.script_load(NOTE_SENT_LUA)
+        self.begin_note_sent(sent, at=at).finish()
+
+    def begin_note_sent(self, sent: list[SentTask], *, at: float) -> PendingNote:
+        """`note_sent`, in two halves: its writes go out now, and `PendingNote.finish` reads
+        their replies. What runs in between (the publish) overlaps the note's round trip, and
+        reaches Redis after it: the note's request was written to its socket first."""
+        writes = [("EVALSHA", *self._note_write(task, at)) for task in sent]
+        pool = self.r.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command(conn.pack_commands(writes))
+        except BaseException:
+            conn.disconnect()
+            pool.release(conn)
+            raise
+        return PendingNote(self, conn, writes)
+
+    def _note_write(self, task: SentTask, at: float) -> tuple[Any, ...]:
+        """NOTE_SENT_LUA's arguments for `task`: what `_write(pipe, None, rec)` writes, unless
+        the record exists (one round trip)."""
+        fits = len(json.dumps([task.args, task.kwargs], default=repr)) <= 2 * self.cap
+        rec = TaskRecord(
+            id=task.task_id,
+            state="PENDING",
+            first=at,
+            sent=at,
+            name=task.name,
+            queue=task.queue,
+            args=task.args if fits else None,
+            kwargs=task.kwargs if fits else None,
+            exact=fits,
+            args_source="sent" if fits else None,
+        )
+        keys = [self.key("t", rec.id), self.key("idx"), self.key("s", "PENDING")]
+        keys += [self.key("n", "PENDING", task.name), self.key("nkeys")]
+        return (NOTE_SENT_SHA, len(keys), *keys, rec.to_json(), self.ttl_s, at, rec.id)
 
     def forget(self, sent: list[SentTask]) -> None:
         """Drop the notes of tasks whose publish failed."""

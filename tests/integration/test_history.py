@@ -16,9 +16,11 @@ import pytest
 from celery import chain
 from mcp import ClientSession
 
+from celery_mcp.models.tasks import SendTaskInput
 from celery_mcp.runtime.embedded import EmbeddedServer
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.history import history_store
+from celery_mcp.service.tasks import send_task
 from celery_mcp.stores.history import HistoryStore
 from tests.support import (
     Worker,
@@ -382,3 +384,17 @@ async def test_retry_failed_dry_run_reports_exactly_what_confirm_does(
     assert mine(dry) == mine(done) and len(mine(dry)) == 3, (dry, done)
     assert sorted(mine(done).values()) == [False, True, True]
     assert dry["retried"] == done["retried"] and dry["skipped"] == done["skipped"]
+
+
+def test_a_send_is_noted_even_when_the_server_lost_the_notes_script(cluster: Cluster) -> None:
+    """A send's note goes out before its publish and its reply is read after it; a Redis that
+    lost the note's script (a restart, SCRIPT FLUSH) gets it loaded and the note written."""
+    queue = f"parked-{uuid.uuid4().hex[:8]}"
+    cluster.history.r.script_flush()
+    try:
+        sent = send_task(cluster, SendTaskInput(task_name="demo.add", args=[1, 2], queue=queue))
+        rec = cluster.history.get(sent.task_id)
+        assert rec is not None and rec.args == [1, 2] and rec.args_source == "sent", rec
+        assert cluster.history.r.llen(queue) == 1  # and the task went out, once
+    finally:
+        cluster.history.r.delete(queue)

@@ -1,6 +1,6 @@
 """Command line: `celery-mcp serve | worker | beat | monitor | broker` and `--action NAME ...`.
 
-`--action` runs one operation through the same funnel as the MCP tools (`registry.invoke`:
+`--action` runs one operation through the same funnel as the MCP tools (`funnel.invoke`:
 read-only mode, toolsets, validation) and prints its output model as JSON; on failure it prints
 `{"error": {"code", "message", "hint"}}` and exits non-zero.
 
@@ -37,7 +37,7 @@ from celery_mcp.interfaces.mcp.http_security import (
 )
 from celery_mcp.logs import setup_logging
 from celery_mcp.runtime import embedded
-from celery_mcp.service import registry
+from celery_mcp.service import funnel, registry
 
 #: `--action` names that are not operation names (the seed's spelling).
 ACTION_ALIASES = {"ping": "ping_workers"}
@@ -402,7 +402,7 @@ def cmd_action(ns: argparse.Namespace, extra: list[str]) -> int:
         _error(InvalidArgument(str(exc.code), hint="see `celery-mcp --help` for the settings"))
         return 2
     try:
-        call = registry.prepare(name, settings, _field_values(extra), "cli")
+        call = funnel.prepare(name, settings, _field_values(extra), "cli")
     except SystemExit as exc:  # a malformed field list
         _error(InvalidArgument(str(exc.code), hint=help_hint))
         return 2

@@ -6,6 +6,8 @@
        stores.clients, which import nothing of ours)
 
 An import under `if TYPE_CHECKING:` is for types only and never runs: it may point anywhere.
+A load through `importlib.import_module` is an import too: the funnel imports every operation's
+implementation (`Operation.implemented_in`, read from the table).
 The package root (`celery_mcp`: `__version__` and the public names, loaded lazily) sits on top
 and may be imported by anyone for `__version__`.
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from celery_mcp.service.registry import OPERATIONS  # the table: models only, no Celery
 from tests.support import ROOT
 
 PACKAGE = ROOT / "celery_mcp"
@@ -49,15 +52,35 @@ def _type_checking_only(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
     return False
 
 
+#: What each `importlib.import_module(<argument>)` loads of ours, by the argument's last name:
+#: the funnel loads every operation's implementation (the table names the modules); app.py
+#: loads the user's app, which is not ours.
+LOADED = {
+    "implemented_in": {op.implemented_in for op in OPERATIONS.values()},
+    "module_name": set(),
+}
+
+
+def _loaded_by_name(node: ast.AST) -> str | None:
+    """The last name in the argument of an `importlib.import_module(...)` call, else None."""
+    if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("import_module"):
+        return ast.unparse(node.args[0]).rsplit(".", 1)[-1] if node.args else ""
+    return None
+
+
 def imports(name: str) -> set[str]:
-    """The celery_mcp modules `name` imports when it runs (any depth, TYPE_CHECKING aside)."""
+    """The celery_mcp modules `name` imports when it runs (any depth, TYPE_CHECKING aside),
+    `importlib.import_module` loads included."""
     tree = ast.parse(MODULES[name].read_text())
     parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     found: set[str] = set()
     for node in ast.walk(tree):
         if _type_checking_only(node, parents):
             continue
-        if isinstance(node, ast.Import):
+        loaded = _loaded_by_name(node)
+        if loaded is not None:
+            found |= LOADED.get(loaded, set())
+        elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("celery_mcp")}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("celery_mcp"):
             base = str(node.module)
@@ -87,6 +110,17 @@ def test_nothing_imports_the_front_ends() -> None:
         if not name.startswith("celery_mcp.interfaces") and layer(name) < 5
     }
     assert not {n: u for n, u in users.items() if u}
+
+
+def test_every_load_by_name_is_counted() -> None:
+    arguments = {
+        (name, loaded)
+        for name, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if (loaded := _loaded_by_name(node)) is not None
+    }
+    assert {loaded for _, loaded in arguments} <= set(LOADED), arguments
+    assert "celery_mcp.service.diagnose" in GRAPH["celery_mcp.service.funnel"]
 
 
 def test_no_import_circle() -> None:

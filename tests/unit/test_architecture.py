@@ -152,3 +152,34 @@ def test_no_import_circle() -> None:
         if name not in index:
             visit(name)
     assert not circles, circles
+
+
+def _unexplained_imports(path: Path) -> list[str]:
+    """Imports inside a function with no comment saying why: none on the import, above its
+    run of imports, or opening the function's body."""
+    lines = path.read_text().splitlines()
+    found = []
+    for fn in ast.walk(ast.parse("\n".join(lines))):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        opening = lines[fn.body[0].lineno - 2 : fn.body[0].lineno - 1]  # a comment before it
+        for node in ast.walk(fn):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            said = "#" in "".join(lines[node.lineno - 1 : node.end_lineno])
+            above = node.lineno - 2
+            while not said and above >= 0:
+                text = lines[above].strip()
+                said = text.startswith("#")
+                if not (said or text.startswith(("import ", "from "))):
+                    break
+                above -= 1
+            if not said and not any(line.strip().startswith("#") for line in opening):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {lines[node.lineno - 1]}")
+    return found
+
+
+def test_every_import_inside_a_function_says_why() -> None:
+    # an import deferred to a function hides an edge and costs a lookup per call: only for a
+    # measured start-up cost (the server answers tools/list before Celery is imported)
+    assert [line for path in MODULES.values() for line in _unexplained_imports(path)] == []

@@ -183,3 +183,34 @@ def test_every_import_inside_a_function_says_why() -> None:
     # an import deferred to a function hides an edge and costs a lookup per call: only for a
     # measured start-up cost (the server answers tools/list before Celery is imported)
     assert [line for path in MODULES.values() for line in _unexplained_imports(path)] == []
+
+
+def _readme_map() -> set[str]:
+    """The files the README's module map ("How it is built") names, as paths: a name ending in
+    `/` opens a folder for the lines indented under it, a name ending in `.py` is a file of the
+    innermost open folder."""
+    section = (ROOT / "README.md").read_text().split("## How it is built", 1)[1]
+    block = section.split("```", 2)[1]
+    named: set[str] = set()
+    folders: list[tuple[int, str]] = []  # (indent, path), innermost last
+    for line in block.splitlines():
+        indent = len(line) - len(line.lstrip())
+        while folders and folders[-1][0] >= indent:
+            folders.pop()
+        words = [w.strip("`,;:()") for w in line.split()]
+        if words and words[0].endswith("/"):
+            parent = folders[-1][1] if folders else ""
+            folders.append((indent, parent + words[0]))
+        where = folders[-1][1] if folders else ""
+        named |= {where + w for w in words if w.endswith(".py") and "/" not in w}
+    return named
+
+
+def test_the_readme_map_names_every_module() -> None:
+    files = {
+        path.relative_to(ROOT).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        # a package's docstring-only __init__.py is its folder, which the map names
+        if not (path.name == "__init__.py" and len(ast.parse(path.read_text()).body) <= 1)
+    }
+    assert sorted(files - _readme_map()) == []

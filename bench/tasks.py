@@ -23,6 +23,7 @@ from mcp.client.stdio import stdio_client
 from bench.harness import Row, Run, interleaved, p50, percentile, time_async, time_sync
 from celery_mcp.config import Settings
 from celery_mcp.service.cluster import Cluster
+from celery_mcp.service.funnel import implementation
 from celery_mcp.service.registry import OPERATIONS
 
 IDLE_QUEUE = "bench.idle"
@@ -73,7 +74,7 @@ async def send_rows(run: Run) -> list[Row]:
     send = OPERATIONS["send_task"]
     cluster = Cluster(Settings(data_dir=run.env.data_dir), app=app)
     request = send.input_model.model_validate(args)
-    service = time_sync(lambda: send.func(cluster, request), n)
+    service = time_sync(lambda: implementation(send)(cluster, request), n)
     plain_app = run.env.plain_app()
     plain_app.send_task("demo.noop", queue=IDLE_QUEUE)
     plain: list[float] = []

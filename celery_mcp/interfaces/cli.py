@@ -1,6 +1,6 @@
 """Command line: `celery-mcp serve | worker | beat | monitor | broker` and `--action NAME ...`.
 
-`--action` runs one operation through the same funnel as the MCP tools (`registry.invoke`:
+`--action` runs one operation through the same funnel as the MCP tools (`funnel.invoke`:
 read-only mode, toolsets, validation) and prints its output model as JSON; on failure it prints
 `{"error": {"code", "message", "hint"}}` and exits non-zero.
 
@@ -37,7 +37,7 @@ from celery_mcp.interfaces.mcp.http_security import (
 )
 from celery_mcp.logs import setup_logging
 from celery_mcp.runtime import embedded
-from celery_mcp.service import registry
+from celery_mcp.service import funnel, registry
 
 #: `--action` names that are not operation names (the seed's spelling).
 ACTION_ALIASES = {"ping": "ping_workers"}
@@ -121,7 +121,7 @@ def cmd_serve(ns: argparse.Namespace) -> int:
             f"{settings.data_dir / 'worker.log'}",
             file=sys.stderr,
         )
-    from celery_mcp.interfaces.mcp.server import run
+    from celery_mcp.interfaces.mcp.server import run  # the MCP SDK (0.6 s): `serve` only
 
     def ready() -> None:
         print(f"celery-mcp: {_http_banner(settings, generated)}", file=sys.stderr, flush=True)
@@ -279,7 +279,7 @@ def _stop_child(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 def cmd_monitor(ns: argparse.Namespace) -> int:
-    from celery_mcp.runtime.monitor import run
+    from celery_mcp.runtime.monitor import run  # Celery (0.28 s): only commands that need it
 
     settings = _settings(ns)
     setup_logging(settings.log_level)
@@ -288,8 +288,8 @@ def cmd_monitor(ns: argparse.Namespace) -> int:
 
 
 def cmd_worker(ns: argparse.Namespace, extra: list[str]) -> int:
-    from celery_mcp.app import make_app
-    from celery_mcp.runtime.worker import setup
+    from celery_mcp.app import make_app  # Celery (0.2 s): only commands that need it
+    from celery_mcp.runtime.worker import setup  # Celery's worker modules: `worker` only
 
     settings = _settings(ns)
     app = make_app(embedded.resolve(settings), worker=True)
@@ -326,7 +326,7 @@ def _state_name(hostname: str) -> str:
 
 
 def cmd_beat(ns: argparse.Namespace) -> int:
-    from celery_mcp.runtime.beat import run
+    from celery_mcp.runtime.beat import run  # Celery and RedBeat (0.3 s): `beat` only
 
     run(
         _settings(ns),
@@ -402,7 +402,7 @@ def cmd_action(ns: argparse.Namespace, extra: list[str]) -> int:
         _error(InvalidArgument(str(exc.code), hint="see `celery-mcp --help` for the settings"))
         return 2
     try:
-        call = registry.prepare(name, settings, _field_values(extra), "cli")
+        call = funnel.prepare(name, settings, _field_values(extra), "cli")
     except SystemExit as exc:  # a malformed field list
         _error(InvalidArgument(str(exc.code), hint=help_hint))
         return 2
@@ -413,7 +413,7 @@ def cmd_action(ns: argparse.Namespace, extra: list[str]) -> int:
         _error(exc)
         return 1
     try:
-        from celery_mcp.runtime.connect import open_cluster
+        from celery_mcp.runtime.connect import open_cluster  # Celery (0.27 s): once allowed
 
         result = call.run(open_cluster(settings))
     except CeleryMcpError as exc:

@@ -1,9 +1,10 @@
-"""A call's cancel flag, which every wait of the service layer checks.
+"""A call's cancel flag, which every wait of the service layer checks, and its progress callback.
 
 A front end that can cancel a call (the MCP server: the client cancelled it, or its time bound
 ran out) runs it inside `watching(event)` and sets `event`; waits then raise `Cancelled` within
 `POLL_S`, so the call's thread ends and gives its slot back. Without a flag nothing is
-cancelled: the facade and the CLI wait as before.
+cancelled: the facade and the CLI wait as before. A front end that can report progress hands a
+long operation a `Progress` callback, which its waits call.
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Protocol
 
 from celery_mcp.errors import Cancelled
 
 #: Longest a wait goes without looking at its call's cancel flag.
 POLL_S = 0.05
+
+
+class Progress(Protocol):
+    """Progress callback given to long operations: (done, total, message)."""
+
+    def __call__(self, progress: float, total: float | None, message: str) -> None: ...
+
 
 _flag: ContextVar[threading.Event | None] = ContextVar("celery_mcp_cancel", default=None)
 

@@ -15,8 +15,7 @@ from celery_mcp.app import make_app
 from celery_mcp.config import Settings, redact_url
 from celery_mcp.errors import InvalidArgument, Unavailable
 from celery_mcp.stores.clients import is_amqp_url, is_redis_url, redis_client
-from celery_mcp.stores.history import HistoryStore
-from celery_mcp.stores.keys import HISTORY_PREFIX
+from celery_mcp.stores.history import HistoryStore, history_prefix
 from celery_mcp.stores.schedules import ScheduleStore, store_location
 
 if TYPE_CHECKING:  # types only: these modules import this one
@@ -135,7 +134,7 @@ class Cluster:
             max_tasks=s.history_max_tasks,
             max_age_s=s.history_max_age_s,
             field_bytes=s.history_field_bytes,
-            prefix=self.state_prefix + HISTORY_PREFIX,
+            prefix=history_prefix(self.state_prefix),
         )
 
     @cached_property

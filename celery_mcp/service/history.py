@@ -44,6 +44,7 @@ from celery_mcp.service.sending import ensure_sendable, noting_sent, publish_opt
 from celery_mcp.stores.history import (
     STATES,
     HistoryStore,
+    Relations,
     SentTask,
     TaskRecord,
     record_from_meta,
@@ -367,15 +368,9 @@ def _outcome(
     return result, exception, trace
 
 
-def _relations(rel: dict[str, str], meta: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(children, retried_as) from the history's relations and the backend's children."""
-    children = [k.split(":", 1)[1] for k in rel if k.startswith("child:")]
-    children += [c for c in _child_ids(meta.get("children")) if c not in children]
-    retried_as = sorted(
-        (k.split(":", 1)[1] for k in rel if k.startswith("retried_as:")),
-        key=lambda k: float(rel[f"retried_as:{k}"]),
-    )
-    return children, retried_as
+def _children(rel: Relations, meta: dict[str, Any]) -> list[str]:
+    """The children the history saw, then those only the backend knows."""
+    return rel.children + [c for c in _child_ids(meta.get("children")) if c not in rel.children]
 
 
 def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
@@ -402,7 +397,7 @@ def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
         blocked_by = rec.blocked_by or _copied_failure(store, tid, found, meta)
     if blocked_by is not None:  # Celery's copy of an earlier step's failure: it never ran
         state, exception, trace = NOT_RUN, None, None
-    children, retried_as = _relations(rel, meta)
+    children = _children(rel, meta)
     retries = meta.get("retries")
     return TaskDetail(
         task_id=tid,
@@ -426,8 +421,8 @@ def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
         children=children[:MAX_CHILDREN],
         children_count=len(children),
         deliveries=rec.deliveries,
-        retry_of=rel.get("retry_of"),
-        retried_as=retried_as,
+        retry_of=rel.retry_of,
+        retried_as=rel.retried_as,
         blocked_by=blocked_by,
         sources=[s for s, known in (("history", found), ("backend", meta)) if known],
         truncated=capper.cuts,
@@ -534,10 +529,10 @@ def retry_failed(cluster: Cluster, request: RetryFailedInput) -> RetryFailedResu
         for _score, tid, rec in matches:
             if rec is None:
                 break
-            retried = [k for k in store.relations(tid) if k.startswith("retried_as:")]
+            retried = store.relations(tid).retried_as
             if retried:
                 if len(skipped) < request.max_tasks:
-                    reason = f"already retried as {retried[-1].split(':', 1)[1]}"
+                    reason = f"already retried as {retried[-1]}"
                     skipped.append(RetryCandidate(task_id=tid, task_name=rec.name, skipped=reason))
                 continue
             if len(picked) == request.max_tasks:

@@ -1,7 +1,7 @@
 """Policy: which operations a front end offers, and which tasks may be sent.
 
 Every front end (MCP server, Python API, CLI) reaches an operation through
-`registry.prepare`, which applies `check_operation`; every path that publishes a task applies
+`funnel.prepare`, which applies `check_operation`; every path that publishes a task applies
 `check_task_allowed` (see `sending.ensure_sendable`). So a setting means the same everywhere:
 
 - read-only mode (`read_only`): no operation that changes state runs;

@@ -1,34 +1,24 @@
-"""The operations, and the one funnel every front end calls them through.
+"""The operations: every one a front end offers, with what it needs to know about it.
 
 `OPERATIONS` lists every operation: its name (the MCP tool, the CLI `--action`, the facade
 method), toolset, input and output models, safety flags and the description agents read. The
 implementation is the function of the same name in `celery_mcp.service.<module>`, a plain sync
-function `(cluster, request[, progress]) -> response`.
-
-`prepare(name, settings, fields, front_end)` is the funnel: it finds the operation, applies the
-policy (read-only, toolsets; see `policy`) and validates the fields with the input model, raising
-a typed error; the returned `Call` runs it. The MCP server prepares on its event loop and runs
-in a worker thread; the facade and the CLI `invoke` (prepare + run) directly.
+function `(cluster, request[, progress]) -> response`; `funnel` loads it and runs calls.
 
 The table imports only models, so a front end can list the operations (the MCP server answers
-`tools/list`) without importing the implementations, which import Celery: importing them all
-took 95 ms at server start (they load on first call; `load_all` warms them).
+`tools/list`) without importing the implementations, which import Celery; and an
+implementation may read the table (diagnose does) without an import circle.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
-import inspect
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from celery_mcp.config import Settings
-from celery_mcp.errors import InvalidArgument, validation_message
+from celery_mcp.errors import InvalidArgument
 from celery_mcp.models import catalog as cat
 from celery_mcp.models import diagnose as dia
 from celery_mcp.models import health as hea
@@ -37,10 +27,7 @@ from celery_mcp.models import schedules as sch
 from celery_mcp.models import tasks as tsk
 from celery_mcp.models import workers as wrk
 from celery_mcp.models import workflows as wfl
-from celery_mcp.service.policy import FrontEnd, check_operation, offers, with_defaults
-
-if TYPE_CHECKING:  # types only: the cluster module imports Celery
-    from celery_mcp.service.cluster import Cluster
+from celery_mcp.service.policy import FrontEnd, offers
 
 #: Where each toolset's operations are implemented (module of celery_mcp.service).
 MODULES = {
@@ -52,12 +39,6 @@ MODULES = {
     "history": "history",
     "health": "health",
 }
-
-
-class Progress(Protocol):
-    """Progress callback given to long operations: (done, total, message)."""
-
-    def __call__(self, progress: float, total: float | None, message: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -81,14 +62,6 @@ class Operation:
     @property
     def implemented_in(self) -> str:
         return f"celery_mcp.service.{self.module or MODULES[self.toolset]}"
-
-    @cached_property
-    def func(self) -> Callable[..., BaseModel]:
-        """The implementation (its module imported on first use)."""
-        impl: Callable[..., BaseModel] = getattr(
-            importlib.import_module(self.implemented_in), self.name
-        )
-        return impl
 
     def bound_s(self, settings: Settings, request: BaseModel) -> float:
         """Upper bound on one call: the call timeout plus any wait the caller asked for."""
@@ -308,13 +281,6 @@ OPERATIONS: dict[str, Operation] = _ops(
 )  # fmt: skip
 
 
-def load_all() -> dict[str, Operation]:
-    """Import every implementation (a server warms up with this after it starts listening)."""
-    for op in OPERATIONS.values():
-        _ = op.func
-    return OPERATIONS
-
-
 def offered(settings: Settings, front_end: FrontEnd) -> list[Operation]:
     """The operations `front_end` offers under `settings`, in table order."""
     return [
@@ -333,69 +299,3 @@ def find(name: str) -> Operation:
             hint=f"{guess}the operations are: {', '.join(OPERATIONS)}",
         )
     return op
-
-
-@dataclass(frozen=True)
-class Call:
-    """A validated, allowed call of one operation, ready to run."""
-
-    op: Operation
-    request: BaseModel
-
-    def bound_s(self, settings: Settings) -> float:
-        return self.op.bound_s(settings, self.request)
-
-    def run(self, cluster: Cluster, progress: Progress | None = None) -> BaseModel:
-        if self.op.progress and progress is not None:
-            return self.op.func(cluster, self.request, progress=progress)
-        return self.op.func(cluster, self.request)
-
-
-def parse(op: Operation, fields: Mapping[str, Any] | BaseModel) -> BaseModel:
-    """`fields` as the operation's input model, or InvalidArgument saying what is wrong."""
-    if isinstance(fields, op.input_model):
-        return fields
-    try:
-        return op.input_model.model_validate(fields)
-    except ValidationError as exc:
-        raise InvalidArgument(
-            f"{op.name}: {validation_message(exc)}", hint=f"{op.name}: {op.description}"
-        ) from None
-
-
-def prepare(
-    name: str,
-    settings: Settings,
-    fields: Mapping[str, Any] | BaseModel,
-    front_end: FrontEnd,
-) -> Call:
-    """The funnel: find `name`, check the policy for `front_end`, validate `fields`."""
-    op = find(name)
-    check_operation(settings, op.name, op.toolset, op.read_only, front_end)
-    if isinstance(fields, BaseModel):
-        return Call(op, parse(op, fields))
-    return Call(op, parse(op, with_defaults(front_end, op.input_model.model_fields, fields)))
-
-
-def invoke(
-    name: str,
-    cluster: Cluster,
-    fields: Mapping[str, Any] | BaseModel,
-    front_end: FrontEnd,
-    progress: Progress | None = None,
-) -> BaseModel:
-    """Prepare and run one operation (the facade and the CLI call this)."""
-    return prepare(name, cluster.settings, fields, front_end).run(cluster, progress)
-
-
-def signature_matches(op: Operation) -> bool:
-    """True when the implementation takes (cluster, request[, progress]) with the table's
-    models (a unit test checks every operation)."""
-    params = list(inspect.signature(op.func).parameters)
-    hints = inspect.get_annotations(op.func, eval_str=True)
-    return (
-        params[:2] == ["cluster", "request"]
-        and hints.get("request") is op.input_model
-        and hints.get("return") is op.output_model
-        and ("progress" in params) == op.progress
-    )

@@ -50,6 +50,7 @@ def _safe_list(read: Callable[[], list[str]]) -> list[str]:
 
 
 def task_names(cluster: Cluster) -> list[str]:
+    # Celery (0.3 s): the MCP server imports this module at start, before it loads Celery
     from celery_mcp.service.discovery import worker_task_names
 
     return sorted(_safe(cluster.app_task_names) | _safe(lambda: worker_task_names(cluster)))

@@ -20,12 +20,12 @@ from celery_mcp.models.tasks import (
     TaskResult,
     TaskStatus,
 )
+from celery_mcp.service.cancel import Progress
 from celery_mcp.service.catalog import routed_queue
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.discovery import expected_workers
 from celery_mcp.service.limits import cap_json
 from celery_mcp.service.priority import ignored_priority
-from celery_mcp.service.registry import Progress
 from celery_mcp.service.results import (
     check_result_backend,
     has_result_backend,

@@ -2,7 +2,7 @@
 
 A view is a URI (or an RFC 6570 template with `{variable}`s) and the read-only operation that
 computes it, so a resource and its tool return the same model from the same code, through the
-same funnel (`registry.prepare`: read-only mode and toolsets apply once). A view of a toolset
+same funnel (`funnel.prepare`: read-only mode and toolsets apply once). A view of a toolset
 that is not enabled is not offered. `celery://cluster` is the one composite: the results of
 health, queue_lengths and list_tasks(status=['FAILURE']) side by side (`ClusterOverview`).
 
@@ -24,8 +24,9 @@ from celery_mcp.models.cluster import ClusterOverview
 from celery_mcp.models.health import HealthResult
 from celery_mcp.models.history import ListTasksResult
 from celery_mcp.models.workers import QueueLengthsResult
+from celery_mcp.service.funnel import Call, prepare
 from celery_mcp.service.policy import offers
-from celery_mcp.service.registry import OPERATIONS, Call, prepare
+from celery_mcp.service.registry import OPERATIONS
 
 #: What fills a template variable or a prompt argument (see `suggestions`).
 Kind = Literal["task_name", "queue", "worker", "schedule", "task_id"]

@@ -19,7 +19,6 @@ from celery_mcp.models.tasks import TaskResult
 from celery_mcp.service import cancel
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.limits import cap_json, cap_text
-from celery_mcp.service.registry import Progress
 from celery_mcp.service.results import PENDING_META, task_meta
 from celery_mcp.service.rpc_results import drain, uses_rpc
 from celery_mcp.task_failures import exception_text, user_traceback
@@ -145,7 +144,7 @@ def wait_for_result(
     cluster: Cluster,
     task_id: str,
     timeout_s: float,
-    progress: Progress | None = None,
+    progress: cancel.Progress | None = None,
     meta: dict[str, Any] | None = None,
 ) -> TaskResult:
     """Wait up to `timeout_s` (capped by `result_wait_max_s`) for `task_id` to be ready;
@@ -160,7 +159,7 @@ def wait_for_result(
 
 @contextlib.contextmanager
 def waiting_for(
-    cluster: Cluster, task_id: str, timeout_s: float, progress: Progress | None = None
+    cluster: Cluster, task_id: str, timeout_s: float, progress: cancel.Progress | None = None
 ) -> Iterator[Callable[[], TaskResult]]:
     """Subscribe to `task_id`'s result before it is sent; the function yielded waits for it
     (up to `timeout_s`) once it is. A send-and-wait saves the read that closes the race of a
@@ -177,7 +176,7 @@ def _wait(
     meta: dict[str, Any],
     wait_once: WaitOnce,
     timeout_s: float,
-    progress: Progress | None,
+    progress: cancel.Progress | None,
     start: float,
 ) -> TaskResult:
     deadline = start + min(timeout_s, cluster.settings.result_wait_max_s)

@@ -59,6 +59,7 @@ from celery_mcp.service.discovery import Replies
 from celery_mcp.service.limits import cap_json
 from celery_mcp.service.priority import HIGHEST, from_broker
 from celery_mcp.service.redis_layout import layout
+from celery_mcp.stores.clients import scheme_of
 from celery_mcp.stores.keys import TIME_LIMIT_COMMAND
 
 #: Bytes kept of one task's args (and of its kwargs) in task lists.
@@ -303,10 +304,12 @@ def inspect_workers(cluster: Cluster, request: InspectWorkersInput) -> InspectWo
 
 
 def _broker_kind(cluster: Cluster) -> str:
-    scheme = cluster.broker_url.split("://", 1)[0].split("+", 1)[0]
-    return {"rediss": "redis", "valkey": "redis", "amqps": "amqp", "pyamqp": "amqp"}.get(
-        scheme, scheme
-    )
+    """The broker's transport: redis or amqp (by the one scheme table), else the URL's scheme."""
+    if cluster.broker_is_redis:
+        return "redis"
+    if cluster.broker_is_amqp:
+        return "amqp"
+    return scheme_of(cluster.broker_url).split("+", 1)[0]
 
 
 def _priority_label(cluster: Cluster, steps: tuple[int, ...], step: int) -> str:
@@ -385,7 +388,7 @@ def queue_depths(cluster: Cluster, names: list[str]) -> dict[str, QueueDepth]:
     """Messages waiting in each named queue, read on the broker (no worker is asked)."""
     if cluster.broker_is_redis:
         return _redis_depths(cluster, names)
-    if _broker_kind(cluster) == "amqp":
+    if cluster.broker_is_amqp:
         return _amqp_depths(cluster, names)
     with translate_errors("broker"), cluster.app.connection_or_acquire() as conn:
         return {

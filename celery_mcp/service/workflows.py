@@ -56,7 +56,6 @@ from celery_mcp.service import cancel
 from celery_mcp.service.catalog import app_spec, routed_queue, worker_view
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.limits import cap_json
-from celery_mcp.service.registry import Progress
 from celery_mcp.service.results import MGET_BATCH, check_result_backend, has_result_backend, metas
 from celery_mcp.service.rpc_results import add_chord, uses_rpc
 from celery_mcp.service.sending import (
@@ -257,7 +256,7 @@ def _publish(
     plan: Plan,
     dry_run: bool,
     wait_s: float = 0.0,
-    progress: Progress | None = None,
+    progress: cancel.Progress | None = None,
 ) -> WorkflowResult:
     """Store the record (and saved group), then publish; or describe it on a dry run. With
     `wait_s`, wait for the workflow id's result too."""
@@ -378,7 +377,7 @@ def _partly_published(
 
 
 def chain_tasks(
-    cluster: Cluster, request: ChainInput, progress: Progress | None = None
+    cluster: Cluster, request: ChainInput, progress: cancel.Progress | None = None
 ) -> WorkflowResult:
     """Publish a chain (its id is the last step's); with `wait_s`, wait for its result."""
     check_size(len(request.steps), "steps", cluster.settings.max_workflow_size)
@@ -401,7 +400,7 @@ def group_tasks(cluster: Cluster, request: GroupInput) -> WorkflowResult:
 
 
 def chord_workflow(
-    cluster: Cluster, request: ChordInput, progress: Progress | None = None
+    cluster: Cluster, request: ChordInput, progress: cancel.Progress | None = None
 ) -> WorkflowResult:
     """Publish a chord (its id is the callback's); with `wait_s`, wait for its result."""
     check_size(len(request.header), "header", cluster.settings.max_workflow_size)
@@ -581,7 +580,7 @@ def _group_result(cluster: Cluster, group_id: str, agg: Aggregate, waited_s: flo
 
 
 def saved_group_result(
-    cluster: Cluster, request: GetResultInput, progress: Progress | None = None
+    cluster: Cluster, request: GetResultInput, progress: cancel.Progress | None = None
 ) -> TaskResult | None:
     """get_result of a saved group id: bounded wait for all members (None if not a group)."""
     ids = _saved_group_ids(cluster, request.task_id)

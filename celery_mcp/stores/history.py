@@ -5,7 +5,7 @@ events; the history tools and diagnose (service) read it. Layout under `keys.HIS
 in the broker's Redis db (the result backend's when the broker is not Redis):
 
     t:<id>             string  the task's TaskRecord as JSON (fields capped); expires after max age
-    r:<id>             hash    relations: child:<id>, retried_as:<id>, retry_of
+    r:<id>             hash    relations: child:<id> and retried_as:<id> -> when, retry_of -> id
     idx                zset    every task id, score = first seen (unix seconds)
     s:<STATE>          zset    ids in that state, same score
     n:<STATE>:<name>   zset    ids of that task name in that state, same score
@@ -105,6 +105,44 @@ FINISH_KIND = {"SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "revoked"
 FINISH_FIELDS = ("succeeded", "failed", "revoked", "rejected")
 TRIM_CHUNK = 2_000
 WORKER_FORGET_S = 86_400.0
+#: Fields of a task's relations hash `r:<id>`: a child (the parent's id is the hash's), a re-run
+#: of it (value: when it was sent) and, on a re-run, the task it re-runs (value: that task's id).
+CHILD_FIELD = "child:"
+RETRIED_AS_FIELD = "retried_as:"
+RETRY_OF_FIELD = "retry_of"
+
+
+def history_prefix(state_prefix: str = "") -> str:
+    """The history's key prefix in a state store whose own keys start with `state_prefix`
+    (a user's `global_keyprefix`)."""
+    return state_prefix + HISTORY_PREFIX
+
+
+@dataclass(frozen=True)
+class Relations:
+    """A task's links in the history: the children seen with it as parent, its re-runs (oldest
+    first) and the task it re-runs."""
+
+    children: list[str]
+    retried_as: list[str]
+    retry_of: str | None
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, str]) -> Relations:
+        """Read a relations hash as `HistoryStore` writes it."""
+        retried = [
+            (k.removeprefix(RETRIED_AS_FIELD), float(v))
+            for k, v in fields.items()
+            if k.startswith(RETRIED_AS_FIELD)
+        ]
+        return cls(
+            children=[k.removeprefix(CHILD_FIELD) for k in fields if k.startswith(CHILD_FIELD)],
+            retried_as=[tid for tid, _ in sorted(retried, key=lambda item: item[1])],
+            retry_of=fields.get(RETRY_OF_FIELD),
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.children or self.retried_as or self.retry_of)
 
 
 class TaskRecord(BaseModel):
@@ -485,7 +523,7 @@ class HistoryStore:
             pipe.sadd(self.key("nkeys"), nkey)
         if rec.parent and not (old and old.parent):
             rel = self.key("r", rec.parent)
-            pipe.hset(rel, f"child:{tid}", first)
+            pipe.hset(rel, CHILD_FIELD + tid, first)
             pipe.expire(rel, self.ttl_s)
 
     def backfill(self, metas: dict[str, dict[str, Any]]) -> int:
@@ -596,8 +634,8 @@ class HistoryStore:
     def link_retry(self, original: str, new: str) -> None:
         """Record that `new` re-runs `original` (both directions)."""
         pipe = self.r.pipeline(transaction=False)
-        pipe.hset(self.key("r", original), f"retried_as:{new}", time.time())
-        pipe.hset(self.key("r", new), "retry_of", original)
+        pipe.hset(self.key("r", original), RETRIED_AS_FIELD + new, time.time())
+        pipe.hset(self.key("r", new), RETRY_OF_FIELD, original)
         pipe.expire(self.key("r", original), self.ttl_s)
         pipe.expire(self.key("r", new), self.ttl_s)
         pipe.execute()
@@ -681,8 +719,9 @@ class HistoryStore:
     def get(self, task_id: str) -> TaskRecord | None:
         return self.get_many([task_id])[0]
 
-    def relations(self, task_id: str) -> dict[str, str]:
-        return dict(self.r.hgetall(self.key("r", task_id)))
+    def relations(self, task_id: str) -> Relations:
+        """The task's children, re-runs and original, as recorded."""
+        return Relations.from_fields(dict(self.r.hgetall(self.key("r", task_id))))
 
     def name_keys(self) -> list[tuple[str, str, str]]:
         """(key, state, name) of every n:* index."""

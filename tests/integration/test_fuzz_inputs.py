@@ -27,6 +27,7 @@ from celery_mcp.config import Settings
 from celery_mcp.errors import CeleryMcpError
 from celery_mcp.runtime.embedded import EmbeddedServer
 from celery_mcp.service.cluster import Cluster
+from celery_mcp.service.funnel import implementation
 from celery_mcp.service.registry import Operation, offered
 from tests.support import error_text, mcp_session
 
@@ -183,7 +184,7 @@ def test_random_inputs_in_process_give_results_or_typed_errors(fuzz_settings: Se
             return
         start = time.monotonic()
         try:
-            out = op.func(cluster, request)
+            out = implementation(op)(cluster, request)
         except CeleryMcpError as exc:
             assert exc.code and exc.message, op.name
             tally["typed"] += 1
@@ -266,4 +267,4 @@ def test_unchecked_workflow_arity_is_a_typed_error(
     """Found by the fuzzer: Celery's own arity check used to escape as internal_error."""
     op = next(op for op in offered(fuzz_settings, "mcp") if op.name == tool)
     with pytest.raises(CeleryMcpError):
-        op.func(Cluster(fuzz_settings), op.input_model.model_validate(arguments))
+        implementation(op)(Cluster(fuzz_settings), op.input_model.model_validate(arguments))

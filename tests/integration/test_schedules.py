@@ -94,6 +94,30 @@ async def wait_runs(
         await anyio.sleep(0.2)
 
 
+async def settled(session: ClientSession, cluster: Cluster, name: str) -> dict[str, Any]:
+    """The disabled entry once the runs beat claimed before the disable were sent (no unsent
+    run: a claim after the disable fails) and a worker finished each run it counted."""
+    with anyio.fail_after(15):
+        while True:
+            got = await entry(session, name)
+            if got["unsent_run"] is None and len(runs(cluster, name)) >= got["total_run_count"]:
+                return got
+            await anyio.sleep(0.05)
+
+
+def ticked_after(cluster: Cluster, at: float) -> bool:
+    """True once an active beat began a tick after `at` (unix time): a tick sends what it
+    claims before the next one begins, so every run claimed before `at` is sent by then."""
+    beats = get_store(cluster).heartbeats().values()
+    return any(b.get("role") == "active" and b.get("last_tick_at", 0) > at for b in beats)
+
+
+def finished(cluster: Cluster, task_ids: set[str]) -> bool:
+    """True when a worker stored the result of each of `task_ids`."""
+    client = cluster.app.backend.client
+    return all(client.exists(f"celery-task-meta-{task_id}") for task_id in task_ids)
+
+
 async def test_schedules_toolset_has_eight_tools(smcp: ClientSession) -> None:
     tools = {t.name: t for t in (await smcp.list_tools()).tools}
     names = TOOLSET_TOOLS["schedules"]
@@ -240,7 +264,7 @@ async def test_update_changes_schedule_and_args(smcp: ClientSession) -> None:
 
 
 async def test_disable_stops_and_remove_deletes(
-    smcp: ClientSession, beat: Beat, cluster: Cluster
+    smcp: ClientSession, beat: Beat, beats: Beats, cluster: Cluster
 ) -> None:
     name, key = unique("stop"), unique("k")
     await call(smcp, "add_periodic_task", name=name, task_name="demo.flaky", args=[key, 0], every=1)
@@ -261,14 +285,20 @@ async def test_disable_stops_and_remove_deletes(
     assert dry["executed"] is False and "confirm=true" in dry["message"]
     assert (await entry(smcp, name))["name"] == name
     done = await call(smcp, "remove_periodic_task", name=name, confirm=True)
+    removed_at = time.time()
     assert done["executed"] is True
     assert "not_found" in await call_error(smcp, "get_periodic_task", name=name)
     store = get_store(cluster)
     assert not store.client.exists(store.key(name))
     assert store.client.zscore(store.schedule_key, store.key(name)) is None
-    await anyio.sleep(1.5)  # a run already sent may still be executing
+    # a run claimed before the removal is still sent, by the next tick; it may be executing
+    wait_until(lambda: ticked_after(cluster, removed_at), 10, what="a beat tick after removal")
+    sent = {task_id for b in beats.all for task_id, _, _ in b.sent_runs(name)}
+    wait_until(lambda: finished(cluster, sent), 10, what="the runs sent before the removal")
     before = executions(cluster, key)
-    await anyio.sleep(2.5)
+    next_due = time.time() + 1  # every=1: a due time passes, and beat ticks after it
+    wait_until(lambda: ticked_after(cluster, next_due), 10, what="a beat tick after a due time")
+    assert {task_id for b in beats.all for task_id, _, _ in b.sent_runs(name)} == sent
     assert executions(cluster, key) == before
 
 
@@ -374,7 +404,7 @@ async def test_beat_restart_neither_loses_nor_double_fires(
     assert got["name"] == name and got["schedule"]["every_s"] == 2
     assert (await entry(smcp, quiet))["total_run_count"] == 0  # no fire-at-start (RedBeat #79)
     await call(smcp, "disable_periodic_task", name=name)
-    await anyio.sleep(1.5)
+    await settled(smcp, cluster, name)
     due = runs(cluster, name)
     assert executions(cluster, key) == len(due)  # no run executed twice
     gaps = [(b - a).total_seconds() for a, b in zip(due, due[1:], strict=False)]
@@ -396,20 +426,24 @@ async def test_two_beats_never_fire_a_run_twice(
     third = beats.start().wait_role(cluster, "standby")
     await wait_runs(smcp, name, 17, timeout_s=30)  # the chaos test runs 100 (schedule_delivery)
     await call(smcp, "disable_periodic_task", name=name)
-    await anyio.sleep(1.5)
-    got = await entry(smcp, name)
+    got = await settled(smcp, cluster, name)
     due = runs(cluster, name)
     assert executions(cluster, key) == len(due) >= 15, (executions(cluster, key), len(due))
     gaps = [(b - a).total_seconds() for a, b in zip(due, due[1:], strict=False)]
     assert min(gaps) >= 0.999, gaps
-    delays = [ms for b in (first, second, third) for ms in b.sent_delays_ms(name)]
-    assert len(delays) == got["total_run_count"]
+
+    def delays() -> list[float]:  # a run is counted just before its "sent" line is logged
+        return [ms for b in (first, second, third) for ms in b.sent_delays_ms(name)]
+
+    wait_until(lambda: len(delays()) >= got["total_run_count"], 5, what="the sent log lines")
+    assert len(delays()) == got["total_run_count"]
+    sent = delays()
     print(
-        f"\nfire delay after due time over {len(delays)} runs (ms): "
-        f"median {statistics.median(delays):.0f}, max {max(delays):.0f}, "
-        f"p90 {sorted(delays)[int(len(delays) * 0.9)]:.0f}; largest gap {max(gaps):.2f}s"
+        f"\nfire delay after due time over {len(sent)} runs (ms): "
+        f"median {statistics.median(sent):.0f}, max {max(sent):.0f}, "
+        f"p90 {sorted(sent)[int(len(sent) * 0.9)]:.0f}; largest gap {max(gaps):.2f}s"
     )
-    assert statistics.median(delays) < 1000
+    assert statistics.median(sent) < 1000
     second.stop()
     third.stop()
 

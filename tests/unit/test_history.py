@@ -17,10 +17,12 @@ from celery_mcp.service.history import (
     window_bounds,
 )
 from celery_mcp.stores.history import (
+    Relations,
     TaskRecord,
     apply_backend_meta,
     apply_event,
     cap_value,
+    history_prefix,
     record_from_meta,
     worker_entry,
 )
@@ -213,3 +215,15 @@ def test_tracebacks_lose_the_worker_wrapper_frames() -> None:
     kept = user_traceback(trace)
     assert kept is not None and "retry.py" not in kept and "original(" not in kept
     assert "proj/tasks.py" in kept and kept.endswith("RuntimeError: boom\n")
+
+
+def test_relations_read_back_as_the_store_writes_them() -> None:
+    fields = {"child:c1": "5.0", "retried_as:new2": "20.5", "retried_as:new1": "10.0"}
+    rel = Relations.from_fields({**fields, "child:c2": "6.0", "retry_of": "orig"})
+    assert rel == Relations(children=["c1", "c2"], retried_as=["new1", "new2"], retry_of="orig")
+    assert rel and not Relations.from_fields({})
+
+
+def test_history_prefix_follows_the_state_stores_prefix() -> None:
+    assert history_prefix("proj:") == "proj:celery-mcp:history:"
+    assert history_prefix() == "celery-mcp:history:"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery_mcp.config import DEFAULT_TOOLSETS, TOOLSETS, Settings
+from celery_mcp.service.funnel import signature_matches
 from celery_mcp.service.registry import OPERATIONS, offered
 from tests.toolset_contract import DEFAULT_MAX_TOOLS, TOOLSET_TOOLS
 
@@ -38,3 +39,7 @@ def test_destructive_operations_are_not_read_only() -> None:
 def test_descriptions_are_short_and_present() -> None:
     for op in OPERATIONS.values():
         assert 20 <= len(op.description) <= 300, (op.name, len(op.description))
+
+
+def test_every_implementation_takes_the_tables_models() -> None:
+    assert [op.name for op in OPERATIONS.values() if not signature_matches(op)] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from celery import Celery
 from pydantic import ValidationError
 
 from celery_mcp.config import Settings
@@ -12,7 +13,7 @@ from celery_mcp.models.common import Truncation
 from celery_mcp.models.workers import COMMAND_ARGUMENTS, ControlCommand, ControlInput
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.discovery import Census, registered_names
-from celery_mcp.service.workers import COMMANDS, _pool_name, _reply, _task
+from celery_mcp.service.workers import COMMANDS, _broker_kind, _pool_name, _reply, _task
 
 VALID: dict[ControlCommand, dict[str, Any]] = {
     ControlCommand.POOL_RESTART: {},
@@ -136,3 +137,20 @@ def test_registered_names_drop_the_rate_limit_suffix() -> None:
 def test_an_empty_destination_is_refused_not_read_as_everyone() -> None:
     with pytest.raises(ValidationError):
         ControlInput(command="pool_grow", destination=[])
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("redis+socket:///run/redis.sock?virtual_host=2", "redis"),
+        ("valkeys://localhost:6380/0", "redis"),
+        ("unix:///run/redis.sock", "redis"),
+        ("valkey://localhost/0", "redis"),
+        ("pyamqp://guest@localhost//", "amqp"),
+        ("amqps://guest@localhost//", "amqp"),
+        ("sqs://", "sqs"),
+    ],
+)
+def test_broker_kind_reads_the_one_scheme_table(url: str, kind: str) -> None:
+    app = Celery(broker=url, set_as_current=False)  # no connection made
+    assert _broker_kind(Cluster(Settings(), app=app)) == kind

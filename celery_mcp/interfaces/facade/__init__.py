@@ -51,7 +51,7 @@ from celery_mcp.models.common import TaskName
 from celery_mcp.runtime.connect import open_cluster
 from celery_mcp.runtime.worker import retry, setup
 from celery_mcp.runtime.worker.local import LocalWorker, nameable
-from celery_mcp.service import registry
+from celery_mcp.service import funnel
 from celery_mcp.service.health import check_broker
 
 __all__ = [
@@ -107,7 +107,7 @@ class CelerySkill:
 
         Fields given as None are left out, so the operation's defaults apply."""
         given = {k: v for k, v in fields.items() if v is not None}
-        return registry.invoke(op_name, self.cluster, given, "python").model_dump(mode="json")
+        return funnel.invoke(op_name, self.cluster, given, "python").model_dump(mode="json")
 
     # -- toolsets ---------------------------------------------------------------------------
 

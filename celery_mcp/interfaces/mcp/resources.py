@@ -1,7 +1,7 @@
 """MCP resources and resource templates: the views of `service.views`, read through the funnel.
 
 Each view becomes a resource (or template) whose read prepares its operation(s) with
-`registry.prepare` (policy applies once, as for tools) and runs them with the server's
+`funnel.prepare` (policy applies once, as for tools) and runs them with the server's
 `Runner` (a worker thread under the call's bound); the text is the operation's output model as
 JSON, so a resource and its tool return the same data. Typed errors become MCP errors whose
 message starts with the error code; an unknown id or name (`not_found`, `invalid_argument`,
@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from celery_mcp.config import Settings, redact_url
 from celery_mcp.errors import CeleryMcpError, InvalidArgument, NotFound
-from celery_mcp.service.registry import Call
+from celery_mcp.service.funnel import Call
 from celery_mcp.service.views import View, assemble, offered_views, prepare_view
 
 log = logging.getLogger("celery_mcp.server")

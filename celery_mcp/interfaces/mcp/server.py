@@ -49,8 +49,9 @@ from celery_mcp.interfaces.mcp import http_security, protocol
 from celery_mcp.interfaces.mcp.schema_compact import compact_input, output_shape
 from celery_mcp.models.common import ErrorDetail
 from celery_mcp.service import cancel
+from celery_mcp.service.funnel import Call, prepare
 from celery_mcp.service.policy import enabled_toolsets
-from celery_mcp.service.registry import OPERATIONS, Call, Operation, offered, prepare
+from celery_mcp.service.registry import OPERATIONS, Operation, offered
 
 if TYPE_CHECKING:  # types only: the cluster module imports Celery, loaded on first call
     from celery_mcp.service.cluster import Cluster

@@ -45,7 +45,7 @@ from mcp.types import (
 
 from celery_mcp.config import Settings
 from celery_mcp.errors import CeleryMcpError, translate_errors
-from celery_mcp.service.registry import prepare
+from celery_mcp.service.funnel import prepare
 
 if TYPE_CHECKING:
     from mcp.server.connection import Connection

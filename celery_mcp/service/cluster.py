@@ -53,6 +53,8 @@ class Cluster:
         self.worker_tasks: Stamped[frozenset[str]] | None = None
         #: Live workers' `active_queues` replies, and when they were asked.
         self.queue_census: Stamped[Replies] | None = None
+        #: Held while one call refreshes a worker census (the others wait for it and read it).
+        self.census_lock = threading.Lock()
         #: What live workers reported to the catalog, and when.
         self.worker_view: Stamped[WorkerView] | None = None
         #: Specs of the imported app's tasks, derived once each.

@@ -35,13 +35,14 @@ import contextlib
 import difflib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from amqp.exceptions import NotFound, ResourceLocked
 from kombu.utils.uuid import uuid
 
-from celery_mcp.errors import UnknownTask, translate_errors
+from celery_mcp.errors import UnknownTask, WaitTimeout, translate_errors
 from celery_mcp.models.workers import MissingReason, MissingWorker
 from celery_mcp.service.cluster import Cluster, Stamped
 
@@ -75,6 +76,9 @@ class Replies:
     elapsed_ms: float = 0.0
     #: hostnames two or more workers answered as (only one of each is in `by_worker`)
     duplicates: list[str] = field(default_factory=list)
+
+
+T = TypeVar("T")
 
 
 def census(cluster: Cluster, connection: Any = None) -> Census | None:
@@ -273,15 +277,17 @@ def _broadcast(
                 cluster, command, arguments, timeout_s, limit, grace_s, arrived
             )
         else:
-            replies = cluster.app.control.broadcast(
-                command,
-                arguments=arguments or {},
-                destination=destination,
-                reply=True,
-                timeout=timeout_s,
-                limit=limit,
-                callback=arrived,
-            )
+            with cluster.app.connection_or_acquire() as conn:
+                replies = _mailbox(cluster, conn)._broadcast(
+                    command,
+                    arguments or {},
+                    destination,
+                    reply=True,
+                    timeout=timeout_s,
+                    limit=limit,
+                    callback=arrived,
+                    channel=conn.default_channel,
+                )
     merged: dict[str, Any] = {}
     duplicates: set[str] = set()
     for item in replies or []:
@@ -305,7 +311,7 @@ def _broadcast_with_grace(
     kombu's `_publish`/`_collect` are what `Mailbox._broadcast` runs; split here so the same
     ticket is collected twice (`_collect`'s timeout is per reply: it stops at a quiet gap)."""
     with cluster.app.connection_or_acquire() as conn:
-        mailbox = cluster.app.control.mailbox(conn)
+        mailbox = _mailbox(cluster, conn)
         channel = conn.default_channel
         ticket = uuid()
         mailbox._publish(
@@ -328,10 +334,22 @@ def _broadcast_with_grace(
 
 def cast(cluster: Cluster, command: str, arguments: dict[str, Any], destination: list[str]) -> None:
     """Send `command` to `destination` without waiting for replies (e.g. shutdown)."""
-    with translate_errors("broker"):
-        cluster.app.control.broadcast(
-            command, arguments=arguments, destination=destination, reply=False
+    with translate_errors("broker"), cluster.app.connection_or_acquire() as conn:
+        _mailbox(cluster, conn)._broadcast(
+            command, arguments, destination, reply=False, channel=conn.default_channel
         )
+
+
+def _mailbox(cluster: Cluster, conn: Any) -> Any:
+    """The control mailbox on `conn`, publishing on `conn`'s own channel.
+
+    Celery's mailbox takes a producer from the app's producer pool, which takes a second
+    connection from the pool this call already holds one of: with as many concurrent broadcasts
+    as the pool has connections (`broker_pool_limit`, 10), each held one and waited for
+    another, for ever (seen with 50 concurrent send_task calls re-asking the queue census)."""
+    mailbox = cluster.app.control.mailbox(conn)
+    mailbox.producer_pool = None
+    return mailbox
 
 
 def broadcast_inspect(
@@ -362,14 +380,19 @@ def registered_names(replies: dict[str, Any]) -> dict[str, list[str]]:
 
 def worker_task_names(cluster: Cluster, *, max_age_s: float = WORKER_TASKS_TTL_S) -> frozenset[str]:
     """Task names registered on live workers (cached for `max_age_s`)."""
-    cached = cluster.worker_tasks
-    if cached is not None and cached.fresh(max_age_s):
-        return cached.value
-    now = time.monotonic()
-    replies = registered_names(broadcast_inspect(cluster, "registered"))
-    names = frozenset(name for tasks in replies.values() for name in tasks)
-    cluster.worker_tasks = Stamped(now, names)
-    return names
+
+    def cached() -> frozenset[str] | None:
+        stamped = cluster.worker_tasks
+        return stamped.value if stamped is not None and stamped.fresh(max_age_s) else None
+
+    def ask() -> frozenset[str]:
+        now = time.monotonic()
+        replies = registered_names(broadcast_inspect(cluster, "registered"))
+        names = frozenset(name for tasks in replies.values() for name in tasks)
+        cluster.worker_tasks = Stamped(now, names)
+        return names
+
+    return _shared(cluster, cached, ask, "the registered-tasks census")
 
 
 def consumers_by_queue(replies: dict[str, Any]) -> dict[str, list[str]]:
@@ -389,13 +412,33 @@ def recent_active_queues(cluster: Cluster, max_age_s: float) -> Replies | None:
 
 def active_queues(cluster: Cluster, *, max_age_s: float = WORKER_TASKS_TTL_S) -> Replies:
     """Every live worker's `active_queues` reply (cached for `max_age_s`)."""
-    cached = recent_active_queues(cluster, max_age_s)
-    if cached is not None:
-        return cached
-    now = time.monotonic()
-    replies = request(cluster, "active_queues")
-    cluster.queue_census = Stamped(now, replies)
-    return replies
+
+    def ask() -> Replies:
+        now = time.monotonic()
+        replies = request(cluster, "active_queues")
+        cluster.queue_census = Stamped(now, replies)
+        return replies
+
+    def cached() -> Replies | None:
+        return recent_active_queues(cluster, max_age_s)
+
+    return _shared(cluster, cached, ask, "the queue census")
+
+
+def _shared(cluster: Cluster, cached: Callable[[], T | None], ask: Callable[[], T], what: str) -> T:
+    """`cached()`, else `ask()` once for every call that found it stale at the same time: one
+    census broadcast at a time per process, the others wait for it (bounded) and read it."""
+    found = cached()
+    if found is not None:
+        return found
+    bound_s = cluster.settings.inspect_timeout_s + 1.0
+    if not cluster.census_lock.acquire(timeout=bound_s):
+        raise WaitTimeout(f"{what} took more than {bound_s:.1f}s", hint="call health")
+    try:
+        found = cached()
+        return found if found is not None else ask()
+    finally:
+        cluster.census_lock.release()
 
 
 def queue_consumers(

@@ -25,6 +25,7 @@ from mcp import ClientSession
 
 from celery_mcp.config import Settings
 from celery_mcp.runtime.embedded import resolve
+from celery_mcp.service import discovery
 from celery_mcp.service.cluster import Cluster
 from tests.support import (
     Worker,
@@ -435,3 +436,41 @@ async def test_amqp_queue_lengths_purge_and_targeted_inspect(
             inspected = await call(session, "inspect_workers", destination=[host], timeout_s=5)
             assert inspected["workers"][0]["queues"] == ["qamqp"]
             assert inspected["elapsed_ms"] < 5000 and inspected["missing"] == []
+
+
+def test_more_concurrent_broadcasts_than_pooled_connections_all_answer(
+    cluster: Cluster, worker: Worker
+) -> None:
+    """Each broadcast holds one of the app's pooled connections (broker_pool_limit, 10) and
+    publishes on it: Celery's mailbox would take a second one from the same pool, so 10 of them
+    at once waited for each other for ever (50 concurrent send_task calls did it)."""
+    import threading
+
+    limit = int(cluster.app.conf.broker_pool_limit)
+    answers: list[Any] = []
+    threads = [  # daemons: a deadlocked one must not hold the test run at exit
+        threading.Thread(
+            target=lambda: answers.append(discovery.request(cluster, "ping")), daemon=True
+        )
+        for _ in range(limit * 3)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert len(answers) == len(threads), f"{len(threads) - len(answers)} broadcasts never returned"
+    name = worker.hostname.split("@")[0]
+    assert all(any(h.startswith(name) for h in a.by_worker) for a in answers)
+
+
+def test_calls_that_find_the_queue_census_stale_share_one_broadcast(
+    cluster: Cluster, worker: Worker
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    cluster.queue_census = None
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda _: discovery.active_queues(cluster), range(20)))
+    assert all(a is answers[0] for a in answers)  # one census, read by all twenty
+    assert answers[0].by_worker

@@ -3,6 +3,8 @@
     USER_BROKER_URL / USER_RESULT_BACKEND   its broker and backend ("none": no result backend)
     USER_KEYPREFIX                          broker + backend `global_keyprefix` (e.g. "proj:")
     USER_VISIBILITY_S                       the Redis `visibility_timeout`
+    USER_SEP                                the Redis `sep` (key of a priority: queue + sep + step)
+    USER_PRIORITY_STEPS                     its `priority_steps` ("0,4,9")
     USER_LOG_KEY                            Redis list the tasks append what they did to
     USER_PRIORITY_QUEUES                    queues declared with x-max-priority 9 ("a,b")
 
@@ -34,6 +36,10 @@ if os.environ.get("USER_KEYPREFIX"):
     app.conf.result_backend_transport_options = {"global_keyprefix": os.environ["USER_KEYPREFIX"]}
 if os.environ.get("USER_VISIBILITY_S"):
     transport["visibility_timeout"] = float(os.environ["USER_VISIBILITY_S"])
+if os.environ.get("USER_SEP"):
+    transport["sep"] = os.environ["USER_SEP"]
+if os.environ.get("USER_PRIORITY_STEPS"):
+    transport["priority_steps"] = [int(s) for s in os.environ["USER_PRIORITY_STEPS"].split(",")]
 if os.environ.get("USER_PRIORITY_QUEUES"):
     names = os.environ["USER_PRIORITY_QUEUES"].split(",")
     app.conf.task_queues = [Queue("celery")] + [

@@ -226,26 +226,36 @@ async def test_revoking_a_workflow_id_revokes_every_task_of_it(
             assert tree["nodes"][0]["status"] == "REVOKED", tree
 
 
-# -- 7. priority means the same on every broker -----------------------------------------------
+# -- 7. priority means the same on every broker, with the app's own sub-queue layout -----------
 
 
 async def test_priority_nine_is_served_first_on_redis(
     env: dict[str, str], embedded: EmbeddedServer, data_dir: Path
 ) -> None:
     log = f"order-{uuid.uuid4().hex[:6]}"
-    uenv = user_env(env, embedded, 26, log_key=log)
+    uenv = user_env(env, embedded, 26, log_key=log, sep=":", priority_steps="0,4,9")
     client = raw(uenv)
     async with session(uenv) as s:
-        for i in range(3):
-            await call(s, "send_task", task_name="user.record", args=[f"low{i}"], priority=0)
-        for i in range(3):
-            await call(s, "send_task", task_name="user.record", args=[f"high{i}"], priority=9)
+        for tag, priority in [("low", 0)] * 3 + [("mid", 5)] + [("high", 9)] * 3:
+            await call(s, "send_task", task_name="user.record", args=[tag], priority=priority)
         depth = (await call(s, "queue_lengths", queues=["celery"]))["queues"][0]
-        assert depth["by_priority"] == {"9-7": 3, "0": 3}, depth
+        # kombu files broker priority 9 - p under the highest step <= it: celery, celery:4, celery:9
+        assert depth["by_priority"] == {"9-6": 3, "5-1": 1, "0": 3}, depth
+        assert [client.llen(k) for k in ("celery", "celery:4", "celery:9")] == [3, 1, 3]
+        parked = f"parked-{uuid.uuid4().hex[:6]}"
+        for priority in (0, 5, 9):
+            await call(
+                s, "send_task", task_name="user.add", args=[1, 1], queue=parked, priority=priority
+            )
+        depth = (await call(s, "queue_lengths", queues=[parked]))["queues"][0]
+        assert depth["messages"] == 3 and depth["by_priority"] == {"9-6": 1, "5-1": 1, "0": 1}
+        purged = await call(s, "purge_queue", queue=parked, confirm=True)
+        assert purged["removed"] == 3 and purged["remaining"] == 0, purged
+        assert not client.exists(parked, f"{parked}:4", f"{parked}:9")
     with user_worker(uenv, data_dir, "prio", concurrency=1):
-        wait_until(lambda: client.llen(log) == 6, 20, 0.1, "all ran")
+        wait_until(lambda: client.llen(log) == 7, 20, 0.1, "all ran")
     order = [v.decode() for v in client.lrange(log, 0, -1)]
-    assert order[:3] == ["high0", "high1", "high2"], order
+    assert order == ["high"] * 3 + ["mid"] + ["low"] * 3, order
 
 
 # -- 8. URLs: one reading of every spelling ---------------------------------------------------

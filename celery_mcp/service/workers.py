@@ -302,11 +302,16 @@ def inspect_workers(cluster: Cluster, request: InspectWorkersInput) -> InspectWo
     )
 
 
+#: URL scheme -> the broker transport queue_lengths reports (Sentinel's is kombu's Redis one).
+BROKER_KINDS = {
+    **dict.fromkeys(("rediss", "valkey", "valkeys", "sentinel"), "redis"),
+    **dict.fromkeys(("amqps", "pyamqp"), "amqp"),
+}
+
+
 def _broker_kind(cluster: Cluster) -> str:
     scheme = cluster.broker_url.split("://", 1)[0].split("+", 1)[0]
-    return {"rediss": "redis", "valkey": "redis", "amqps": "amqp", "pyamqp": "amqp"}.get(
-        scheme, scheme
-    )
+    return BROKER_KINDS.get(scheme, scheme)
 
 
 def _priority_label(cluster: Cluster, steps: tuple[int, ...], step: int) -> str:

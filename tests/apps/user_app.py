@@ -5,6 +5,7 @@
     USER_VISIBILITY_S                       the Redis `visibility_timeout`
     USER_SEP                                the Redis `sep` (key of a priority: queue + sep + step)
     USER_PRIORITY_STEPS                     its `priority_steps` ("0,4,9")
+    USER_MASTER_NAME                        Sentinel's `master_name` (broker and backend: sentinel://)
     USER_LOG_KEY                            Redis list the tasks append what they did to
     USER_PRIORITY_QUEUES                    queues declared with x-max-priority 9 ("a,b")
 
@@ -31,9 +32,11 @@ app = Celery(
     set_as_current=False,
 )
 transport: dict[str, Any] = {}
-if os.environ.get("USER_KEYPREFIX"):
-    transport["global_keyprefix"] = os.environ["USER_KEYPREFIX"]
-    app.conf.result_backend_transport_options = {"global_keyprefix": os.environ["USER_KEYPREFIX"]}
+backend_options: dict[str, Any] = {}
+shared = {"USER_KEYPREFIX": "global_keyprefix", "USER_MASTER_NAME": "master_name"}
+for variable, option in shared.items():  # options the broker and the backend both read
+    if os.environ.get(variable):
+        transport[option] = backend_options[option] = os.environ[variable]
 if os.environ.get("USER_VISIBILITY_S"):
     transport["visibility_timeout"] = float(os.environ["USER_VISIBILITY_S"])
 if os.environ.get("USER_SEP"):
@@ -47,6 +50,7 @@ if os.environ.get("USER_PRIORITY_QUEUES"):
     ]
 app.conf.update(
     broker_transport_options=transport,
+    result_backend_transport_options=backend_options,
     broker_connection_retry_on_startup=True,
     worker_prefetch_multiplier=1,
 )

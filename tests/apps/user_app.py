@@ -20,8 +20,8 @@ import time
 from typing import Any
 
 import redis
-from celery import Celery
-from celery.exceptions import Reject
+from celery import Celery, states
+from celery.exceptions import Ignore, Reject
 from kombu import Queue
 
 backend = os.environ.get("USER_RESULT_BACKEND") or None
@@ -104,3 +104,10 @@ def progress(self: Any, steps: int, pause_s: float = 0.5) -> int:
 @app.task(name="user.reject")
 def reject() -> None:
     raise Reject("not for this worker", requeue=False)
+
+
+@app.task(name="user.ignored", bind=True)
+def ignored(self: Any) -> None:
+    """Store IGNORED, then tell the worker to store nothing more (a task that hands its work on)."""
+    self.update_state(state=states.IGNORED)
+    raise Ignore()

@@ -175,6 +175,10 @@ async def test_custom_progress_state_is_read_reported_and_terminable(
             assert killed["status_before"] == "PROGRESS" and killed["executed"]
             final = await call(s, "get_result", task_id=sent["task_id"], timeout_s=10)
             assert final["status"] == "REVOKED"
+            # IGNORED is an end (the task raised Ignore): the wait ends as it is stored
+            ignored = await call(s, "send_task", task_name="user.ignored")
+            got = await call(s, "get_result", task_id=ignored["task_id"], timeout_s=20)
+            assert got["ready"] and got["status"] == "IGNORED" and got["waited_s"] < 10, got
 
 
 async def wait_for(s: ClientSession, task_id: str, status: str) -> dict[str, Any]:

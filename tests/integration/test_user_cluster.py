@@ -20,6 +20,7 @@ import redis
 from mcp import ClientSession
 
 from celery_mcp.runtime.embedded import EmbeddedServer
+from celery_mcp.service.waiting import PENDING_NOTE, UNKNOWN_ID_NOTE
 from tests.support import (
     Worker,
     call,
@@ -449,6 +450,12 @@ async def test_ids_celery_accepts_are_accepted(
         for task_id in ("jobs/2026/report", "user@example.com", "a task id with spaces"):
             got = await call(s, "get_status", task_id=task_id)
             assert got["status"] == "PENDING"
+        # a PENDING meta stored under the id (no history record): known, so not "unknown id"
+        stored = {"status": "PENDING", "result": None, "task_id": "jobs/stored"}
+        raw(uenv).set("celery-task-meta-jobs/stored", json.dumps(stored))
+        for task_id, note in (("jobs/stored", PENDING_NOTE), ("jobs/2026/report", UNKNOWN_ID_NOTE)):
+            got = await call(s, "get_result", task_id=task_id, timeout_s=0)
+            assert got["status"] == "PENDING" and got["note"] == note, got
         assert "invalid_argument" in await call_error(s, "get_status", task_id="bad\nid")
 
 

@@ -120,6 +120,11 @@ async def test_delays_at_the_visibility_timeout_are_refused_unless_accepted(
             s, "send_task", task_name="user.add", args=[1, 1], countdown=60, accept_redelivery=True
         )
         assert accepted["eta"]
+        found = (await call(s, "diagnose"))["findings"]
+        late = [f["evidence"] for f in found if f["check"] == "eta_beyond_visibility_timeout"]
+        assert [(e["task_id"], e["visibility_timeout_s"]) for e in late] == [
+            (accepted["task_id"], 30)
+        ], found  # the app's own timeout; the countdown=29 one is within it
         await call(s, "purge_queue", queue="celery", confirm=True)
 
 

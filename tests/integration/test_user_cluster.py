@@ -1,8 +1,9 @@
 """A user's own cluster: the Celery settings and patterns real apps use, each honoured.
 
-Every test runs a stock `celery worker` of `tests/apps/user_app.py` configured with the setting
-in question, and the server with `--app` of that same app (the official MCP client over stdio),
-on a database of the test Valkey of its own (20 and up: the other tests use 0-15).
+Every test runs the server with `--app` of `tests/apps/user_app.py` configured with the setting
+in question (the official MCP client over stdio) and, where the behaviour needs one, a stock
+`celery worker` of that same app, on a database of the test Valkey of its own (20 and up: the
+other tests use 0-15); the Sentinel test puts a real Valkey Sentinel in front of it.
 """
 
 from __future__ import annotations

@@ -115,6 +115,9 @@ class TaskDetail(Model):
     result: Json = Field(None, description="Return value when it succeeded (capped).")
     exception: str | None = Field(None, description="'Type: message' when it failed.")
     traceback: str | None = Field(None, description="Worker traceback (capped).")
+    meta: Json = Field(
+        None, description="What the task reported with a custom status (e.g. PROGRESS; capped)."
+    )
     parent_id: str | None = None
     root_id: str | None = None
     children: list[str] = Field(default_factory=list, description="Child task ids (first 100).")

@@ -14,7 +14,7 @@ from celery import Celery
 from celery_mcp.app import make_app
 from celery_mcp.config import Settings, redact_url
 from celery_mcp.errors import InvalidArgument, Unavailable
-from celery_mcp.stores.clients import is_amqp_url, is_redis_url, redis_client
+from celery_mcp.stores.clients import is_amqp_url, is_redis_transport, is_redis_url, redis_client
 from celery_mcp.stores.history import HistoryStore, history_prefix
 from celery_mcp.stores.schedules import ScheduleStore, store_location
 
@@ -74,7 +74,8 @@ class Cluster:
 
     @cached_property
     def broker_is_redis(self) -> bool:
-        return is_redis_url(self.broker_url)
+        """kombu's Redis transport, plain or behind Sentinel (`sentinel://`)."""
+        return is_redis_transport(self.broker_url)
 
     @cached_property
     def broker_is_amqp(self) -> bool:
@@ -82,8 +83,13 @@ class Cluster:
 
     @cached_property
     def broker_redis(self) -> Any:
-        """A bounded redis client on the broker's database (Redis/Valkey brokers only)."""
-        return redis_client(self.broker_url, timeout_s=self.settings.broker_timeout_s)
+        """A bounded redis client on the broker's database (Redis/Valkey brokers only; behind
+        Sentinel, on the master its `master_name` names)."""
+        return redis_client(
+            self.broker_url,
+            timeout_s=self.settings.broker_timeout_s,
+            options=self.app.conf.broker_transport_options,
+        )
 
     @cached_property
     def _state_place(self) -> tuple[str, str] | None:

@@ -20,7 +20,7 @@ from typing import Any
 from celery.utils import uuid
 
 from celery_mcp.errors import CeleryMcpError, InvalidArgument, NotFound, translate_errors
-from celery_mcp.models.common import NOT_RUN, READY_STATES, Truncation
+from celery_mcp.models.common import KNOWN_STATES, NOT_RUN, READY_STATES, Truncation
 from celery_mcp.models.history import (
     GetTaskInput,
     ListTasksInput,
@@ -254,9 +254,14 @@ def _child_ids(children: Any) -> list[str]:
 
 
 def _state(rec: TaskRecord | None, meta: dict[str, Any]) -> str:
-    """The best-known state: the backend's when it is final, else the history's."""
-    if meta.get("status") in READY_STATES or rec is None or rec.state is None:
-        return str(meta.get("status", "PENDING"))
+    """The best-known state: the backend's when it is final, or a custom one (PROGRESS: set
+    while the task runs, so newer than the RECEIVED/STARTED the history saw) unless the history
+    saw the task end (an ignore_result task keeps its last custom state); else the history's."""
+    backend = str(meta.get("status", "PENDING"))
+    if backend in READY_STATES or rec is None or rec.state is None:
+        return backend
+    if backend not in KNOWN_STATES and rec.state not in READY_STATES:
+        return backend
     return rec.state
 
 
@@ -399,6 +404,7 @@ def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
         state, exception, trace = NOT_RUN, None, None
     children = _children(rel, meta)
     retries = meta.get("retries")
+    custom = state not in KNOWN_STATES and meta.get("status") == state  # e.g. PROGRESS
     return TaskDetail(
         task_id=tid,
         task_name=meta.get("name") or rec.name,
@@ -416,6 +422,7 @@ def get_task(cluster: Cluster, request: GetTaskInput) -> TaskDetail:
         result=result,
         exception=exception,
         traceback=trace,
+        meta=capper.json("meta", meta.get("result")) if custom else None,
         parent_id=meta.get("parent_id") or rec.parent,
         root_id=rec.root,
         children=children[:MAX_CHILDREN],

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import celery.exceptions
+from celery.backends.base import BaseKeyValueStoreBackend
 from celery.backends.redis import RedisBackend
 from celery.result import AsyncResult
 
@@ -200,11 +201,18 @@ def _answer(cluster: Cluster, task_id: str, meta: dict[str, Any], waited_s: floa
 
 
 def _unheard_of(cluster: Cluster, task_id: str) -> bool:
-    """True when the task history has no record of `task_id` (nor can be read)."""
+    """True when the task history has no record of `task_id` and a key-value backend no key
+    for it (Celery 5.7's `task_result_exists`: a stored PENDING meta counts). Other backends
+    are not asked: on rpc:// a read consumes replies."""
+    backend = cluster.app.backend
     try:
         with translate_errors("backend"):
-            return cluster.history.get(task_id) is None
-    except CeleryMcpError:  # no history store here: nothing to say either way
+            if cluster.history.get(task_id) is not None:
+                return False
+            if isinstance(backend, BaseKeyValueStoreBackend):
+                return not backend.task_result_exists(task_id)
+            return True
+    except CeleryMcpError:  # no history store here (or unreadable): nothing to say either way
         return False
 
 

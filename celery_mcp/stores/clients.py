@@ -5,12 +5,17 @@ Celery, kombu and redis-py spell the same server in different ways (`valkey://`,
 this project opens on a broker, backend or store comes from `redis_client`, so a URL is read the
 same way everywhere and only its scheme is rewritten (a host or password that happens to contain
 "valkey" stays as it is).
+
+`sentinel://h1:26379;sentinel://h2:26379/2` is kombu's Redis transport (and Celery's Redis
+backend) behind Sentinel: no plain URL, since the master is found by the app's `master_name`
+transport option, so `redis_client` asks the Sentinels for it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 #: URL scheme -> the scheme redis-py reads; a scheme not listed is not a plain Redis/Valkey URL
 #: (amqp://, rpc://, sentinel:// ...).
@@ -36,6 +41,21 @@ def is_redis_url(url: str | None) -> bool:
     return bool(url) and scheme_of(str(url)) in REDIS_SCHEMES
 
 
+SENTINEL_SCHEME = "sentinel"
+SENTINEL_PORT = 26379
+
+
+def is_sentinel_url(url: str | None) -> bool:
+    """True when `url` names Redis/Valkey Sentinels (kombu's `sentinel://`)."""
+    return bool(url) and scheme_of(str(url)) == SENTINEL_SCHEME
+
+
+def is_redis_transport(url: str | None) -> bool:
+    """True when kombu reads `url` with its Redis transport (plain or behind Sentinel): its
+    priority sub-queues, visibility timeout and key layout apply."""
+    return is_redis_url(url) or is_sentinel_url(url)
+
+
 AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
 
 
@@ -57,15 +77,50 @@ def redis_py_url(url: str) -> str:
     return f"{target}://{parts.netloc}{parts.path}{tail}"  # urlunsplit drops "//" of unix:///
 
 
-def redis_client(url: str, *, timeout_s: float, decode: bool = False) -> Any:
-    """A redis client on `url` whose every call is bounded by `timeout_s` (no retry on timeout)."""
+def redis_client(
+    url: str,
+    *,
+    timeout_s: float,
+    decode: bool = False,
+    options: Mapping[str, Any] | None = None,
+) -> Any:
+    """A redis client on `url` whose every call is bounded by `timeout_s` (no retry on timeout);
+    `options`: the app's transport options of that URL (a sentinel:// URL's `master_name`)."""
     import redis  # here: the MCP server reads the scheme table at start, opens clients later
 
-    return redis.Redis.from_url(
-        redis_py_url(url),
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry_on_timeout=False,
-        health_check_interval=0,
+    bounds: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry_on_timeout": False,
+        "health_check_interval": 0,
+    }
+    if is_sentinel_url(url):
+        return sentinel_master(url, options or {}, bounds, decode=decode)
+    return redis.Redis.from_url(redis_py_url(url), decode_responses=decode, **bounds)
+
+
+def sentinel_master(
+    url: str, options: Mapping[str, Any], bounds: dict[str, Any], *, decode: bool
+) -> Any:
+    """A client on the master the Sentinels of `url` name for `options["master_name"]`; the
+    database, user and password are the first URL's, as kombu and Celery read them."""
+    from redis.sentinel import Sentinel  # here: like redis above, loaded when a client opens
+
+    name = options.get("master_name")
+    if not name:
+        raise ValueError("a sentinel:// URL needs the 'master_name' transport option")
+    nodes = [urlsplit(part) for part in url.split(";") if part.strip()]
+    first = nodes[0]
+    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        [(n.hostname or "localhost", n.port or SENTINEL_PORT) for n in nodes],
+        min_other_sentinels=int(options.get("min_other_sentinels") or 0),
+        sentinel_kwargs={**(options.get("sentinel_kwargs") or {}), **bounds},
+    )
+    return sentinels.master_for(  # type: ignore[no-untyped-call]
+        name,
+        db=int(first.path.strip("/") or 0),
+        username=unquote(first.username) if first.username else None,
+        password=unquote(first.password) if first.password else None,
         decode_responses=decode,
+        **bounds,
     )

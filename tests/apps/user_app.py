@@ -3,6 +3,9 @@
     USER_BROKER_URL / USER_RESULT_BACKEND   its broker and backend ("none": no result backend)
     USER_KEYPREFIX                          broker + backend `global_keyprefix` (e.g. "proj:")
     USER_VISIBILITY_S                       the Redis `visibility_timeout`
+    USER_SEP                                the Redis `sep` (key of a priority: queue + sep + step)
+    USER_PRIORITY_STEPS                     its `priority_steps` ("0,4,9")
+    USER_MASTER_NAME                        Sentinel's `master_name` (broker and backend: sentinel://)
     USER_LOG_KEY                            Redis list the tasks append what they did to
     USER_PRIORITY_QUEUES                    queues declared with x-max-priority 9 ("a,b")
 
@@ -17,8 +20,8 @@ import time
 from typing import Any
 
 import redis
-from celery import Celery
-from celery.exceptions import Reject
+from celery import Celery, states
+from celery.exceptions import Ignore, Reject
 from kombu import Queue
 
 backend = os.environ.get("USER_RESULT_BACKEND") or None
@@ -29,11 +32,17 @@ app = Celery(
     set_as_current=False,
 )
 transport: dict[str, Any] = {}
-if os.environ.get("USER_KEYPREFIX"):
-    transport["global_keyprefix"] = os.environ["USER_KEYPREFIX"]
-    app.conf.result_backend_transport_options = {"global_keyprefix": os.environ["USER_KEYPREFIX"]}
+backend_options: dict[str, Any] = {}
+shared = {"USER_KEYPREFIX": "global_keyprefix", "USER_MASTER_NAME": "master_name"}
+for variable, option in shared.items():  # options the broker and the backend both read
+    if os.environ.get(variable):
+        transport[option] = backend_options[option] = os.environ[variable]
 if os.environ.get("USER_VISIBILITY_S"):
     transport["visibility_timeout"] = float(os.environ["USER_VISIBILITY_S"])
+if os.environ.get("USER_SEP"):
+    transport["sep"] = os.environ["USER_SEP"]
+if os.environ.get("USER_PRIORITY_STEPS"):
+    transport["priority_steps"] = [int(s) for s in os.environ["USER_PRIORITY_STEPS"].split(",")]
 if os.environ.get("USER_PRIORITY_QUEUES"):
     names = os.environ["USER_PRIORITY_QUEUES"].split(",")
     app.conf.task_queues = [Queue("celery")] + [
@@ -41,6 +50,7 @@ if os.environ.get("USER_PRIORITY_QUEUES"):
     ]
 app.conf.update(
     broker_transport_options=transport,
+    result_backend_transport_options=backend_options,
     broker_connection_retry_on_startup=True,
     worker_prefetch_multiplier=1,
 )
@@ -94,3 +104,10 @@ def progress(self: Any, steps: int, pause_s: float = 0.5) -> int:
 @app.task(name="user.reject")
 def reject() -> None:
     raise Reject("not for this worker", requeue=False)
+
+
+@app.task(name="user.ignored", bind=True)
+def ignored(self: Any) -> None:
+    """Store IGNORED, then tell the worker to store nothing more (a task that hands its work on)."""
+    self.update_state(state=states.IGNORED)
+    raise Ignore()

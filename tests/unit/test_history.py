@@ -11,6 +11,7 @@ from celery_mcp.models.diagnose import DiagnoseInput, Finding
 from celery_mcp.models.history import ListTasksInput
 from celery_mcp.service.diagnose import exception_type, p95, rank, stuck_threshold
 from celery_mcp.service.history import (
+    _state,
     decode_cursor,
     encode_cursor,
     exact_arguments,
@@ -227,3 +228,13 @@ def test_relations_read_back_as_the_store_writes_them() -> None:
 def test_history_prefix_follows_the_state_stores_prefix() -> None:
     assert history_prefix("proj:") == "proj:celery-mcp:history:"
     assert history_prefix() == "celery-mcp:history:"
+
+
+def test_the_backends_custom_state_is_newer_than_what_the_history_saw_unless_it_ended() -> None:
+    progress = {"status": "PROGRESS", "result": {"done": 1}}
+    for seen in ("PENDING", "RECEIVED", "STARTED"):
+        assert _state(TaskRecord(id="t", state=seen), progress) == "PROGRESS"
+    # an ignore_result task keeps its last custom state in the backend; the history saw it end
+    assert _state(TaskRecord(id="t", state="SUCCESS"), progress) == "SUCCESS"
+    assert _state(TaskRecord(id="t", state="STARTED"), {"status": "PENDING"}) == "STARTED"
+    assert _state(TaskRecord(id="t", state="STARTED"), {"status": "FAILURE"}) == "FAILURE"

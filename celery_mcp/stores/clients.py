@@ -111,12 +111,12 @@ def sentinel_master(
         raise ValueError("a sentinel:// URL needs the 'master_name' transport option")
     nodes = [urlsplit(part) for part in url.split(";") if part.strip()]
     first = nodes[0]
-    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+    sentinels = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
         [(n.hostname or "localhost", n.port or SENTINEL_PORT) for n in nodes],
         min_other_sentinels=int(options.get("min_other_sentinels") or 0),
         sentinel_kwargs={**(options.get("sentinel_kwargs") or {}), **bounds},
     )
-    return sentinels.master_for(  # type: ignore[no-untyped-call]
+    return sentinels.master_for(  # type: ignore[no-untyped-call,unused-ignore]
         name,
         db=int(first.path.strip("/") or 0),
         username=unquote(first.username) if first.username else None,

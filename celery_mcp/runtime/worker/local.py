@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import re
 import threading
+import time
 import types
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,7 @@ from celery_mcp.errors import Unavailable
 
 WORKER_START_TIMEOUT_S = 30.0
 WORKER_STOP_TIMEOUT_S = 15.0
+PING_WAIT_S = 0.5
 
 
 def nameable(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
@@ -84,7 +86,8 @@ class LocalWorker:
             target=self._controller.start, name=f"celery-mcp-worker-{self.hostname}", daemon=True
         )
         self._thread.start()
-        ready = self._ready.wait(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        ready = self._ready.wait(timeout_s) and self._answers_ping(deadline)
         # Starting a worker marks the process as "inside a task" (result.get() refused); this
         # process is also the caller, so allow joins again, as celery.contrib.testing does.
         _set_task_join_will_block(False)
@@ -94,6 +97,19 @@ class LocalWorker:
                 f"local worker {self.hostname} did not become ready within {timeout_s:.0f}s",
                 hint="check the broker with health_check(), or run `celery-mcp worker` instead",
             )
+
+    def _answers_ping(self, deadline: float) -> bool:
+        """Wait (until `deadline`) for the worker to answer its own ping.
+
+        The consumer is "ready" before a Redis transport has subscribed its control channel:
+        a broadcast sent in between is lost, so `ping_workers()` right after `start_worker()`
+        would not see it.
+        """
+        while self.alive and time.monotonic() < deadline:
+            wait_s = min(PING_WAIT_S, max(deadline - time.monotonic(), 0.01))
+            if self.app.control.ping([self.hostname], timeout=wait_s, limit=1):
+                return True
+        return False
 
     def refresh(self) -> None:
         """Let a running worker accept tasks registered after it started."""

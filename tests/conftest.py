@@ -16,11 +16,18 @@ from celery_mcp.service.schedules import get_store
 from tests.rabbit import RabbitNode, install_if_missing, private_rabbit
 from tests.support import Beats, Worker, mcp_session
 
+#: The modules that take longest (over a minute each), handed out first: with two test
+#: processes (pytest-xdist, one module per process at a time) a long module started last
+#: leaves the other process idle for its whole length.
+LONGEST_FIRST = ("test_schedule_delivery.py", "test_schedules.py", "test_faults.py")
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.path):
             item.add_marker(pytest.mark.integration)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept
 
 
 @pytest.fixture(scope="session")

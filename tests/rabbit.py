@@ -12,11 +12,13 @@ installed once with services kept from starting; otherwise the RabbitMQ tests ar
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,14 +31,26 @@ from kombu import Connection
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 EPMD = "/usr/bin/epmd"
 POLICY_RC = Path("/usr/sbin/policy-rc.d")
+INSTALL_LOCK = Path(tempfile.gettempdir()) / "celery-mcp-tests-rabbitmq-install.lock"
 
 
 def install_if_missing() -> str | None:
-    """None when `rabbitmq-server` can run here, else why not (installing it first if we can)."""
-    if (RABBITMQ_BIN / "rabbitmq-server").exists() and Path(EPMD).exists():
+    """None when `rabbitmq-server` can run here, else why not (installing it first if we can).
+    Parallel test processes take turns (a lock file): apt-get runs once."""
+    if _installed():
         return None
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         return "rabbitmq-server is not installed (apt-get install rabbitmq-server)"
+    with open(INSTALL_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return None if _installed() else _install()
+
+
+def _installed() -> bool:
+    return (RABBITMQ_BIN / "rabbitmq-server").exists() and Path(EPMD).exists()
+
+
+def _install() -> str | None:
     env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
     # The package starts its service on install; a test machine wants only our private nodes.
     blocked = not POLICY_RC.exists()

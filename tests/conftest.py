@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,10 +18,27 @@ from celery_mcp.service.schedules import get_store
 from tests.rabbit import RabbitNode, install_if_missing, private_rabbit
 from tests.support import Beats, Worker, mcp_session
 
+XDG_HOME = pytest.StashKey[Path]()
+
 #: The modules that take longest (over a minute each), handed out first: with two test
 #: processes (pytest-xdist, one module per process at a time) a long module started last
 #: leaves the other process idle for its whole length.
 LONGEST_FIRST = ("test_schedule_delivery.py", "test_schedules.py", "test_faults.py")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No test touches the user's own data dir: a skill or CLI run without one (the seed's
+    rpc:// example keeps its state in the embedded Valkey) gets this test process's own."""
+    home = Path(tempfile.mkdtemp(prefix="celery-mcp-tests-xdg-"))
+    os.environ["XDG_DATA_HOME"] = str(home)
+    config.stash[XDG_HOME] = home
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = config.stash.get(XDG_HOME, None)
+    if home is not None:
+        stop(home / "celery-mcp")  # an embedded Valkey started there, if any
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -78,3 +78,26 @@ def test_serve_with_worker_leaves_nothing_running(
                 os.kill(pid, signal.SIGKILL)
         if server.stdin is not None:
             server.stdin.close()
+
+
+def _timer_slack_ns(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/timerslack_ns").read_text())
+
+
+@pytest.mark.skipif(not Path("/proc/self/timerslack_ns").exists(), reason="Linux timer slack")
+def test_the_server_times_its_waits_tightly_and_its_children_keep_the_default(
+    env: dict[str, str], embedded: EmbeddedServer, tmp_path: Path
+) -> None:
+    default = _timer_slack_ns(os.getpid())
+    server, children = _serve_with_worker(env, "stdio", tmp_path / "serve.err")
+    try:
+        wait_until(lambda: _timer_slack_ns(server.pid) == 1, 20, 0.1, "serve sets 1 ns")
+        assert [_timer_slack_ns(pid) for pid in children] == [default] * len(children)
+    finally:
+        for pid in [server.pid, *children]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        server.wait(timeout=20)
+        wait_until(lambda: not any(_alive(pid) for pid in children), 20, 0.1, "children stop")
+        if server.stdin is not None:
+            server.stdin.close()

@@ -47,7 +47,9 @@ from celery_mcp.errors import (
 )
 from celery_mcp.interfaces.mcp import http_security, protocol
 from celery_mcp.interfaces.mcp.schema_compact import compact_input, output_shape
+from celery_mcp.interfaces.mcp.stdio import stdio_streams
 from celery_mcp.models.common import ErrorDetail
+from celery_mcp.runtime import timer_slack
 from celery_mcp.service import cancel
 from celery_mcp.service.funnel import Call, prepare
 from celery_mcp.service.policy import enabled_toolsets
@@ -358,6 +360,13 @@ class CeleryMcpServer(MCPServer):
             )
             raise ToolFailure(detail(refused))
 
+    async def run_stdio_async(self) -> None:
+        """Serve over stdio on the event loop's own pipes (`stdio.stdio_streams`)."""
+        async with stdio_streams() as (read_stream, write_stream):
+            await self._lowlevel_server.run(
+                read_stream, write_stream, self._lowlevel_server.create_initialization_options()
+            )
+
     async def list_tools(self) -> list[Tool]:
         if self._listed is None:
             self._listed = [
@@ -418,6 +427,7 @@ def run(
 
     HTTP serves on `sock` when given (bound by the caller, so a taken port fails before
     anything else starts) and calls `on_ready` once it accepts requests."""
+    timer_slack.tighten()  # before the server starts a thread: they inherit it
     if transport == "stdio":
         build_server(settings).run("stdio")
         return

@@ -1,13 +1,21 @@
-"""A bare MCPServer with one no-op tool: the SDK's own per-call cost over stdio, as a floor.
+"""A bare MCPServer: the SDK's own per-call cost over stdio, as a floor.
 
-The tool is async, returns a small pydantic model (structured output, like every celery_mcp
-tool) and hops to a worker thread once (like celery_mcp's tool wrapper), so the difference
-between a celery_mcp tool and this one is what celery_mcp itself adds.
+`noop` is async, returns a small pydantic model (structured output, like every celery_mcp tool)
+and hops to a worker thread once (like celery_mcp's tool wrapper), so the difference between a
+celery_mcp tool and it is what celery_mcp adds, plus the raw Celery call. The other tools make
+that raw Celery call themselves (the bench's raw one, on the app `make_app` builds from the
+same settings), in the same worker thread: what any MCP server on the SDK's stdio pays to do
+the same work in its process; the difference between a celery_mcp tool and its twin here is
+what celery_mcp's own code adds.
 
-Run: python -m bench.floor_server  (speaks MCP on stdin/stdout)
+Run: python -m bench.floor_server  (speaks MCP on stdin/stdout; CELERY_MCP_DATA_DIR for the
+broker of the Celery tools)
 """
 
 from __future__ import annotations
+
+from functools import cache
+from typing import Any
 
 import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
@@ -18,6 +26,17 @@ class Done(BaseModel):
     ok: bool
 
 
+@cache
+def app() -> Any:
+    # imported here: this server is also the floor of the cold-start rows, which must not
+    # pay for importing Celery (no celery_mcp server imports it before the first call either)
+    from celery_mcp.app import make_app
+    from celery_mcp.config import Settings
+    from celery_mcp.runtime.embedded import resolve
+
+    return make_app(resolve(Settings()))
+
+
 def build() -> MCPServer:
     server: MCPServer = MCPServer(name="floor", log_level="WARNING")
 
@@ -25,6 +44,36 @@ def build() -> MCPServer:
     async def noop() -> Done:
         """Do nothing in a worker thread."""
         return await anyio.to_thread.run_sync(lambda: Done(ok=True))
+
+    @server.tool()
+    async def send(task_name: str, queue: str | None = None) -> Done:
+        """app.send_task(task_name, queue=queue) in a worker thread."""
+
+        def work() -> Done:
+            app().send_task(task_name, queue=queue)
+            return Done(ok=True)
+
+        return await anyio.to_thread.run_sync(work)
+
+    @server.tool()
+    async def send_and_wait(task_name: str) -> Done:
+        """app.send_task(task_name).get() in a worker thread."""
+
+        def work() -> Done:
+            app().send_task(task_name).get(timeout=10)
+            return Done(ok=True)
+
+        return await anyio.to_thread.run_sync(work)
+
+    @server.tool()
+    async def get(task_id: str) -> Done:
+        """AsyncResult(task_id).get() in a worker thread."""
+
+        def work() -> Done:
+            app().AsyncResult(task_id).get(timeout=10)
+            return Done(ok=True)
+
+        return await anyio.to_thread.run_sync(work)
 
     return server
 

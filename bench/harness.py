@@ -9,6 +9,7 @@ process) talk to the same broker in the same run. Every process it starts is sto
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 import statistics
@@ -248,14 +249,33 @@ class Run:
 
 
 async def interleaved(
-    raw: Callable[[], object], mcp: Callable[[], Any], n: int, rounds: int = 5
+    raw: Callable[[], object], mcp: Callable[[], Any], n: int, rounds: int = 10
 ) -> tuple[list[float], list[float]]:
-    """(raw ms, MCP ms) of `n` calls each, alternated in `rounds` blocks so load drift hits both."""
-    raw_ms: list[float] = []
-    mcp_ms: list[float] = []
+    """(raw ms, MCP ms) of `n` sync `raw` and async `mcp` calls, taking turns in `rounds`."""
+    raw_ms, mcp_ms = await alternated(n, raw, mcp, rounds=rounds)
+    return raw_ms, mcp_ms
+
+
+async def alternated(n: int, *sides: Callable[[], Any], rounds: int = 10) -> list[list[float]]:
+    """Milliseconds of `n` calls of each side (a sync function, or one returning an awaitable),
+    taking turns in `rounds` blocks: load drift hits every side alike, so differences between
+    their medians hold (the floor a target subtracts is measured in the same blocks)."""
+    samples: list[list[float]] = [[] for _ in sides]
     rounds = max(1, min(rounds, n))
     for i in range(rounds):
         block = n // rounds + (1 if i < n % rounds else 0)
-        raw_ms += time_sync(raw, block)
-        mcp_ms += await time_async(mcp, block)
-    return raw_ms, mcp_ms
+        for side, out in zip(sides, samples, strict=True):
+            out += await _timed(side, block)
+    return samples
+
+
+async def _timed(func: Callable[[], Any], n: int) -> list[float]:
+    """Milliseconds of `n` sequential calls of `func`, awaiting what it returns if awaitable."""
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        result = func()
+        if inspect.isawaitable(result):
+            await result
+        samples.append((time.perf_counter() - start) * 1e3)
+    return samples

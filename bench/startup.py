@@ -14,6 +14,8 @@ from mcp.client.stdio import stdio_client
 from bench.harness import Row, Run
 
 COLD_START_OVER_FLOOR_MS = 200.0
+#: Cold starts per side (alternated): a spawn varies by tens of ms, a median of 7 by ~20 ms.
+COLD_STARTS = 15
 
 
 async def cold_start_ms(params: StdioServerParameters) -> float:
@@ -42,7 +44,7 @@ def server_rss_mb() -> float | None:
 
 
 async def rows(run: Run) -> list[Row]:
-    tries = run.n(7, 1)
+    tries = run.n(COLD_STARTS, 1)
     bare = StdioServerParameters(command=sys.executable, args=["-m", "bench.floor_server"])
     ours, floor = [], []
     for _ in range(tries):  # alternated: load drift hits both

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Iterator
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from bench.harness import Row, Run, interleaved, p50, time_async
+from bench.harness import Row, Run, alternated, p50
 from bench.processes import terminate, wait_ready
-from bench.startup import cold_start_ms
+from bench.startup import COLD_STARTS, cold_start_ms
 from bench.tasks import IDLE_QUEUE, SEND_TARGET_MS
 from bench.user_app import app as user_app
 
@@ -84,14 +84,14 @@ async def rows(run: Run) -> list[Row]:
                 await mcp.call_tool("send_task", args)
                 await floor.call_tool("noop", {})
                 user_app.send_task("user.noop", queue=IDLE_QUEUE)
-            raw, sent = await interleaved(
+            raw, sent, noop = await alternated(
+                n,
                 lambda: user_app.send_task("user.noop", queue=IDLE_QUEUE),
                 lambda: mcp.call_tool("send_task", args),
-                n,
+                lambda: floor.call_tool("noop", {}),
             )
-            noop = await time_async(lambda: floor.call_tool("noop", {}), n)
         run.env.purge(IDLE_QUEUE)
-        tries = run.n(7, 1)
+        tries = run.n(COLD_STARTS, 1)
         cold, cold_floor = [], []
         for _ in range(tries):  # alternated: load drift hits both
             cold.append(await cold_start_ms(ours))
@@ -104,7 +104,7 @@ async def rows(run: Run) -> list[Row]:
             p50(sent),
             p50(raw),
             note=f"raw = the user's app.send_task (Celery defaults: no task-sent event); {n} "
-            f"each, alternated; its floor (bare no-op tool) {p50(noop):.2f} ms",
+            f"each, alternated in 10 blocks with the floor (bare no-op tool, {p50(noop):.2f} ms)",
         ),
         Row(
             "send_task: celery_mcp's share, a user's app",

@@ -14,6 +14,7 @@ broker of the Celery tools)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -37,6 +38,12 @@ def app() -> Any:
     return make_app(resolve(Settings()))
 
 
+async def _in_thread(work: Callable[[], object]) -> Done:
+    """`work()` in one of anyio's worker threads, as the no-op tool hops to one."""
+    await anyio.to_thread.run_sync(work)
+    return Done(ok=True)
+
+
 def build() -> MCPServer:
     server: MCPServer = MCPServer(name="floor", log_level="WARNING")
 
@@ -48,32 +55,17 @@ def build() -> MCPServer:
     @server.tool()
     async def send(task_name: str, queue: str | None = None) -> Done:
         """app.send_task(task_name, queue=queue) in a worker thread."""
-
-        def work() -> Done:
-            app().send_task(task_name, queue=queue)
-            return Done(ok=True)
-
-        return await anyio.to_thread.run_sync(work)
+        return await _in_thread(lambda: app().send_task(task_name, queue=queue))
 
     @server.tool()
     async def send_and_wait(task_name: str) -> Done:
         """app.send_task(task_name).get() in a worker thread."""
-
-        def work() -> Done:
-            app().send_task(task_name).get(timeout=10)
-            return Done(ok=True)
-
-        return await anyio.to_thread.run_sync(work)
+        return await _in_thread(lambda: app().send_task(task_name).get(timeout=10))
 
     @server.tool()
     async def get(task_id: str) -> Done:
         """AsyncResult(task_id).get() in a worker thread."""
-
-        def work() -> Done:
-            app().AsyncResult(task_id).get(timeout=10)
-            return Done(ok=True)
-
-        return await anyio.to_thread.run_sync(work)
+        return await _in_thread(lambda: app().AsyncResult(task_id).get(timeout=10))
 
     return server
 

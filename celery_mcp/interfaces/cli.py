@@ -105,6 +105,9 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     worker = None
     monitor = None
     if ns.with_worker:
+        # the embedded Valkey (when it is the broker) is started here, not by a child, so the
+        # line saying where goes to this stderr rather than a child's log
+        settings = embedded.resolve(settings)
         monitor = _spawn_monitor(settings)
         # one name per serve process: two servers on one broker must not both be demo@host
         hostname = f"demo-{os.getpid()}@{socket.gethostname()}"

@@ -137,6 +137,22 @@ def test_a_new_embedded_server_says_where_it_is(tmp_path: Path, env: dict[str, s
         run_cli(other, "broker", "stop")
 
 
+async def test_serve_with_worker_on_a_new_data_dir_says_where_its_valkey_is(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    data = tmp_path / "fresh"
+    other = {**env, "CELERY_MCP_DATA_DIR": str(data)}
+    errlog = tmp_path / "serve.err"
+    try:
+        async with mcp_session(other, "--with-worker", errlog=errlog) as session:
+            await session.list_tools()
+        text = errlog.read_text()  # serve's own stderr, not its worker's or monitor's log
+        assert "started the embedded Valkey" in text and str(data) in text, text
+        assert text.index("started the embedded Valkey") < text.index("worker demo-"), text
+    finally:
+        run_cli(other, "broker", "stop")
+
+
 # -- what agents are told -----------------------------------------------------------------------
 
 

@@ -173,16 +173,21 @@ class BenchEnv:
             command=sys.executable, args=["-m", "celery_mcp", "serve", *extra], env=self.env
         )
 
-    @contextlib.asynccontextmanager
-    async def session(self, *extra: str) -> AsyncIterator[ClientSession]:
+    def session(self, *extra: str) -> contextlib.AbstractAsyncContextManager[ClientSession]:
         """An initialized official-client session with a fresh `celery-mcp serve` process."""
-        with open(os.devnull, "w") as devnull:
-            async with (
-                stdio_client(self.server_params(*extra), errlog=devnull) as (read, write),
-                ClientSession(read, write) as session,
-            ):
-                await session.initialize()
-                yield session
+        return stdio_session(self.server_params(*extra))
+
+
+@contextlib.asynccontextmanager
+async def stdio_session(params: StdioServerParameters) -> AsyncIterator[ClientSession]:
+    """An initialized official-client session with the server `params` start (stderr dropped)."""
+    with open(os.devnull, "w") as devnull:
+        async with (
+            stdio_client(params, errlog=devnull) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            yield session
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ the concurrency rows use the default queue and a real worker.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,9 +18,17 @@ import anyio
 from celery import group
 from celery.result import AsyncResult
 from mcp import ClientSession, StdioServerParameters
-from mcp.client.stdio import stdio_client
 
-from bench.harness import Row, Run, alternated, interleaved, p50, percentile, time_sync
+from bench.harness import (
+    Row,
+    Run,
+    alternated,
+    interleaved,
+    p50,
+    percentile,
+    stdio_session,
+    time_sync,
+)
 from celery_mcp.config import Settings
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.funnel import implementation
@@ -30,6 +37,10 @@ from celery_mcp.service.registry import OPERATIONS
 IDLE_QUEUE = "bench.idle"
 FLOOR_ROW = "floor: bare MCPServer no-op tool"
 SHARE_ROW = "send_task: celery_mcp's share of MCP-raw"
+#: celery_mcp's own share of a call, beyond raw Celery and the SDK's own floor (issue 22)
+SEND_TARGET_MS = 0.5
+FINISHED_RESULT_TARGET_MS = 0.3
+ONE_CALL_WAIT_TARGET_MS = 0.5
 
 
 class Floor:
@@ -46,27 +57,16 @@ class Floor:
         return lambda: self.client.call_tool(tool, arguments)
 
 
-#: celery_mcp's own share of a call, beyond raw Celery and the SDK's own floor (issue 22)
-SEND_TARGET_MS = 0.5
-FINISHED_RESULT_TARGET_MS = 0.3
-ONE_CALL_WAIT_TARGET_MS = 0.5
-
-
 @contextlib.asynccontextmanager
 async def floor_session(env: dict[str, str]) -> AsyncIterator[Floor]:
     """A session with the bare MCPServer of `bench.floor_server` (the SDK's own stdio)."""
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "bench.floor_server"], env=env
     )
-    with open(os.devnull, "w") as devnull:
-        async with (
-            stdio_client(params, errlog=devnull) as (read, write),
-            ClientSession(read, write) as floor,
-        ):
-            await floor.initialize()
-            for _ in range(20):
-                await floor.call_tool("noop", {})
-            yield Floor(floor)
+    async with stdio_session(params) as floor:
+        for _ in range(20):
+            await floor.call_tool("noop", {})
+        yield Floor(floor)
 
 
 async def floor_rows(run: Run, floor: Floor) -> list[Row]:

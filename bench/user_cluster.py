@@ -11,15 +11,14 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
-from mcp import ClientSession, StdioServerParameters
-from mcp.client.stdio import stdio_client
+from mcp import StdioServerParameters
 
-from bench.harness import Row, Run, alternated, p50
+from bench.harness import Row, Run, alternated, p50, stdio_session
 from bench.processes import terminate, wait_ready
 from bench.startup import COLD_STARTS, cold_start_ms
-from bench.tasks import IDLE_QUEUE, SEND_TARGET_MS
+from bench.tasks import IDLE_QUEUE, SEND_TARGET_MS, floor_session
 from bench.user_app import app as user_app
 
 APP = "bench.user_app:app"
@@ -59,17 +58,6 @@ def _params(run: Run, *args: str) -> StdioServerParameters:
     return StdioServerParameters(command=sys.executable, args=list(args), env=user_env(run))
 
 
-@contextlib.asynccontextmanager
-async def session(params: StdioServerParameters) -> AsyncIterator[ClientSession]:
-    with open(os.devnull, "w") as devnull:
-        async with (
-            stdio_client(params, errlog=devnull) as (read, write),
-            ClientSession(read, write) as client,
-        ):
-            await client.initialize()
-            yield client
-
-
 async def rows(run: Run) -> list[Row]:
     n = run.n(1000, 10)
     os.environ.update({k: v for k, v in user_env(run).items() if k.startswith("BENCH_USER")})
@@ -79,16 +67,16 @@ async def rows(run: Run) -> list[Row]:
     bare = _params(run, "-m", "bench.floor_server")
     args = {"task_name": "user.noop", "queue": IDLE_QUEUE}
     with stock_worker(run):
-        async with session(ours) as mcp, session(bare) as floor:
+        async with stdio_session(ours) as mcp, floor_session(user_env(run)) as floor:
             for _ in range(run.n(50, 2)):
                 await mcp.call_tool("send_task", args)
-                await floor.call_tool("noop", {})
+                await floor.noop()
                 user_app.send_task("user.noop", queue=IDLE_QUEUE)
             raw, sent, noop = await alternated(
                 n,
                 lambda: user_app.send_task("user.noop", queue=IDLE_QUEUE),
                 lambda: mcp.call_tool("send_task", args),
-                lambda: floor.call_tool("noop", {}),
+                floor.noop,
             )
         run.env.purge(IDLE_QUEUE)
         tries = run.n(COLD_STARTS, 1)

@@ -155,8 +155,26 @@ def noting_sent(cluster: Cluster, sent: list[SentTask]) -> Iterator[None]:
     _finish(note)
 
 
+def note_published(cluster: Cluster, sent: list[SentTask]) -> PendingNote | None:
+    """Send the note of tasks just published, for a caller that waits for their result next:
+    the note's round trip then overlaps the wait, not the publish. `finish_note` reads its
+    reply. A note that fails is logged (the tasks went out)."""
+    try:
+        return _begin_note(cluster, sent)
+    except Unavailable:
+        log.warning("could not note sent tasks in the history", exc_info=True)
+        return None
+
+
+def finish_note(note: PendingNote | None) -> None:
+    """Read the reply of a note sent by `note_published` (a failure is logged)."""
+    _finish(note)
+
+
 def _begin_note(cluster: Cluster, sent: list[SentTask]) -> PendingNote | None:
     """Send the note's writes (None: nothing to note, or no history to note it in)."""
+    if not sent:
+        return None
     try:
         store = cluster.history
     except CeleryMcpError:

@@ -34,7 +34,9 @@ from celery_mcp.service.results import (
 from celery_mcp.service.rpc_results import check_visible, uses_rpc
 from celery_mcp.service.sending import (
     ensure_sendable,
+    finish_note,
     forget_sent,
+    note_published,
     noting_sent,
     publish_options,
     queue_warnings,
@@ -70,8 +72,12 @@ def send_task(
     outcome = None
     if request.wait_s:  # subscribed before the publish: the result cannot slip by
         with waiting_for(cluster, note.task_id, request.wait_s, progress) as wait:
-            _publish(cluster, request, note)
-            outcome = wait()
+            _publish(cluster, request, note, noted=False)
+            pending = note_published(cluster, [note])  # noted while the task runs
+            try:
+                outcome = wait()
+            finally:
+                finish_note(pending)
     else:
         _publish(cluster, request, note)
     warnings = queue_warnings(cluster, [queue])
@@ -94,11 +100,13 @@ def send_task(
     )
 
 
-def _publish(cluster: Cluster, request: SendTaskInput, note: SentTask) -> None:
-    """Publish the task, noted in the history. The note is dropped when the publish failed,
-    kept when it got no answer (the broker may have taken it)."""
+def _publish(
+    cluster: Cluster, request: SendTaskInput, note: SentTask, *, noted: bool = True
+) -> None:
+    """Publish the task, noted in the history (unless the caller notes it after). The note is
+    dropped when the publish failed, kept when it got no answer (the broker may have taken it)."""
     try:
-        with noting_sent(cluster, [note]), translate_errors("broker"):
+        with noting_sent(cluster, [note] if noted else []), translate_errors("broker"):
             cluster.app.send_task(
                 note.name,
                 args=request.args,
@@ -109,7 +117,8 @@ def _publish(cluster: Cluster, request: SendTaskInput, note: SentTask) -> None:
     except Unavailable:
         raise
     except Exception:
-        forget_sent(cluster, [note])
+        if noted:
+            forget_sent(cluster, [note])
         raise
 
 

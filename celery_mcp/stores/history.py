@@ -5,6 +5,8 @@ events; the history tools and diagnose (service) read it. Layout under `keys.HIS
 in the broker's Redis db (the result backend's when the broker is not Redis):
 
     t:<id>             string  the task's TaskRecord as JSON (fields capped); expires after max age
+    a:<id>             string  exact args/kwargs of a task sent here, noted after its events had
+                               made its record (read over the record's own); expires with it
     r:<id>             hash    relations: child:<id> and retried_as:<id> -> when, retry_of -> id
     idx                zset    every task id, score = first seen (unix seconds)
     s:<STATE>          zset    ids in that state, same score
@@ -40,19 +42,36 @@ from celery_mcp.task_failures import exception_text
 #: States an event can put a record in (the indexes `s:<STATE>` that may exist).
 #: The states the history indexes by: Celery's, and NOT_RUN for chain steps after a failure.
 STATES: tuple[str, ...] = (*(s.value for s in TaskState), NOT_RUN)
-#: `note_sent`'s write of one new record and its indexes, skipped when the record exists.
-#: KEYS: record, time index, PENDING index, PENDING+name index, the set of name indexes;
-#: ARGV: record JSON, TTL seconds, first-seen score, task id.
-NOTE_SENT_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+#: One new record and its indexes, written only when the record does not exist yet (the
+#: recorder reads, merges and writes, so a record made in between must not be overwritten:
+#: it reads again). KEYS: record, time index, state index, [name index, the set of name
+#: indexes], [parent's relations], [exact-args key]; ARGV: record JSON, TTL seconds, first-seen
+#: score, task id, "1" when a name index is given, the parent's child field or "", the exact
+#: args JSON or "" (a note of a sent task: kept in the exact-args key when the record exists).
+CREATE_LUA = """
+local n = 4
+if ARGV[5] == '1' then n = 6 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if ARGV[7] ~= '' then redis.call('SET', KEYS[#KEYS], ARGV[7], 'EX', ARGV[2]) end
+  return 0
+end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
-redis.call('SADD', KEYS[5], KEYS[4])
+if ARGV[5] == '1' then
+  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
+  redis.call('SADD', KEYS[5], KEYS[4])
+end
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[n], ARGV[6], ARGV[3])
+  redis.call('EXPIRE', KEYS[n], ARGV[2])
+end
 return 1
 """
-NOTE_SENT_SHA = hashlib.sha1(NOTE_SENT_LUA.encode()).hexdigest()  # noqa: S324 (Redis's id)
+CREATE_SHA = hashlib.sha1(CREATE_LUA.encode()).hexdigest()  # noqa: S324 (Redis's id)
+#: Rounds of "read, merge, create where none is" before a batch gives up (each lost race
+#: means a note landed in between; a second is not expected).
+CREATE_ATTEMPTS = 4
 #: How many recent failures are compared when telling whether a failure was copied from one.
 UPSTREAM_SCAN = 100
 #: The failed step's task-failed event is sent after Celery stored the failure of the steps
@@ -383,6 +402,14 @@ def worker_entry(event: dict[str, Any]) -> WorkerEntry:
     )
 
 
+def _with_noted(rec: TaskRecord, noted: str | bytes | None) -> TaskRecord:
+    """`rec` with the exact arguments a note kept beside it (`a:<id>`), unless it has some."""
+    if noted and not rec.exact:
+        args, kwargs = json.loads(noted)
+        rec.args, rec.kwargs, rec.exact, rec.args_source = args, kwargs, True, "sent"
+    return rec
+
+
 def _bound(score: float) -> str:
     """A zset score bound as Redis spells it (+inf/-inf for open ends)."""
     if math.isinf(score):
@@ -411,7 +438,7 @@ class PendingNote:
         finally:
             pool.release(self.conn)
         if unloaded:  # load it, once, and write again (a record written meanwhile is kept)
-            self.store.r.script_load(NOTE_SENT_LUA)
+            self.store.r.script_load(CREATE_LUA)
             pipe = self.store.r.pipeline(transaction=False)
             for write in self.writes:
                 pipe.evalsha(*write[1:])
@@ -469,23 +496,30 @@ class HistoryStore:
             elif kind.startswith("worker-") and event.get("hostname"):
                 workers[str(event["hostname"])] = worker_entry(event).model_dump_json()
         ids = list(tasks)
-        updated: list[tuple[TaskRecord | None, TaskRecord]] = []
-        for tid, old in zip(ids, self.get_many(ids), strict=True):
+
+        def merged(tid: str, old: TaskRecord | None) -> TaskRecord:
             rec = old.model_copy() if old else TaskRecord(id=tid)
             for event in tasks[tid]:
                 apply_event(rec, event, self.cap)
-            updated.append((old, rec))
-        if enrich is not None:
+            return rec
+
+        def merged_again(tid: str, now: TaskRecord | None) -> TaskRecord:
+            rec = merged(tid, now)
+            if enrich is not None:
+                self._enrich([rec], enrich)
+            return rec
+
+        olds = self.get_many(ids)
+        updated = [(old, merged(tid, old)) for tid, old in zip(ids, olds, strict=True)]
+        if enrich is not None:  # one backend read for the batch
             self._enrich([rec for _, rec in updated], enrich)
         pipe = self.r.pipeline(transaction=False)
-        for old, rec in updated:
-            self._write(pipe, old, rec)
         if workers:
             pipe.hset(self.key("workers"), mapping=workers)
         if count:
             pipe.hincrby(self.key("meta"), "events", count)
             pipe.hset(self.key("meta"), "last_event", time.time())
-        pipe.execute()
+        self._write_merged(pipe, updated, merged_again)
         if trim:
             self.maybe_trim()
         return len(ids)
@@ -504,24 +538,83 @@ class HistoryStore:
             if rec.id in metas:
                 apply_backend_meta(rec, metas[rec.id], self.cap)
 
-    def _write(self, pipe: Any, old: TaskRecord | None, rec: TaskRecord) -> None:
+    def _write_merged(
+        self,
+        pipe: Any,
+        updated: list[tuple[TaskRecord | None, TaskRecord]],
+        again: Callable[[str, TaskRecord | None], TaskRecord | None],
+    ) -> None:
+        """Write records merged from what was read (`old`, None: no record) and execute `pipe`.
+
+        A new record is created only if none exists by then: a note of a task sent here can
+        land between the read and the write (it is written after the publish when the caller
+        waits for the result). Such records are read again and merged by `again` (None: nothing
+        to write), so neither the note nor the merge is lost and the indexes stay exact."""
+        for _ in range(CREATE_ATTEMPTS):
+            created: list[tuple[int, str]] = []
+            for old, rec in updated:
+                if old is None:
+                    created.append((len(pipe), rec.id))
+                    pipe.evalsha(CREATE_SHA, *self._create_call(rec))
+                else:
+                    self._write(pipe, old, rec)
+            replies = pipe.execute(raise_on_error=False)
+            if any(isinstance(r, NoScriptError) for r in replies):  # a fresh server: load it
+                self.r.script_load(CREATE_LUA)
+            redo = [tid for at, tid in created if replies[at] != 1]
+            failed = [r for r in replies if isinstance(r, Exception)]
+            if failed and not all(isinstance(r, NoScriptError) for r in failed):
+                raise failed[0]
+            if not redo:
+                return
+            updated = []
+            for tid, now in zip(redo, self.get_many(redo), strict=True):
+                merged = again(tid, now)
+                if merged is not None:
+                    updated.append((now, merged))
+            pipe = self.r.pipeline(transaction=False)
+        raise RuntimeError(f"history records kept changing while written: {len(updated)}")
+
+    def _create_call(self, rec: TaskRecord, exact: str = "") -> tuple[Any, ...]:
+        """CREATE_LUA's key count, keys and arguments for the new record `rec` (and the exact
+        arguments JSON of a note, kept aside when the record exists)."""
+        tid, state = rec.id, rec.state or "PENDING"
+        keys = [self.key("t", tid), self.key("idx"), self.key("s", state)]
+        if rec.name:
+            keys += [self.key("n", state, rec.name), self.key("nkeys")]
+        if rec.parent:
+            keys.append(self.key("r", rec.parent))
+        if exact:
+            keys.append(self.key("a", tid))
+        args = (
+            rec.to_json(),
+            self.ttl_s,
+            rec.first,
+            tid,
+            "1" if rec.name else "0",
+            CHILD_FIELD + tid if rec.parent else "",
+            exact,
+        )
+        return (len(keys), *keys, *args)
+
+    def _write(self, pipe: Any, old: TaskRecord, rec: TaskRecord) -> None:
+        """An existing record's update and its index moves."""
         tid, first = rec.id, rec.first
         pipe.set(self.key("t", tid), rec.to_json(), ex=self.ttl_s)
-        before = (old.name, old.state, old.first) if old else (None, None, None)
-        if before == (rec.name, rec.state, first):
+        if (old.name, old.state, old.first) == (rec.name, rec.state, first):
             return
         pipe.zadd(self.key("idx"), {tid: first})
-        if before[1]:
-            pipe.zrem(self.key("s", before[1]), tid)
-            if before[0]:
-                pipe.zrem(self.key("n", before[1], before[0]), tid)
+        if old.state:
+            pipe.zrem(self.key("s", old.state), tid)
+            if old.name:
+                pipe.zrem(self.key("n", old.state, old.name), tid)
         state = rec.state or "PENDING"
         pipe.zadd(self.key("s", state), {tid: first})
         if rec.name:
             nkey = self.key("n", state, rec.name)
             pipe.zadd(nkey, {tid: first})
             pipe.sadd(self.key("nkeys"), nkey)
-        if rec.parent and not (old and old.parent):
+        if rec.parent and not old.parent:
             rel = self.key("r", rec.parent)
             pipe.hset(rel, CHILD_FIELD + tid, first)
             pipe.expire(rel, self.ttl_s)
@@ -539,10 +632,11 @@ class HistoryStore:
             upstream = self.failed_upstream(rec, among=new)
             if upstream is not None:
                 mark_not_run(rec, upstream)
-        pipe = self.r.pipeline(transaction=False)
-        for old, rec in built:
-            self._write(pipe, old, rec)
-        pipe.execute()
+        self._write_merged(
+            self.r.pipeline(transaction=False),
+            built,
+            lambda tid, now: record_from_meta(now or TaskRecord(id=tid), metas[tid], self.cap),
+        )
         return len(built)
 
     def failed_upstream(self, rec: TaskRecord, among: Iterable[TaskRecord] = ()) -> str | None:
@@ -578,18 +672,19 @@ class HistoryStore:
         return None if first is rec else first.id
 
     def note_sent(self, sent: list[SentTask], *, at: float) -> None:
-        """Record tasks about to be published, with their exact arguments (if not known yet).
+        """Record tasks sent from here, with their exact arguments (if not known yet).
 
-        Written before the publish, so the monitor, which merges the task's events into the
-        record, keeps the exact arguments (it never replaces exact ones with the worker's repr).
-        A record that exists already (a re-send under the same id) is left as it is.
-        """
+        A record that exists already keeps what it says (the recorder made it from the task's
+        events, or it is a re-send under the same id); the exact arguments then go beside it
+        (`a:<id>`) and are read over its own. So a note may be written before or after the
+        publish: the recorder, which merges the task's events into the record, never loses it
+        (it creates a record only where none is, and merges again when it lost that race)."""
         self.begin_note_sent(sent, at=at).finish()
 
     def begin_note_sent(self, sent: list[SentTask], *, at: float) -> PendingNote:
         """`note_sent`, in two halves: its writes go out now, and `PendingNote.finish` reads
-        their replies. What runs in between (the publish) overlaps the note's round trip, and
-        reaches Redis after it: the note's request was written to its socket first."""
+        their replies. What runs in between (the publish, or the wait for the result) overlaps
+        the note's round trip."""
         writes = [("EVALSHA", *self._note_write(task, at)) for task in sent]
         pool = self.r.connection_pool
         conn = pool.get_connection()
@@ -602,9 +697,9 @@ class HistoryStore:
         return PendingNote(self, conn, writes)
 
     def _note_write(self, task: SentTask, at: float) -> tuple[Any, ...]:
-        """NOTE_SENT_LUA's arguments for `task`: what `_write(pipe, None, rec)` writes, unless
-        the record exists (one round trip)."""
-        fits = len(json.dumps([task.args, task.kwargs], default=repr)) <= 2 * self.cap
+        """CREATE_LUA's call for a note of `task`: a PENDING record with its exact arguments
+        (when they fit the field cap), else those arguments beside the existing record."""
+        fits = len(exact := json.dumps([task.args, task.kwargs], default=repr)) <= 2 * self.cap
         rec = TaskRecord(
             id=task.task_id,
             state="PENDING",
@@ -617,15 +712,13 @@ class HistoryStore:
             exact=fits,
             args_source="sent" if fits else None,
         )
-        keys = [self.key("t", rec.id), self.key("idx"), self.key("s", "PENDING")]
-        keys += [self.key("n", "PENDING", task.name), self.key("nkeys")]
-        return (NOTE_SENT_SHA, len(keys), *keys, rec.to_json(), self.ttl_s, at, rec.id)
+        return (CREATE_SHA, *self._create_call(rec, exact if fits else ""))
 
     def forget(self, sent: list[SentTask]) -> None:
         """Drop the notes of tasks whose publish failed."""
         pipe = self.r.pipeline(transaction=False)
         for task in sent:
-            pipe.delete(self.key("t", task.task_id))
+            pipe.delete(self.key("t", task.task_id), self.key("a", task.task_id))
             pipe.zrem(self.key("idx"), task.task_id)
             pipe.zrem(self.key("s", "PENDING"), task.task_id)
             pipe.zrem(self.key("n", "PENDING", task.name), task.task_id)
@@ -684,7 +777,7 @@ class HistoryStore:
             if not ids:
                 break
             pipe = self.r.pipeline(transaction=False)
-            pipe.unlink(*[self.key("t", i) for i in ids], *[self.key("r", i) for i in ids])
+            pipe.unlink(*[self.key(kind, i) for kind in ("t", "r", "a") for i in ids])
             pipe.zrem(idx, *ids)
             pipe.execute()
             removed += len(ids)
@@ -713,8 +806,11 @@ class HistoryStore:
         """Records of `ids` (None where unknown), one round trip."""
         if not ids:
             return []
-        raw = self.r.mget([self.key("t", i) for i in ids])
-        return [TaskRecord.from_json(i, v) if v else None for i, v in zip(ids, raw, strict=True)]
+        raw = self.r.mget([self.key(kind, i) for kind in ("t", "a") for i in ids])
+        return [
+            _with_noted(TaskRecord.from_json(i, v), noted) if v else None
+            for i, v, noted in zip(ids, raw[: len(ids)], raw[len(ids) :], strict=True)
+        ]
 
     def get(self, task_id: str) -> TaskRecord | None:
         return self.get_many([task_id])[0]

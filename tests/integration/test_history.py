@@ -21,7 +21,7 @@ from celery_mcp.runtime.embedded import EmbeddedServer
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.history import history_store
 from celery_mcp.service.tasks import send_task
-from celery_mcp.stores.history import HistoryStore
+from celery_mcp.stores.history import HistoryStore, SentTask
 from tests.support import (
     Worker,
     call,
@@ -398,3 +398,80 @@ def test_a_send_is_noted_even_when_the_server_lost_the_notes_script(cluster: Clu
         assert cluster.history.r.llen(queue) == 1  # and the task went out, once
     finally:
         cluster.history.r.delete(queue)
+
+
+@pytest.fixture
+def store(cluster: Cluster) -> Iterator[HistoryStore]:
+    """A history of its own (a fresh key prefix) in the test Valkey, deleted after."""
+    prefix = f"test-history-{uuid.uuid4().hex[:8]}:"
+    client = cluster.history.r
+    yield HistoryStore(client, max_tasks=1_000, max_age_s=3_600, field_bytes=256, prefix=prefix)
+    for key in client.scan_iter(match=f"{prefix}*", count=1_000):
+        client.delete(key)
+
+
+def _received(tid: str, at: float) -> dict[str, Any]:
+    """A worker's task-received event of demo.add(1, 2), as Celery sends it (repr args)."""
+    return {
+        "type": "task-received",
+        "uuid": tid,
+        "timestamp": at,
+        "name": "demo.add",
+        "args": "(1, 2)",
+        "kwargs": "{}",
+        "hostname": "w@h",
+    }
+
+
+def test_a_note_after_the_record_was_made_keeps_exact_arguments_beside_it(
+    store: HistoryStore,
+) -> None:
+    """send_task(wait_s) notes the task after its publish, so the recorder may have made the
+    record from the worker's events first: the exact arguments are kept and read anyway."""
+    tid, now = str(uuid.uuid4()), time.time()
+    store.r.script_flush()  # the recorder's create is loaded again, as after a restart
+    store.record([_received(tid, now)])
+    before = store.get(tid)
+    assert before is not None and not before.exact and before.args == "(1, 2)"
+    store.note_sent([SentTask(tid, "demo.add", [1, 2], {"x": [3]}, "q1")], at=now - 0.01)
+    rec = store.get(tid)
+    assert rec is not None and rec.state == "RECEIVED", rec
+    assert (rec.args, rec.kwargs, rec.exact, rec.args_source) == ([1, 2], {"x": [3]}, True, "sent")
+    assert store.r.zscore(store.key("s", "PENDING"), tid) is None  # the note left no index
+    store.record([{**_received(tid, now + 1), "type": "task-succeeded", "result": "3"}])
+    store.r.delete(store.key("a", tid))  # the recorder's merge kept them in the record
+    done = store.get(tid)
+    assert done is not None and done.state == "SUCCESS" and done.args == [1, 2] and done.exact
+
+
+def test_the_recorder_merges_again_when_a_note_lands_between_its_read_and_write(
+    store: HistoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recorder reads, merges and writes; a note written in between (the interleaving is
+    forced: its read is answered as it was before the note) is not overwritten: the record
+    has the note's exact arguments, queue and send time, the events' state, and one index."""
+    tid, now = str(uuid.uuid4()), time.time()
+    store.note_sent([SentTask(tid, "demo.add", [1, 2], {}, "q1")], at=now)
+    stale_reads = iter([[None]])
+    read = store.get_many
+    monkeypatch.setattr(store, "get_many", lambda ids: next(stale_reads, None) or read(ids))
+    store.record([_received(tid, now + 0.01)])
+    rec = store.get(tid)
+    assert rec is not None and rec.state == "RECEIVED", rec
+    assert (rec.args, rec.exact, rec.queue, rec.sent) == ([1, 2], True, "q1", now)
+    assert rec.deliveries == 1  # the events were merged once
+    assert store.r.zscore(store.key("s", "RECEIVED"), tid) is not None
+    for stale in (store.key("s", "PENDING"), store.key("n", "PENDING", "demo.add")):
+        assert store.r.zscore(stale, tid) is None, stale
+
+
+def test_send_task_with_a_wait_notes_the_task_with_its_exact_arguments(
+    cluster: Cluster, worker: Worker
+) -> None:
+    """send_task(wait_s) writes its note after the publish, while the task runs."""
+    sent = send_task(
+        cluster, SendTaskInput(task_name="demo.add", args=[2, 3], kwargs={}, wait_s=15)
+    )
+    assert sent.outcome is not None and sent.outcome.result == 5, sent
+    rec = cluster.history.get(sent.task_id)
+    assert rec is not None and rec.args == [2, 3] and rec.args_source == "sent", rec

@@ -8,12 +8,19 @@ same settings), in the same worker thread: what any MCP server on the SDK's stdi
 the same work in its process; the difference between a celery_mcp tool and its twin here is
 what celery_mcp's own code adds.
 
-Run: python -m bench.floor_server  (speaks MCP on stdin/stdout; CELERY_MCP_DATA_DIR for the
-broker of the Celery tools)
+`wait(ms)` only sleeps in its worker thread: the SDK's cost of a call whose tool takes as long
+as a raw Celery round trip. The no-op floor is measured hot, back to back; after a few ms of
+waiting, the processes and caches of the call's path have gone cold, and a call costs more.
+
+Run: python -m bench.floor_server [--tight-timers]  (speaks MCP on stdin/stdout;
+CELERY_MCP_DATA_DIR for the broker of the Celery tools; --tight-timers sets the 1 ns timer slack
+`celery-mcp serve` runs with, so its waits and sleeps end on time as ours do)
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -63,6 +70,11 @@ def build() -> MCPServer:
         return await _in_thread(lambda: app().send_task(task_name).get(timeout=10))
 
     @server.tool()
+    async def wait(ms: float) -> Done:
+        """time.sleep(ms / 1000) in a worker thread."""
+        return await _in_thread(lambda: time.sleep(ms / 1e3))
+
+    @server.tool()
     async def get(task_id: str) -> Done:
         """AsyncResult(task_id).get() in a worker thread."""
         return await _in_thread(lambda: app().AsyncResult(task_id).get(timeout=10))
@@ -71,4 +83,8 @@ def build() -> MCPServer:
 
 
 if __name__ == "__main__":
+    if "--tight-timers" in sys.argv:  # not for the cold-start floor: it would import ctypes
+        from celery_mcp.runtime.timer_slack import tighten
+
+        tighten()
     build().run("stdio")

@@ -56,12 +56,16 @@ class Floor:
     def twin(self, tool: str, **arguments: Any) -> Callable[[], Awaitable[Any]]:
         return lambda: self.client.call_tool(tool, arguments)
 
+    def waiting(self, ms: float) -> Callable[[], Awaitable[Any]]:
+        """The bare tool that only sleeps `ms` in its worker thread."""
+        return self.twin("wait", ms=ms)
+
 
 @contextlib.asynccontextmanager
 async def floor_session(env: dict[str, str]) -> AsyncIterator[Floor]:
     """A session with the bare MCPServer of `bench.floor_server` (the SDK's own stdio)."""
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "bench.floor_server"], env=env
+        command=sys.executable, args=["-m", "bench.floor_server", "--tight-timers"], env=env
     )
     async with stdio_session(params) as floor:
         for _ in range(20):
@@ -231,13 +235,16 @@ async def result_rows(run: Run, floor: Floor) -> list[Row]:
         sent = await run.call("send_task", task_name="demo.noop", wait_s=10)
         assert sent["outcome"]["success"], sent
 
-    raw_one, mcp_one, floor_one, twin_one = await alternated(
+    idle_ms = p50(time_sync(raw_round_trip, run.n(50, 2)))
+    raw_one, mcp_one, floor_one, twin_one, idle = await alternated(
         n,
         raw_round_trip,
         mcp_one_call,
         floor.noop,
         floor.twin("send_and_wait", task_name="demo.noop"),
+        floor.waiting(idle_ms),
     )
+    idle_floor = [ms - idle_ms for ms in idle]
 
     sleep_s = 0.1
 
@@ -279,6 +286,21 @@ async def result_rows(run: Run, floor: Floor) -> list[Row]:
             "and the floor",
         ),
         _over_twin("send_task(wait_s)", mcp_one, twin_one, ONE_CALL_WAIT_TARGET_MS),
+        Row(
+            f"floor after idle: bare tool sleeping {idle_ms:.2f} ms, minus that",
+            p50(idle_floor),
+            note="the bare MCPServer tool that only sleeps as long as raw's round trip (its "
+            "p50 just before) in its worker thread, minus the sleep: what the SDK's call "
+            "costs when the tool takes that long; the no-op floor is measured hot, back to back",
+        ),
+        _over_floor(
+            "send + wait in one call, against the floor after idle",
+            mcp_one,
+            raw_one,
+            idle_floor,
+            ONE_CALL_WAIT_TARGET_MS,
+            "the row above, with the floor of a tool that waits as long as the raw round trip",
+        ),
         _over_floor(
             "get_result of a finished task p50",
             mcp_done,

@@ -27,6 +27,7 @@ from celery_mcp.service.discovery import expected_workers
 from celery_mcp.service.limits import cap_json
 from celery_mcp.service.priority import ignored_priority
 from celery_mcp.service.results import (
+    PENDING_META,
     check_result_backend,
     has_result_backend,
     task_meta,
@@ -41,7 +42,7 @@ from celery_mcp.service.sending import (
     publish_options,
     queue_warnings,
 )
-from celery_mcp.service.waiting import PENDING_NOTE, custom_meta, wait_for_result, waiting_for
+from celery_mcp.service.waiting import PENDING_NOTE, custom_meta, wait_for_result
 from celery_mcp.service.workflows import (
     saved_group_result,
     saved_group_status,
@@ -70,14 +71,18 @@ def send_task(
     queue = request.queue or routed_queue(cluster, name)
     note = SentTask(uuid(), name, request.args, request.kwargs, queue)
     outcome = None
-    if request.wait_s:  # subscribed before the publish: the result cannot slip by
-        with waiting_for(cluster, note.task_id, request.wait_s, progress) as wait:
-            _publish(cluster, request, note, noted=False)
-            pending = note_published(cluster, [note])  # noted while the task runs
-            try:
-                outcome = wait()
-            finally:
-                finish_note(pending)
+    if request.wait_s:
+        # Noted, subscribed to and read after the publish, while the task runs (Celery's own
+        # get() subscribes after sending too): the read after subscribing finds a result
+        # stored before, so none of this is on the way to the broker.
+        _publish(cluster, request, note, noted=False)
+        pending = note_published(cluster, [note])
+        try:
+            outcome = wait_for_result(
+                cluster, note.task_id, request.wait_s, progress, meta=PENDING_META
+            )
+        finally:
+            finish_note(pending)
     else:
         _publish(cluster, request, note)
     warnings = queue_warnings(cluster, [queue])

@@ -20,7 +20,7 @@ from celery_mcp.models.tasks import TaskResult
 from celery_mcp.service import cancel
 from celery_mcp.service.cluster import Cluster
 from celery_mcp.service.limits import cap_json, cap_text
-from celery_mcp.service.results import PENDING_META, task_meta
+from celery_mcp.service.results import task_meta
 from celery_mcp.service.rpc_results import drain, uses_rpc
 from celery_mcp.task_failures import exception_text, user_traceback
 
@@ -76,32 +76,33 @@ WaitOnce = Callable[[float], dict[str, Any]]
 
 
 @contextlib.contextmanager
-def _waiter(cluster: Cluster, task_id: str, unsent: bool = False) -> Iterator[WaitOnce]:
+def _waiter(cluster: Cluster, task_id: str) -> Iterator[WaitOnce]:
     """A function that waits up to a slice for the task to be ready and returns its meta then;
-    every wait looks at the call's cancel flag each `cancel.POLL_S`. `unsent`: the task is
-    published after this subscribes, so no state can have been stored unannounced."""
+    every wait looks at the call's cancel flag each `cancel.POLL_S`."""
     backend = cluster.app.backend
     if uses_rpc(cluster):
         reply_drain = drain(cluster)
         yield lambda slice_s: reply_drain.wait(task_id, slice_s)
     elif isinstance(backend, RedisBackend):
-        with _subscribed(cluster, backend, task_id, unsent) as wait_once:
+        with _subscribed(cluster, backend, task_id) as wait_once:
             yield wait_once
     else:
         yield lambda slice_s: _polled(cluster, task_id, slice_s)
 
 
 @contextlib.contextmanager
-def _subscribed(
-    cluster: Cluster, backend: RedisBackend, task_id: str, unsent: bool
-) -> Iterator[WaitOnce]:
+def _subscribed(cluster: Cluster, backend: RedisBackend, task_id: str) -> Iterator[WaitOnce]:
     """A wait on the pub/sub of this thread's Redis backend, drained in `cancel.POLL_S` steps
     (its `get()` drains in 1 s steps, too long to notice a cancel). Draining also settles the
-    other results the backend is subscribed to (the members of groups and chords sent)."""
+    other results the backend is subscribed to (the members of groups and chords sent).
+
+    The first wait reads the state once subscribed: a result stored before was published to
+    nobody. Should Redis take that read before the subscription (two connections), a result
+    stored in between is read at the end of the slice (WAIT_SLICE_S), not missed."""
     result = AsyncResult(task_id, app=cluster.app)
     with translate_errors("backend"):
         backend.add_pending_result(result, weak=True)
-    fresh = not unsent
+    fresh = True
 
     def wait_once(slice_s: float) -> dict[str, Any]:
         nonlocal fresh
@@ -156,19 +157,6 @@ def wait_for_result(
         return _answer(cluster, task_id, meta, time.monotonic() - start)
     with _waiter(cluster, task_id) as wait_once:
         return _wait(cluster, task_id, meta, wait_once, timeout_s, progress, start)
-
-
-@contextlib.contextmanager
-def waiting_for(
-    cluster: Cluster, task_id: str, timeout_s: float, progress: cancel.Progress | None = None
-) -> Iterator[Callable[[], TaskResult]]:
-    """Subscribe to `task_id`'s result before it is sent; the function yielded waits for it
-    (up to `timeout_s`) once it is. A send-and-wait saves the read that closes the race of a
-    subscription made after the publish."""
-    with _waiter(cluster, task_id, unsent=True) as wait_once:
-        yield lambda: _wait(
-            cluster, task_id, PENDING_META, wait_once, timeout_s, progress, time.monotonic()
-        )
 
 
 def _wait(

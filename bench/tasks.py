@@ -43,9 +43,9 @@ SEND_TARGET_MS = 0.5
 FINISHED_RESULT_TARGET_MS = 0.3
 ONE_CALL_WAIT_TARGET_MS = 0.5
 #: Fresh (celery-mcp serve, bare floor server) pairs a target row is measured over. A server
-#: process keeps a bias of its own (CPU placement, memory layout): two processes running the
-#: same code differ by up to 0.5 ms here, so a target's figure is the median, over pairs, of
-#: each pair's medians.
+#: process keeps a bias of its own (CPU placement, memory layout): the send share of five
+#: pairs ranged 0.49-1.46 ms in one run here, so a target's figure is the median, over pairs,
+#: of each pair's medians.
 PAIRS = 5
 PAIRS_NOTE = f"the median of {PAIRS} fresh server pairs' medians"
 
@@ -83,15 +83,24 @@ async def floor_session(env: dict[str, str]) -> AsyncIterator[Floor]:
 Sides = Callable[[ClientSession, Floor], Sequence[Callable[[], Any]]]
 
 
-async def over_fresh_pairs(run: Run, n: int, sides: Sides, warm: int = 20) -> list[list[float]]:
+async def over_fresh_pairs(
+    run: Run,
+    n: int,
+    sides: Sides,
+    warm: int = 100,
+    server: StdioServerParameters | None = None,
+    env: dict[str, str] | None = None,
+) -> list[list[float]]:
     """Per side, the median of each of PAIRS fresh (server, floor) pairs, over `n` calls in all
-    (`sides(session, floor)` gives the sides, raw ones too, which take turns in each pair)."""
+    (`sides(session, floor)` gives the sides, raw ones too, which take turns in each pair).
+    `server`: what to start (celery-mcp serve --toolsets all); `env`: the floor server's."""
     pairs = run.n(PAIRS, 1)
+    params = server or run.env.server_params("--toolsets", "all")
     medians: list[list[float]] = []
     for _ in range(pairs):
         async with (
-            run.env.session("--toolsets", "all") as session,
-            floor_session(run.env.env) as floor,
+            stdio_session(params) as session,
+            floor_session(env or run.env.env) as floor,
         ):
             functions = sides(session, floor)
             await alternated(run.n(warm, 1), *functions, rounds=1)

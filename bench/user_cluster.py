@@ -15,10 +15,10 @@ from collections.abc import Iterator
 
 from mcp import StdioServerParameters
 
-from bench.harness import Row, Run, alternated, p50, stdio_session
+from bench.harness import Row, Run, p50
 from bench.processes import terminate, wait_ready
 from bench.startup import COLD_STARTS, cold_start_ms
-from bench.tasks import IDLE_QUEUE, SEND_TARGET_MS, floor_session
+from bench.tasks import IDLE_QUEUE, PAIRS_NOTE, SEND_TARGET_MS, over_fresh_pairs
 from bench.user_app import app as user_app
 
 APP = "bench.user_app:app"
@@ -67,17 +67,18 @@ async def rows(run: Run) -> list[Row]:
     bare = _params(run, "-m", "bench.floor_server")
     args = {"task_name": "user.noop", "queue": IDLE_QUEUE}
     with stock_worker(run):
-        async with stdio_session(ours) as mcp, floor_session(user_env(run)) as floor:
-            for _ in range(run.n(50, 2)):
-                await mcp.call_tool("send_task", args)
-                await floor.noop()
-                user_app.send_task("user.noop", queue=IDLE_QUEUE)
-            raw, sent, noop = await alternated(
-                n,
+        raw, sent, noop = await over_fresh_pairs(
+            run,
+            n,
+            lambda mcp, floor: (
                 lambda: user_app.send_task("user.noop", queue=IDLE_QUEUE),
                 lambda: mcp.call_tool("send_task", args),
                 floor.noop,
-            )
+            ),
+            warm=run.n(50, 2),
+            server=ours,
+            env=user_env(run),
+        )
         run.env.purge(IDLE_QUEUE)
         tries = run.n(COLD_STARTS, 1)
         cold, cold_floor = [], []
@@ -92,7 +93,8 @@ async def rows(run: Run) -> list[Row]:
             p50(sent),
             p50(raw),
             note=f"raw = the user's app.send_task (Celery defaults: no task-sent event); {n} "
-            f"each, alternated in 10 blocks with the floor (bare no-op tool, {p50(noop):.2f} ms)",
+            f"each, alternated with the floor (bare no-op tool, {p50(noop):.2f} ms); "
+            f"{PAIRS_NOTE}",
         ),
         Row(
             "send_task: celery_mcp's share, a user's app",

@@ -18,8 +18,9 @@ from collections.abc import Iterator
 
 import httpx2
 
-from bench.harness import Row, Run, interleaved, p50, time_async
+from bench.harness import Row, Run, p50, time_async
 from bench.processes import terminate
+from bench.tasks import PAIRS_NOTE, over_fresh_pairs
 
 QUEUE = "celery"
 
@@ -71,6 +72,9 @@ async def rows(run: Run) -> list[Row]:
         def flower_lengths() -> None:
             http.get("/api/queues/length").raise_for_status()
 
+        def flower_floor() -> None:
+            http.get("/healthcheck").raise_for_status()
+
         def flower_apply() -> None:
             reply = http.post("/api/task/apply/demo.noop", json={"args": []})
             reply.raise_for_status()
@@ -81,13 +85,18 @@ async def rows(run: Run) -> list[Row]:
             flower_apply()
             await run.call("queue_lengths")
             await run.call("send_task", task_name="demo.noop", wait_s=10)
-        raw_len, mcp_len = await interleaved(
-            flower_lengths, lambda: run.session.call_tool("queue_lengths", {}), n
-        )
-        raw_apply, mcp_apply = await interleaved(
-            flower_apply,
-            lambda: run.session.call_tool("send_task", {"task_name": "demo.noop", "wait_s": 10}),
+        raw_len, mcp_len, raw_apply, mcp_apply, http_floor, mcp_floor = await over_fresh_pairs(
+            run,
             n,
+            lambda session, floor: (
+                flower_lengths,
+                lambda: session.call_tool("queue_lengths", {}),
+                flower_apply,
+                lambda: session.call_tool("send_task", {"task_name": "demo.noop", "wait_s": 10}),
+                flower_floor,
+                floor.noop,
+            ),
+            warm=run.n(20, 2),
         )
         mcp_only = await time_async(
             lambda: run.session.call_tool("queue_lengths", {"consumers": False}), n
@@ -100,8 +109,9 @@ async def rows(run: Run) -> list[Row]:
             target="<= Flower",
             ok=p50(mcp_len) <= p50(raw_len),
             note=f"raw column = Flower 2.x REST (one kept-alive HTTP client), {n} calls each, "
-            "alternated; MCP lists each queue's depth and its consumers (the workers' queue "
-            f"lists of the last 5 s); consumers=false (broker only): {p50(mcp_only):.2f} ms",
+            f"alternated, {PAIRS_NOTE}; MCP lists each queue's depth and its consumers (the "
+            "workers' queue lists of the last 5 s); consumers=false (broker only): "
+            f"{p50(mcp_only):.2f} ms",
         ),
         Row(
             "send + wait, one call: send_task(wait_s) vs Flower /api/task/apply",
@@ -110,6 +120,14 @@ async def rows(run: Run) -> list[Row]:
             target="<= Flower",
             ok=p50(mcp_apply) <= p50(raw_apply),
             note=f"raw column = Flower's apply (sends, waits for the result, one HTTP call); "
-            f"{n} no-op tasks each, alternated",
+            f"{n} no-op tasks each, alternated; {PAIRS_NOTE}",
+        ),
+        Row(
+            "floors: bare MCPServer no-op tool vs Flower GET /healthcheck",
+            p50(mcp_floor),
+            p50(http_floor),
+            note="what each protocol costs with nothing behind it, in the same blocks as the "
+            "rows above: the official MCP client over stdio to the SDK's server, against a "
+            "synchronous httpx client to Flower's tornado server",
         ),
     ]

@@ -150,9 +150,9 @@ def noting_sent(cluster: Cluster, sent: list[SentTask]) -> Iterator[None]:
             note.abandon()
         raise
     except BaseException:
-        _finish(note)
+        finish_note(note)
         raise
-    _finish(note)
+    finish_note(note)
 
 
 def note_published(cluster: Cluster, sent: list[SentTask]) -> PendingNote | None:
@@ -164,11 +164,6 @@ def note_published(cluster: Cluster, sent: list[SentTask]) -> PendingNote | None
     except Unavailable:
         log.warning("could not note sent tasks in the history", exc_info=True)
         return None
-
-
-def finish_note(note: PendingNote | None) -> None:
-    """Read the reply of a note sent by `note_published` (a failure is logged)."""
-    _finish(note)
 
 
 def _begin_note(cluster: Cluster, sent: list[SentTask]) -> PendingNote | None:
@@ -189,7 +184,9 @@ def _begin_note(cluster: Cluster, sent: list[SentTask]) -> PendingNote | None:
         return None
 
 
-def _finish(note: PendingNote | None) -> None:
+def finish_note(note: PendingNote | None) -> None:
+    """Read the reply of a note sent by `note_published` or `noting_sent` (a failure is
+    logged: the tasks went out)."""
     if note is None:
         return
     try:

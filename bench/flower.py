@@ -80,11 +80,6 @@ async def rows(run: Run) -> list[Row]:
             reply.raise_for_status()
             assert reply.json().get("state") == "SUCCESS", reply.text
 
-        for _ in range(run.n(20, 2)):
-            flower_lengths()
-            flower_apply()
-            await run.call("queue_lengths")
-            await run.call("send_task", task_name="demo.noop", wait_s=10)
         raw_len, mcp_len, raw_apply, mcp_apply, http_floor, mcp_floor = await over_fresh_pairs(
             run,
             n,

@@ -253,57 +253,61 @@ async def test_retry_failed_lists_without_confirm_and_resends_with_it(
     assert row["skipped"] and "already retried" in row["skipped"]
 
 
-def test_retention_stays_bounded_after_50k_events(cluster: Cluster) -> None:
-    """The recorder's write path, fed directly: count and age caps hold, no key leaks."""
+@pytest.fixture
+def store(cluster: Cluster) -> Iterator[HistoryStore]:
+    """A history of its own (a fresh key prefix) in the test Valkey, deleted after."""
     prefix = f"test-history-{uuid.uuid4().hex[:8]}:"
     client = cluster.history.r
-    store = HistoryStore(client, max_tasks=1_000, max_age_s=3_600, field_bytes=256, prefix=prefix)
+    yield HistoryStore(client, max_tasks=1_000, max_age_s=3_600, field_bytes=256, prefix=prefix)
+    for key in client.scan_iter(match=f"{prefix}*", count=1_000):
+        client.delete(key)
+
+
+def test_retention_stays_bounded_after_50k_events(store: HistoryStore) -> None:
+    """The recorder's write path, fed directly: count and age caps hold, no key leaks."""
+    client, prefix = store.r, store.prefix
     now = time.time()
     kinds = ("task-sent", "task-received", "task-started", "task-succeeded")
-    try:
-        batch: list[dict[str, Any]] = []
-        for i in range(12_500):  # 4 events each: 50,000 events
-            ts = now - 7_200 + i * 0.5  # the first ~7,200 are older than max_age_s
-            tid = f"t{i:06d}"
-            for k, kind in enumerate(kinds):
-                batch.append(
-                    {
-                        "type": kind,
-                        "uuid": tid,
-                        "timestamp": ts + k * 0.01,
-                        "name": f"bench.task{i % 7}",
-                        "args": "(1, 2)",
-                        "kwargs": "{}",
-                        "hostname": "w@h",
-                        "result": "x" * 1_000,
-                        "runtime": 0.01,
-                        "queue": "celery",
-                    }
-                )
-            if len(batch) >= 1_000:
-                store.record(batch)
-                batch = []
-        store.record(batch)
-        store.record([{"type": "worker-heartbeat", "hostname": "w@h", "timestamp": now}])
-        kept = client.zcard(store.key("idx"))
-        slack = max(100, 1_000 // 100)
-        assert 1_000 <= kept <= 1_000 + slack
-        oldest = float(client.zrange(store.key("idx"), 0, 0, withscores=True)[0][1])
-        assert oldest >= now - 3_600 - 1
-        keys = list(client.scan_iter(match=f"{prefix}*", count=5_000))
-        records = [k for k in keys if k.startswith(prefix + "t:")]
-        assert len(records) == kept
-        assert len(keys) - len(records) <= 30  # indexes, nkeys, workers, meta
-        assert sum(client.zcard(k) for k in keys if k.startswith(prefix + "s:")) == kept
-        rec = store.get(f"t{12_499:06d}")
-        assert rec is not None and rec.state == "SUCCESS" and len(str(rec.result)) <= 257
-        store.max_age_s = 60  # age cap alone now removes everything older than a minute
-        store.maybe_trim(now=now + 60)
-        assert client.zcard(store.key("idx")) == 0
-        assert not [k for k in client.scan_iter(match=f"{prefix}[tsn]:*", count=5_000)]
-    finally:
-        for key in client.scan_iter(match=f"{prefix}*", count=5_000):
-            client.delete(key)
+    batch: list[dict[str, Any]] = []
+    for i in range(12_500):  # 4 events each: 50,000 events
+        ts = now - 7_200 + i * 0.5  # the first ~7,200 are older than max_age_s
+        tid = f"t{i:06d}"
+        for k, kind in enumerate(kinds):
+            batch.append(
+                {
+                    "type": kind,
+                    "uuid": tid,
+                    "timestamp": ts + k * 0.01,
+                    "name": f"bench.task{i % 7}",
+                    "args": "(1, 2)",
+                    "kwargs": "{}",
+                    "hostname": "w@h",
+                    "result": "x" * 1_000,
+                    "runtime": 0.01,
+                    "queue": "celery",
+                }
+            )
+        if len(batch) >= 1_000:
+            store.record(batch)
+            batch = []
+    store.record(batch)
+    store.record([{"type": "worker-heartbeat", "hostname": "w@h", "timestamp": now}])
+    kept = client.zcard(store.key("idx"))
+    slack = max(100, 1_000 // 100)
+    assert 1_000 <= kept <= 1_000 + slack
+    oldest = float(client.zrange(store.key("idx"), 0, 0, withscores=True)[0][1])
+    assert oldest >= now - 3_600 - 1
+    keys = list(client.scan_iter(match=f"{prefix}*", count=5_000))
+    records = [k for k in keys if k.startswith(prefix + "t:")]
+    assert len(records) == kept
+    assert len(keys) - len(records) <= 30  # indexes, nkeys, workers, meta
+    assert sum(client.zcard(k) for k in keys if k.startswith(prefix + "s:")) == kept
+    rec = store.get(f"t{12_499:06d}")
+    assert rec is not None and rec.state == "SUCCESS" and len(str(rec.result)) <= 257
+    store.max_age_s = 60  # age cap alone now removes everything older than a minute
+    store.maybe_trim(now=now + 60)
+    assert client.zcard(store.key("idx")) == 0
+    assert not [k for k in client.scan_iter(match=f"{prefix}[tsn]:*", count=5_000)]
 
 
 async def test_retry_task_resends_a_revoked_task(mcp: ClientSession, monitor: None) -> None:
@@ -398,16 +402,6 @@ def test_a_send_is_noted_even_when_the_server_lost_the_notes_script(cluster: Clu
         assert cluster.history.r.llen(queue) == 1  # and the task went out, once
     finally:
         cluster.history.r.delete(queue)
-
-
-@pytest.fixture
-def store(cluster: Cluster) -> Iterator[HistoryStore]:
-    """A history of its own (a fresh key prefix) in the test Valkey, deleted after."""
-    prefix = f"test-history-{uuid.uuid4().hex[:8]}:"
-    client = cluster.history.r
-    yield HistoryStore(client, max_tasks=1_000, max_age_s=3_600, field_bytes=256, prefix=prefix)
-    for key in client.scan_iter(match=f"{prefix}*", count=1_000):
-        client.delete(key)
 
 
 def _received(tid: str, at: float) -> dict[str, Any]:
